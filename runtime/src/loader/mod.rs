@@ -1,0 +1,175 @@
+//! Loading models: where weights come from (HF safetensors dir or GGUF file), how their config
+//! becomes a [`ModelSpec`], and the tokenizer.
+
+pub mod fetch;
+pub mod gguf;
+pub mod gguf_spec;
+pub mod hf_config;
+pub mod safetensors;
+pub mod spm;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use crate::device::RuntimeDevice;
+use crate::model::{Transformer, build};
+use crate::spec::ModelSpec;
+pub use tokenizer::TextTokenizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Format(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("missing tensor `{name}` (expected shape {expected})")]
+    MissingTensor { name: String, expected: String },
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error(
+        "unexpected tensors not used by the model: {}{} — is the config's architecture right?",
+        .0.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+        if .0.len() > 8 { format!(" (+{} more)", .0.len() - 8) } else { String::new() }
+    )]
+    ExtraTensors(Vec<String>),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
+}
+
+impl LoadError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Which container the weights came from (decides tensor names and per-source transforms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Safetensors,
+    Gguf,
+}
+
+/// A set of named tensors, returned as f32 in PyTorch (row-major, `[out, in]`) layout.
+pub trait WeightSource {
+    fn kind(&self) -> SourceKind;
+    fn contains(&self, name: &str) -> bool;
+    fn names(&self) -> Vec<String>;
+    fn load(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), LoadError>;
+    /// Tensors that may be present without being used.
+    fn ignorable(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| LoadError::Format(format!("{}: invalid JSON: {e}", path.display())))
+}
+
+/// A model ready to run.
+pub struct LoadedModel {
+    /// `org/name` where known (used to find the model's profile).
+    pub id: String,
+    pub spec: ModelSpec,
+    pub model: Transformer,
+    pub tokenizer: TextTokenizer,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Text of `config.json` (or the GGUF metadata summary) for fingerprinting.
+    pub config_text: String,
+}
+
+/// Loads an HF model directory: `config.json`, weights, `tokenizer.json`,
+/// `generation_config.json` if present.
+pub fn load_hf_dir(dir: &Path, device: &RuntimeDevice) -> Result<LoadedModel, LoadError> {
+    let config_path = dir.join("config.json");
+    if !config_path.exists() {
+        return Err(LoadError::NotFound(format!(
+            "{} has no config.json: pass a Hugging Face model directory, a .gguf file or a \
+             model id",
+            dir.display()
+        )));
+    }
+    let config_text =
+        std::fs::read_to_string(&config_path).map_err(|e| LoadError::io(&config_path, e))?;
+    let config: serde_json::Value = serde_json::from_str(&config_text)
+        .map_err(|e| LoadError::Format(format!("{}: invalid JSON: {e}", config_path.display())))?;
+    let gen_path = dir.join("generation_config.json");
+    let gen_cfg = if gen_path.exists() {
+        Some(read_json(&gen_path)?)
+    } else {
+        None
+    };
+    let spec = hf_config::spec_from_hf_config(&config, gen_cfg.as_ref())?;
+    let tokenizer = TextTokenizer::from_hf_file(&dir.join("tokenizer.json"))?;
+    let source = safetensors::SafetensorsSource::open_dir(dir)?;
+    let model = build(spec.clone(), &source, device)?;
+    let id = config
+        .get("_name_or_path")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    Ok(LoadedModel {
+        id,
+        spec,
+        model,
+        tokenizer,
+        path: dir.to_path_buf(),
+        config_text,
+    })
+}
+
+/// Loads what a `--model` argument names: a model id (resolved in the model cache), an HF model
+/// directory, or a `.gguf` file.
+pub fn load_model(arg: &str, device: &RuntimeDevice) -> Result<LoadedModel, LoadError> {
+    let resolved = fetch::resolve_model(arg)?;
+    let mut lm = match &resolved.location {
+        fetch::ModelLocation::HfDir(dir) => load_hf_dir(dir, device)?,
+        fetch::ModelLocation::GgufFile(path) => load_gguf(path, device)?,
+    };
+    lm.id = resolved.id;
+    Ok(lm)
+}
+
+/// Loads a GGUF file: metadata → spec, dequantized weights, SentencePiece tokenizer.
+pub fn load_gguf(path: &Path, device: &RuntimeDevice) -> Result<LoadedModel, LoadError> {
+    let source = gguf_spec::GgufSource::open(path)?;
+    let spec = gguf_spec::spec_from_gguf(&source.file)?;
+    let spm = gguf_spec::tokenizer_from_gguf(&source.file)?;
+    let model = build(spec.clone(), &source, device)?;
+    Ok(LoadedModel {
+        id: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        spec,
+        model,
+        tokenizer: TextTokenizer::Spm(Box::new(spm)),
+        path: path.to_path_buf(),
+        config_text: gguf_spec::config_summary(&source.file),
+    })
+}

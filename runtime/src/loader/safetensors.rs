@@ -1,0 +1,126 @@
+//! Hugging Face safetensors weights: one `model.safetensors` or shards listed in
+//! `model.safetensors.index.json`, memory-mapped; f32/f16/bf16 converted to f32 once at load
+//! (burn-flex would otherwise convert bf16 on every matmul).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use super::{LoadError, SourceKind, WeightSource};
+
+pub struct SafetensorsSource {
+    maps: Vec<(PathBuf, Mmap)>,
+    /// Tensor name → index into `maps`.
+    index: BTreeMap<String, usize>,
+}
+
+impl SafetensorsSource {
+    pub fn open_dir(dir: &Path) -> Result<Self, LoadError> {
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if single.exists() {
+            vec![single]
+        } else if index_path.exists() {
+            let idx: serde_json::Value = super::read_json(&index_path)?;
+            let map = idx
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| {
+                    LoadError::Config(format!("{}: no `weight_map` object", index_path.display()))
+                })?;
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            files.sort();
+            files.dedup();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            return Err(LoadError::NotFound(format!(
+                "no model.safetensors or model.safetensors.index.json in {}",
+                dir.display()
+            )));
+        };
+        let mut maps = Vec::new();
+        let mut index = BTreeMap::new();
+        for (i, path) in files.into_iter().enumerate() {
+            let f = File::open(&path).map_err(|e| LoadError::io(&path, e))?;
+            // SAFETY: the file is opened read-only; weights are not expected to change while
+            // loading (the same assumption every mmap-based loader makes).
+            let mmap = unsafe { Mmap::map(&f) }.map_err(|e| LoadError::io(&path, e))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+                LoadError::Format(format!(
+                    "{}: not a valid safetensors file: {e}",
+                    path.display()
+                ))
+            })?;
+            for name in st.names() {
+                index.insert(name.to_string(), i);
+            }
+            maps.push((path, mmap));
+        }
+        Ok(SafetensorsSource { maps, index })
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Safetensors
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
+    }
+
+    fn load(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), LoadError> {
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| LoadError::MissingTensor {
+                name: name.into(),
+                expected: "present".into(),
+            })?;
+        let (path, mmap) = &self.maps[i];
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| LoadError::Format(format!("{}: {e}", path.display())))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| LoadError::Format(format!("{}: {name}: {e}", path.display())))?;
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(LoadError::Unsupported(format!(
+                    "tensor `{name}` in {} has dtype {other:?}; supported: F32, F16, BF16",
+                    path.display()
+                )));
+            }
+        };
+        Ok((data, view.shape().to_vec()))
+    }
+
+    fn ignorable(&self, name: &str) -> bool {
+        // Buffers some exports include, and the towers of multimodal checkpoints.
+        name.ends_with("rotary_emb.inv_freq")
+            || name.starts_with("vision_tower.")
+            || name.starts_with("multi_modal_projector.")
+    }
+}

@@ -1,0 +1,92 @@
+//! `compresskv generate`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use compresskv_runtime::RuntimeDevice;
+use compresskv_runtime::generate::{GenerateOptions, generate};
+use compresskv_runtime::loader::load_model;
+
+use super::table::{Table, bytes};
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Model id (e.g. google/gemma-3-270m), HF model directory, or .gguf file.
+    #[arg(long)]
+    pub model: String,
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the output contains this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(device: &str, a: GenerateArgs) -> anyhow::Result<()> {
+    let device = RuntimeDevice::parse(device)?;
+    let prompt = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading --prompt-file {}", f.display()))?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let lm = load_model(&a.model, &device)?;
+    let ids = lm.tokenizer.encode(&prompt, true)?;
+    let mut eos = lm.spec.eos_token_ids.clone();
+    eos.extend(lm.tokenizer.extra_eos_ids());
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        stop_strings: a.stop.clone(),
+        eos_ids: eos,
+    };
+    let out = generate(&lm.model, &lm.tokenizer, &ids, &opts, None)?;
+    if a.json {
+        let mut v = serde_json::to_value(&out)?;
+        v["model"] = lm.id.clone().into();
+        v["method"] = "full".into();
+        super::print_json(&v)?;
+    } else {
+        println!("{}{}", prompt, out.text);
+        eprintln!();
+        let mut t = Table::new([
+            "prompt tokens",
+            "new tokens",
+            "prefill",
+            "decode",
+            "KV cache",
+        ]);
+        t.row([
+            out.prompt_tokens.to_string(),
+            out.token_ids.len().to_string(),
+            format!(
+                "{:.0} ms ({:.0} tok/s)",
+                out.prefill_ms,
+                out.prompt_tokens as f64 / (out.prefill_ms / 1e3)
+            ),
+            format!("{:.1} tok/s", out.decode_tokens_per_s),
+            bytes(out.kv_cache_bytes),
+        ]);
+        eprintln!("{}", t.render());
+    }
+    Ok(())
+}

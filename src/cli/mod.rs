@@ -1,0 +1,42 @@
+//! Command definitions and dispatch. Every command has `--json`; human output is a table.
+
+mod fetch;
+mod generate;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "compresskv",
+    version,
+    about = "Long-context LLM inference with a compressed KV cache (CompressKV)"
+)]
+pub struct Cli {
+    /// Compute device: cpu, cuda[:N], wgpu, or auto.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt (optionally with a compressed KV cache).
+    Generate(generate::GenerateArgs),
+    /// Download and verify a model (e.g. google/gemma-3-270m) or the NIAH haystack into the cache.
+    Fetch(fetch::FetchArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(a) => generate::run(&cli.device, a),
+        Command::Fetch(a) => fetch::run(a),
+    }
+}
+
+/// Prints `value` as one JSON object on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,37 @@
+use std::path::PathBuf;
+
+use compresskv_runtime::RuntimeDevice;
+
+/// `../shared` next to the repository, or `$COMPRESSKV_SHARED`.
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = std::env::var_os("COMPRESSKV_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    if p.is_dir() {
+        Some(p)
+    } else if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{} is missing: CI must run the reference tests",
+            p.display()
+        );
+    } else {
+        eprintln!("SKIPPED: {} not found (set COMPRESSKV_SHARED)", p.display());
+        None
+    }
+}
+
+pub fn cpu() -> RuntimeDevice {
+    RuntimeDevice::cpu()
+}
+
+pub fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

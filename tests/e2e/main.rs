@@ -1,0 +1,7 @@
+//! End-to-end tests (one test binary: linking Burn is slow, so keep binaries few).
+//!
+//! They read `../shared` (tiny reference models, the Gemma 3 golden values). When it is
+//! missing they fail under `CI=true` and skip with a loud message elsewhere.
+
+mod common;
+mod tiny;
