@@ -35,3 +35,18 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The real model (google/gemma-3-270m) from the model cache. Under `CI=true` a missing model
+/// fails the test (CI fetches it first); elsewhere it skips with a loud message.
+pub fn real_model() -> Option<compresskv_runtime::loader::LoadedModel> {
+    match compresskv_runtime::loader::load_model("google/gemma-3-270m", &cpu()) {
+        Ok(m) => Some(m),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("the real model is required in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (real model not available): {e}");
+            None
+        }
+    }
+}

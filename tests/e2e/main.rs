@@ -4,4 +4,5 @@
 //! missing they fail under `CI=true` and skip with a loud message elsewhere.
 
 mod common;
+mod gemma;
 mod tiny;
