@@ -11,6 +11,7 @@ pub mod device;
 pub mod generate;
 pub mod loader;
 pub mod model;
+pub mod press;
 pub mod spec;
 
 pub use cache::KvCache;

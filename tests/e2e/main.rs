@@ -5,4 +5,5 @@
 
 mod common;
 mod gemma;
+mod press;
 mod tiny;

@@ -269,10 +269,11 @@ mod tests {
         assert_eq!(l.bytes(), 2 * 2 * 3 * 2 * 4);
         l.append(kv(2, 1, 50.0), kv(2, 1, 150.0), &[6]);
         assert_eq!(l.positions(), &[0, 3, 5, 6]);
-        // Head 1, entry kept from slot 3: k values are base + (h*t + slot)*2 + d.
-        let k: Vec<f32> = l.groups()[0].k.to_data().to_vec().unwrap();
+        // Head 1, entry kept from slot 3: k values are base + (h*t + slot)*2 + d. Layout is
+        // [1, 2, 4, 2] after the append: head 1 starts at 8, its second entry at 10.
+        let k: Vec<f32> = l.groups()[0].k.to_data().try_to_vec().unwrap();
         assert_eq!(
-            &k[8..10],
+            &k[10..12],
             &[(6 + 3) as f32 * 2.0, (6 + 3) as f32 * 2.0 + 1.0]
         );
     }

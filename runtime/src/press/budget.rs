@@ -1,0 +1,207 @@
+//! Layer budget allocators: how a mean budget `B` (entries per compressed layer) is spread over
+//! the `L` compressed layers. Every allocator returns budgets summing to exactly `L·B`.
+
+/// Which allocator a press uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// `B` for every layer.
+    Uniform,
+    /// Linearly decreasing with depth (PyramidKV, Cai et al. 2024: `arXiv:2406.02069`).
+    Pyramid,
+    /// From the profile's per-layer eviction errors (CompressKV).
+    ErrorAware,
+}
+
+/// Limits of the error-aware allocator.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub min: usize,
+    pub max_factor: f64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            min: 32,
+            max_factor: 3.0,
+        }
+    }
+}
+
+/// Budgets for `n` layers with mean `b`. `errors` are the layers' error shares (any positive
+/// scale) for [`Allocator::ErrorAware`]; without them it falls back to uniform and says so in
+/// the returned note.
+pub fn allocate(
+    kind: Allocator,
+    n: usize,
+    b: usize,
+    window: usize,
+    bounds: Bounds,
+    errors: Option<&[f64]>,
+) -> (Vec<usize>, Option<String>) {
+    if n == 0 {
+        return (vec![], None);
+    }
+    match kind {
+        Allocator::Uniform => (vec![b; n], None),
+        Allocator::Pyramid => (pyramid(n, b, window), None),
+        Allocator::ErrorAware => match errors {
+            Some(e) if e.len() == n && e.iter().sum::<f64>() > 0.0 => {
+                (error_aware(e, b, bounds), None)
+            }
+            _ => (
+                vec![b; n],
+                Some("no layer eviction errors in the profile: uniform layer budgets".into()),
+            ),
+        },
+    }
+}
+
+/// PyramidKV: budgets fall linearly from `2B − min` at the first layer to `min` at the last,
+/// with `min = max(window + 1, B/β)`, β = 20 (the paper's default). Unlike kvpress, `min` is
+/// not raised to the window size, so small budgets still form a pyramid.
+pub fn pyramid(n: usize, b: usize, window: usize) -> Vec<usize> {
+    if n == 1 {
+        return vec![b];
+    }
+    let min = ((b as f64 / 20.0).round() as usize).max(window + 1).min(b);
+    let max = 2 * b - min;
+    let step = (max - min) as f64 / (n - 1) as f64;
+    let raw: Vec<f64> = (0..n).map(|l| max as f64 - l as f64 * step).collect();
+    let mut out: Vec<usize> = raw.iter().map(|x| x.round() as usize).collect();
+    // Shares proportional to the raw budgets, for the exact-total correction.
+    fix_total(&mut out, &raw, n * b, min, max);
+    out
+}
+
+/// CompressKV: `budget_l = min + round(share_l × (L·B − L·min))`, clipped to
+/// `[min, max_factor·B]`, then corrected one entry at a time (by share order) until the total
+/// is exactly `L·B`.
+pub fn error_aware(errors: &[f64], b: usize, bounds: Bounds) -> Vec<usize> {
+    let n = errors.len();
+    let total_err: f64 = errors.iter().sum();
+    let shares: Vec<f64> = errors.iter().map(|e| e / total_err).collect();
+    let min = bounds.min.min(b);
+    let max = ((bounds.max_factor * b as f64).floor() as usize).max(b);
+    let spare = (n * b - n * min) as f64;
+    let mut out: Vec<usize> = shares
+        .iter()
+        .map(|s| (min + (s * spare).round() as usize).clamp(min, max))
+        .collect();
+    fix_total(&mut out, &shares, n * b, min, max);
+    out
+}
+
+/// Adds or removes one entry at a time — to the largest-share layer that can take it, or from
+/// the smallest-share layer that can give — until the budgets sum to `total`.
+fn fix_total(out: &mut [usize], shares: &[f64], total: usize, min: usize, max: usize) {
+    let mut order: Vec<usize> = (0..out.len()).collect();
+    order.sort_by(|&a, &b| shares[b].total_cmp(&shares[a]).then(a.cmp(&b)));
+    let mut sum: usize = out.iter().sum();
+    while sum < total {
+        let before = sum;
+        for &i in &order {
+            if sum < total && out[i] < max {
+                out[i] += 1;
+                sum += 1;
+            }
+        }
+        if sum == before {
+            break; // every layer at max: cannot reach the total
+        }
+    }
+    while sum > total {
+        let before = sum;
+        for &i in order.iter().rev() {
+            if sum > total && out[i] > min {
+                out[i] -= 1;
+                sum -= 1;
+            }
+        }
+        if sum == before {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny deterministic generator for property tests (no extra dependency).
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64) / ((1u64 << 53) as f64)
+    }
+
+    #[test]
+    fn error_aware_sums_exactly_and_respects_bounds() {
+        let mut seed = 42;
+        for case in 0..500 {
+            let n = 1 + (lcg(&mut seed) * 40.0) as usize;
+            let b = 32 + (lcg(&mut seed) * 500.0) as usize;
+            let errs: Vec<f64> = (0..n).map(|_| lcg(&mut seed).powi(3) + 1e-9).collect();
+            let out = error_aware(&errs, b, Bounds::default());
+            assert_eq!(out.iter().sum::<usize>(), n * b, "case {case}: {out:?}");
+            assert!(
+                out.iter().all(|&x| x >= 32.min(b) && x <= 3 * b),
+                "case {case}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_aware_is_monotone_in_the_share() {
+        let mut seed = 7;
+        for _ in 0..200 {
+            let n = 2 + (lcg(&mut seed) * 30.0) as usize;
+            let errs: Vec<f64> = (0..n).map(|_| lcg(&mut seed) + 1e-6).collect();
+            let out = error_aware(&errs, 128, Bounds::default());
+            for i in 0..n {
+                for j in 0..n {
+                    if errs[i] > errs[j] {
+                        assert!(out[i] >= out[j], "{errs:?} → {out:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_aware_hand_case() {
+        // 3 layers, B = 100, min 32: spare = 300 − 96 = 204.
+        // shares 0.5/0.3/0.2 → 32+102=134, 32+61=93 (61.2), 32+41=73 (40.8) = 300.
+        assert_eq!(
+            error_aware(&[5.0, 3.0, 2.0], 100, Bounds::default()),
+            vec![134, 93, 73]
+        );
+        // A dominant layer is clipped at 3B and the rest is redistributed.
+        // 8 layers, B = 64: 32 + 1.0 × 256 = 288 > 3B = 192.
+        let mut errs = vec![0.001; 8];
+        errs[0] = 1000.0;
+        let out = error_aware(&errs, 64, Bounds::default());
+        assert_eq!(out[0], 192);
+        assert_eq!(out.iter().sum::<usize>(), 512);
+        assert!(out[1..].iter().all(|&x| (45..=46).contains(&x)), "{out:?}");
+    }
+
+    #[test]
+    fn pyramid_decreases_and_sums() {
+        let out = pyramid(18, 128, 8);
+        assert_eq!(out.iter().sum::<usize>(), 18 * 128);
+        assert!(out.windows(2).all(|w| w[0] >= w[1]), "{out:?}");
+        assert!(out[0] > 128 && out[17] < 128);
+        // Small budgets still form a pyramid (kvpress collapses to uniform here).
+        let small = pyramid(3, 64, 8);
+        assert!(small[0] > small[2], "{small:?}");
+    }
+
+    #[test]
+    fn missing_errors_fall_back_to_uniform_with_a_note() {
+        let (b, note) = allocate(Allocator::ErrorAware, 3, 64, 8, Bounds::default(), None);
+        assert_eq!(b, vec![64, 64, 64]);
+        assert!(note.unwrap().contains("uniform"));
+    }
+}

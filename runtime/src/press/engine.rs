@@ -1,0 +1,186 @@
+//! The compression engine: after prefill, allocate layer budgets, let the press score each
+//! compressed layer, keep the selection (physically), and report. It implements the generation
+//! loop's [`CacheCompressor`], so generation never names a method.
+
+use super::budget::{Bounds, allocate};
+use super::{HeadProfile, LayerView, Press, PressError, PressParams, select};
+use crate::cache::KvCache;
+use crate::generate::{CacheCompressor, CompressionReport};
+use crate::model::{CausalLM, WindowCapture};
+use crate::spec::{AttentionKind, ModelSpec};
+
+/// What happens to sliding-window layers (which already hold at most their window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlidingPolicy {
+    /// Leave them as they are; compress the full-attention layers.
+    Keep,
+    /// Also compress them to the budget when it is below what they hold.
+    Compress,
+}
+
+/// How much to keep: a mean budget per compressed layer, or a fraction of the prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BudgetSpec {
+    Entries(usize),
+    Ratio(f64),
+}
+
+pub struct Compressor {
+    pub press: Box<dyn Press>,
+    pub params: PressParams,
+    pub budget: BudgetSpec,
+    pub sliding: SlidingPolicy,
+    pub bounds: Bounds,
+    pub profile: Option<HeadProfile>,
+}
+
+impl Compressor {
+    /// Validates the settings against the model before any work is done.
+    pub fn new(
+        press: Box<dyn Press>,
+        params: PressParams,
+        budget: BudgetSpec,
+        sliding: SlidingPolicy,
+        bounds: Bounds,
+        profile: Option<HeadProfile>,
+        spec: &ModelSpec,
+    ) -> Result<Self, PressError> {
+        match budget {
+            BudgetSpec::Entries(0) => {
+                return Err(PressError::BadBudget(
+                    "--budget 0 keeps nothing: give a positive number of KV entries per layer"
+                        .into(),
+                ));
+            }
+            BudgetSpec::Entries(b) if b <= params.window && press.name() != "full" => {
+                return Err(PressError::BadBudget(format!(
+                    "--budget {b} is not larger than the observation window ({}), which is always \
+                     kept: raise --budget or lower --window",
+                    params.window
+                )));
+            }
+            BudgetSpec::Ratio(r) if !(r > 0.0 && r <= 1.0) => {
+                return Err(PressError::BadBudget(format!(
+                    "--ratio {r} must be in (0, 1]"
+                )));
+            }
+            _ => {}
+        }
+        if params.window == 0 {
+            return Err(PressError::BadBudget("--window must be at least 1".into()));
+        }
+        if params.kernel == 0 || params.kernel % 2 == 0 {
+            return Err(PressError::BadBudget(format!(
+                "--kernel {} must be odd (same padding)",
+                params.kernel
+            )));
+        }
+        press.check(spec, profile.as_ref(), &params)?;
+        Ok(Compressor {
+            press,
+            params,
+            budget,
+            sliding,
+            bounds,
+            profile,
+        })
+    }
+
+    /// Layers this compressor may shrink.
+    pub fn compressed_layers(&self, spec: &ModelSpec) -> Vec<usize> {
+        (0..spec.n_layers)
+            .filter(|&l| {
+                self.sliding == SlidingPolicy::Compress
+                    || spec.layers[l].attention == AttentionKind::Full
+            })
+            .collect()
+    }
+
+    fn mean_budget(&self, prompt_len: usize) -> usize {
+        match self.budget {
+            BudgetSpec::Entries(b) => b,
+            BudgetSpec::Ratio(r) => ((prompt_len as f64 * r).round() as usize).max(1),
+        }
+    }
+}
+
+impl CacheCompressor for Compressor {
+    fn window(&self) -> usize {
+        self.params.window
+    }
+
+    fn compress(
+        &self,
+        model: &dyn CausalLM,
+        cache: &mut KvCache,
+        capture: &WindowCapture,
+        prompt_len: usize,
+    ) -> Result<CompressionReport, String> {
+        let spec = model.spec();
+        let mut report = CompressionReport {
+            method: self.press.name().to_string(),
+            ..Default::default()
+        };
+        let b = self.mean_budget(prompt_len);
+        if b <= self.params.window && self.press.name() != "full" {
+            return Err(format!(
+                "the budget ({b} entries from --ratio) is not larger than the observation \
+                 window ({}): raise --ratio or lower --window",
+                self.params.window
+            ));
+        }
+        let layers = self.compressed_layers(spec);
+        let errors: Option<Vec<f64>> = self
+            .profile
+            .as_ref()
+            .and_then(|p| p.layer_errors.as_ref())
+            .map(|e| layers.iter().map(|&l| e[l]).collect());
+        let (budgets, note) = allocate(
+            self.press.allocator(),
+            layers.len(),
+            b,
+            self.params.window,
+            self.bounds,
+            errors.as_deref(),
+        );
+        report.notes.extend(note);
+        if prompt_len <= b {
+            report.notes.push(format!(
+                "prompt ({prompt_len} tokens) fits the budget ({b}): not compressed"
+            ));
+        } else {
+            for (&l, &budget) in layers.iter().zip(&budgets) {
+                let lc = &cache.layers[l];
+                if lc.positions().len() <= budget {
+                    continue;
+                }
+                let q = capture.queries[l]
+                    .as_ref()
+                    .ok_or("no observation-window queries were captured")?;
+                let view = LayerView {
+                    layer: l,
+                    spec,
+                    queries: q,
+                    query_positions: &capture.positions,
+                    cache: lc,
+                    attention: model.attention(l),
+                    params: &self.params,
+                    profile: self.profile.as_ref(),
+                };
+                let Some(scores) = self.press.score(&view).map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                let keep = select(
+                    &scores,
+                    budget,
+                    self.params.window,
+                    spec.n_kv_heads,
+                    self.press.split(),
+                );
+                cache.layers[l].retain(&keep);
+            }
+        }
+        report.kept_per_layer = cache.entries_per_layer();
+        Ok(report)
+    }
+}
