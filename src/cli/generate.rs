@@ -35,6 +35,8 @@ pub struct GenerateArgs {
     /// Stop when the output contains this string (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    #[command(flatten)]
+    pub press: super::press_args::PressArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -59,11 +61,22 @@ pub fn run(device: &str, a: GenerateArgs) -> anyhow::Result<()> {
         stop_strings: a.stop.clone(),
         eos_ids: eos,
     };
-    let out = generate(&lm.model, &lm.tokenizer, &ids, &opts, None)?;
+    let compressor = a.press.compressor(&lm)?;
+    let out = generate(
+        &lm.model,
+        &lm.tokenizer,
+        &ids,
+        &opts,
+        compressor
+            .as_ref()
+            .map(|c| c as &dyn compresskv_runtime::generate::CacheCompressor),
+    )?;
     if a.json {
         let mut v = serde_json::to_value(&out)?;
         v["model"] = lm.id.clone().into();
-        v["method"] = "full".into();
+        v["method"] = a.press.method.clone().into();
+        v["kv_entries_kept_per_layer"] = serde_json::to_value(&out.kv_entries_per_layer)?;
+        v["kv_cache_bytes_kept"] = out.kv_cache_bytes.into();
         super::print_json(&v)?;
     } else {
         println!("{}{}", prompt, out.text);
@@ -76,6 +89,7 @@ pub fn run(device: &str, a: GenerateArgs) -> anyhow::Result<()> {
             "KV cache",
         ]);
         t.row([
+            a.press.method.clone(),
             out.prompt_tokens.to_string(),
             out.token_ids.len().to_string(),
             format!(
@@ -83,8 +97,13 @@ pub fn run(device: &str, a: GenerateArgs) -> anyhow::Result<()> {
                 out.prefill_ms,
                 out.prompt_tokens as f64 / (out.prefill_ms / 1e3)
             ),
+            format!("{:.0} ms", out.compress_ms),
             format!("{:.1} tok/s", out.decode_tokens_per_s),
-            bytes(out.kv_cache_bytes),
+            format!(
+                "{} → {}",
+                bytes(out.kv_cache_bytes_full),
+                bytes(out.kv_cache_bytes)
+            ),
         ]);
         eprintln!("{}", t.render());
     }

@@ -2,6 +2,8 @@
 
 mod fetch;
 mod generate;
+mod press_args;
+mod profile_load;
 mod table;
 
 use clap::{Parser, Subcommand};

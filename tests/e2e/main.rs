@@ -6,4 +6,5 @@
 mod common;
 mod gemma;
 mod press;
+mod srh;
 mod tiny;

@@ -1,0 +1,156 @@
+//! The profile file layout: RON with a header comment, one line per layer / data set / tuning
+//! row, so that files are readable and diff well. Leaf values go through `ron` itself (string
+//! escaping, float formatting), so whatever is written parses back to the same value.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{Profile, ProfileError, TuneSetting};
+
+struct W<'a> {
+    out: String,
+    model_id: &'a str,
+}
+
+impl W<'_> {
+    fn val<T: Serialize + ?Sized>(&self, v: &T) -> Result<String, ProfileError> {
+        ron::to_string(v).map_err(|e| ProfileError::Serialize {
+            model_id: self.model_id.to_string(),
+            msg: e.to_string(),
+        })
+    }
+
+    fn list<T: Serialize>(&self, v: &[T]) -> Result<String, ProfileError> {
+        let items = v
+            .iter()
+            .map(|x| self.val(x))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(format!("[{}]", items.join(", ")))
+    }
+
+    fn line(&mut self, indent: usize, s: &str) {
+        for _ in 0..indent {
+            self.out.push_str("    ");
+        }
+        self.out.push_str(s);
+        self.out.push('\n');
+    }
+
+    fn field<T: Serialize + ?Sized>(
+        &mut self,
+        indent: usize,
+        name: &str,
+        v: &T,
+    ) -> Result<(), ProfileError> {
+        let s = format!("{name}: {},", self.val(v)?);
+        self.line(indent, &s);
+        Ok(())
+    }
+
+    fn setting(&self, s: &TuneSetting) -> Result<String, ProfileError> {
+        Ok(format!(
+            "(srh_heads: {}, window: {}, mix: {})",
+            s.srh_heads,
+            s.window,
+            self.val(&s.mix)?
+        ))
+    }
+
+    fn matrix(&mut self, name: &str, m: &[Vec<f64>]) -> Result<(), ProfileError> {
+        self.line(1, &format!("{name}: ["));
+        for (l, row) in m.iter().enumerate() {
+            let s = format!("{}, // layer {l}", self.list(row)?);
+            self.line(2, &s);
+        }
+        self.line(1, "],");
+        Ok(())
+    }
+}
+
+pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
+    let mut w = W {
+        out: String::new(),
+        model_id: &p.model_id,
+    };
+    let fp = &p.fingerprint;
+    let _ = writeln!(
+        w.out,
+        "// CompressKV profile of {} (schema {}), written by `compresskv profile`.",
+        p.model_id.replace('\n', " "),
+        p.schema_version
+    );
+    w.line(
+        0,
+        "// srh_scores / retrieval_scores: [layer][query head], higher = more important.",
+    );
+    w.line(0, "(");
+    w.field(1, "schema_version", &p.schema_version)?;
+    w.field(1, "model_id", &p.model_id)?;
+    w.line(1, "fingerprint: (");
+    w.field(2, "architecture", &fp.architecture)?;
+    w.field(2, "n_layers", &fp.n_layers)?;
+    w.field(2, "n_heads", &fp.n_heads)?;
+    w.field(2, "n_kv_heads", &fp.n_kv_heads)?;
+    w.field(2, "head_dim", &fp.head_dim)?;
+    w.field(2, "vocab_size", &fp.vocab_size)?;
+    w.field(2, "config_hash", &fp.config_hash)?;
+    w.field(2, "weight_hash", &fp.weight_hash)?;
+    w.line(1, "),");
+    w.matrix("srh_scores", &p.srh_scores)?;
+    w.matrix("retrieval_scores", &p.retrieval_scores)?;
+    match &p.layer_errors {
+        None => w.line(1, "layer_errors: None,"),
+        Some(le) => {
+            w.line(1, "layer_errors: Some((");
+            let s = format!("per_layer: {},", w.list(&le.per_layer)?);
+            w.line(2, &s);
+            w.line(2, "per_dataset: [");
+            for (name, v) in &le.per_dataset {
+                let s = format!("({}, {}),", w.val(name)?, w.list(v)?);
+                w.line(3, &s);
+            }
+            w.line(2, "],");
+            w.field(2, "source", &le.source)?;
+            w.line(1, ")),");
+        }
+    }
+    let d = &p.defaults;
+    w.line(1, "defaults: (");
+    w.field(2, "srh_heads", &d.srh_heads)?;
+    w.field(2, "window", &d.window)?;
+    w.field(2, "kernel", &d.kernel)?;
+    w.field(2, "min_budget", &d.min_budget)?;
+    w.field(2, "max_budget_factor", &d.max_budget_factor)?;
+    w.field(2, "mix", &d.mix)?;
+    w.line(1, "),");
+    match &p.tuning {
+        None => w.line(1, "tuning: None,"),
+        Some(t) => {
+            w.line(1, "tuning: Some((");
+            let s = format!("chosen: {},", w.setting(&t.chosen)?);
+            w.line(2, &s);
+            w.line(2, "table: [");
+            for (s, recall) in &t.table {
+                let s = format!("({}, {}),", w.setting(s)?, w.val(recall)?);
+                w.line(3, &s);
+            }
+            w.line(2, "],");
+            let s = format!("budgets: {},", w.list(&t.budgets)?);
+            w.line(2, &s);
+            w.line(1, ")),");
+        }
+    }
+    let pr = &p.provenance;
+    w.line(1, "provenance: (");
+    w.field(2, "tool_version", &pr.tool_version)?;
+    w.field(2, "calibration_hash", &pr.calibration_hash)?;
+    w.field(2, "grid", &pr.grid)?;
+    w.field(2, "seed", &pr.seed)?;
+    w.field(2, "wall_time_s", &pr.wall_time_s)?;
+    w.field(2, "imported_from", &pr.imported_from)?;
+    w.field(2, "created", &pr.created)?;
+    w.line(1, "),");
+    w.line(0, ")");
+    Ok(w.out)
+}

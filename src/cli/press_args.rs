@@ -1,0 +1,101 @@
+//! Compression flags shared by `generate`, `demo`, `eval` and `bench`.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use compresskv_runtime::loader::LoadedModel;
+use compresskv_runtime::press::budget::Bounds;
+use compresskv_runtime::press::engine::BudgetSpec;
+use compresskv_runtime::press::{Compressor, PressParams, SlidingPolicy, press_by_name};
+
+use super::profile_load::load_head_profile;
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sliding {
+    Keep,
+    Compress,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PressArgs {
+    /// Compression method: full, streamingllm, snapkv, pyramidkv, adakv, compresskv.
+    #[arg(long, default_value = "full")]
+    pub method: String,
+    /// Mean KV entries kept per compressed layer.
+    #[arg(long, conflicts_with = "ratio")]
+    pub budget: Option<usize>,
+    /// Fraction of the prompt kept per compressed layer.
+    #[arg(long)]
+    pub ratio: Option<f64>,
+    /// `auto` (next to the weights, $COMPRESSKV_PROFILES, the repo's profiles/) or a path.
+    #[arg(long, default_value = "auto")]
+    pub profile: String,
+    /// Observation window (last prompt queries that score the entries; always kept).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Average-pooling kernel over the scores.
+    #[arg(long)]
+    pub kernel: Option<usize>,
+    /// CompressKV: Semantic Retrieval Heads per layer.
+    #[arg(long)]
+    pub srh_heads: Option<usize>,
+    /// CompressKV: blend with the all-heads score (0 = pure SRH, the paper).
+    #[arg(long)]
+    pub mix: Option<f64>,
+    /// Sliding-window layers: keep them (default) or compress them too.
+    #[arg(long, value_enum, default_value = "keep")]
+    pub sliding: Sliding,
+}
+
+impl PressArgs {
+    /// `None` for `full` without a budget (plain generation).
+    pub fn compressor(&self, lm: &LoadedModel) -> anyhow::Result<Option<Compressor>> {
+        let press = press_by_name(&self.method)?;
+        let budget = match (self.budget, self.ratio) {
+            (Some(b), _) => BudgetSpec::Entries(b),
+            (None, Some(r)) => BudgetSpec::Ratio(r),
+            (None, None) if self.method == "full" => return Ok(None),
+            (None, None) => anyhow::bail!(
+                "--method {} needs --budget N (KV entries per layer) or --ratio R",
+                self.method
+            ),
+        };
+        let loaded = if self.method == "compresskv" {
+            Some(load_head_profile(lm, &self.profile).context("loading the model's profile")?)
+        } else {
+            None
+        };
+        let mut params = PressParams::default();
+        let mut bounds = Bounds::default();
+        let mut profile = None;
+        if let Some((hp, eff)) = loaded {
+            params.window = eff.window;
+            params.kernel = eff.kernel;
+            params.srh_heads = eff.srh_heads;
+            params.mix = eff.mix;
+            bounds.min = eff.min_budget;
+            bounds.max_factor = eff.max_budget_factor;
+            profile = Some(hp);
+        } else {
+            params.srh_heads = (lm.spec.n_heads / 8).max(1);
+        }
+        if let Some(w) = self.window {
+            params.window = w;
+        }
+        if let Some(k) = self.kernel {
+            params.kernel = k;
+        }
+        if let Some(h) = self.srh_heads {
+            params.srh_heads = h;
+        }
+        if let Some(m) = self.mix {
+            params.mix = m;
+        }
+        let sliding = match self.sliding {
+            Sliding::Keep => SlidingPolicy::Keep,
+            Sliding::Compress => SlidingPolicy::Compress,
+        };
+        Ok(Some(Compressor::new(
+            press, params, budget, sliding, bounds, profile, &lm.spec,
+        )?))
+    }
+}
