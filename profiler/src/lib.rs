@@ -2,4 +2,5 @@
 //! score its Semantic Retrieval Heads (and, for comparison, its classic retrieval heads), and
 //! writes the per-model profile the runtime loads by model id.
 
+pub mod calibrate;
 pub mod srh;

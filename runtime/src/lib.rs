@@ -12,6 +12,7 @@ pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod press;
+pub mod profile;
 pub mod spec;
 
 pub use cache::KvCache;

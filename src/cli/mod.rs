@@ -3,6 +3,7 @@
 mod fetch;
 mod generate;
 mod press_args;
+mod profile;
 mod profile_load;
 mod table;
 
@@ -28,12 +29,15 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Download and verify a model (e.g. google/gemma-3-270m) or the NIAH haystack into the cache.
     Fetch(fetch::FetchArgs),
+    /// Profile a model once (Semantic Retrieval Heads) into profiles/<org>--<name>.ron.
+    Profile(profile::ProfileArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(&cli.device, a),
         Command::Fetch(a) => fetch::run(a),
+        Command::Profile(a) => profile::run(&cli.device, a),
     }
 }
 

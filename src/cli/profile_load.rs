@@ -1,16 +1,38 @@
+//! Finds and checks the profile of a loaded model, and turns it into what presses read.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
 use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::press::HeadProfile;
-pub struct Effective {
-    pub srh_heads: usize,
-    pub window: usize,
-    pub kernel: usize,
-    pub mix: f64,
-    pub min_budget: usize,
-    pub max_budget_factor: f64,
+use compresskv_runtime::profile::{
+    Effective, Overrides, Profile, default_repo_profiles_dir, find_profile,
+};
+
+/// Loads `--profile auto|PATH` for `lm`, checks it fits the model, and returns the head ranking
+/// and layer errors plus the profile's effective defaults.
+pub fn load_head_profile(lm: &LoadedModel, arg: &str) -> anyhow::Result<(HeadProfile, Effective)> {
+    let path = if arg == "auto" {
+        let env = std::env::var_os("COMPRESSKV_PROFILES").map(PathBuf::from);
+        find_profile(
+            &lm.id,
+            &lm.path,
+            env.as_deref(),
+            Some(&default_repo_profiles_dir()),
+        )?
+    } else {
+        PathBuf::from(arg)
+    };
+    let p = Profile::load(&path).with_context(|| format!("profile {}", path.display()))?;
+    p.check_matches(&lm.spec, &lm.id, None)?;
+    Ok((head_profile(&p), p.effective(&Overrides::default())))
 }
-pub fn load_head_profile(
-    _lm: &LoadedModel,
-    _arg: &str,
-) -> anyhow::Result<(HeadProfile, Effective)> {
-    anyhow::bail!("profiles: not wired yet")
+
+pub fn head_profile(p: &Profile) -> HeadProfile {
+    let n_layers = p.srh_scores.len();
+    let n_heads = p.srh_scores.first().map_or(0, Vec::len);
+    HeadProfile {
+        srh_ranking: (0..n_layers).map(|l| p.top_srh_heads(l, n_heads)).collect(),
+        layer_errors: p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
+    }
 }

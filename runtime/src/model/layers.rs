@@ -41,9 +41,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let rms = x
-            .clone()
-            .powf_scalar(2.0)
+        let rms = (x.clone() * x.clone())
             .mean_dim(D - 1)
             .add_scalar(self.eps)
             .sqrt();

@@ -336,7 +336,10 @@ impl Transformer {
             final_norm,
             ropes,
             rope_of_layer,
-            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            prefill_chunk: std::env::var("COMPRESSKV_PREFILL_CHUNK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_PREFILL_CHUNK),
         })
     }
 
@@ -396,6 +399,10 @@ impl Transformer {
             }
             lc.append(k, v, &positions);
             let o = a.attend(&q, &positions, lc);
+            if let AttentionKind::Sliding(w) = a.kind {
+                // Keep only what the next query (at `start + s`) can see: at most the window.
+                lc.drop_before((start + s) as i64 - w as i64 + 1);
+            }
             if let Some(obs) = ctx.observer.as_deref_mut() {
                 if obs.wants(i) {
                     obs.observe(AttentionEvent {

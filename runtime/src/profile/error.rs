@@ -68,12 +68,11 @@ pub enum ProfileError {
 
     /// The profile was made for a different model than the one loaded.
     #[error(
-        "profile {origin} is for {profile_model} ({profile_shape}), but the loaded model is \
+        "the profile is for {profile_model} ({profile_shape}), but the loaded model is \
          {model} ({model_shape}): {detail}. Fix: pass `--profile PATH` with the profile made for \
          {model}, or create one with `compresskv profile --model {model}`"
     )]
     ModelMismatch {
-        origin: String,
         profile_model: String,
         profile_shape: String,
         model: String,

@@ -196,7 +196,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Fingerprint {
@@ -292,15 +294,16 @@ impl Profile {
         if self.schema_version != SCHEMA_VERSION {
             return Err(schema_error(origin, self.schema_version, &self.model_id));
         }
-        self.check_consistency().map_err(|problem| ProfileError::Invalid {
-            origin: origin.to_string(),
-            model_id: if self.model_id.is_empty() {
-                "<MODEL_ID>".to_string()
-            } else {
-                self.model_id.clone()
-            },
-            problem,
-        })?;
+        self.check_consistency()
+            .map_err(|problem| ProfileError::Invalid {
+                origin: origin.to_string(),
+                model_id: if self.model_id.is_empty() {
+                    "<MODEL_ID>".to_string()
+                } else {
+                    self.model_id.clone()
+                },
+                problem,
+            })?;
         self.check_no_machine_local()
     }
 
@@ -323,7 +326,7 @@ impl Profile {
                 return Err(format!("fingerprint.{name} is 0"));
             }
         }
-        if fp.n_heads % fp.n_kv_heads != 0 {
+        if !fp.n_heads.is_multiple_of(fp.n_kv_heads) {
             return Err(format!(
                 "fingerprint.n_heads ({}) is not a multiple of fingerprint.n_kv_heads ({})",
                 fp.n_heads, fp.n_kv_heads
@@ -363,7 +366,11 @@ impl Profile {
                 if le.per_dataset[..i].iter().any(|(n, _)| n == name) {
                     return Err(format!("layer_errors.per_dataset has {name:?} twice"));
                 }
-                check_vector(&format!("layer_errors.per_dataset[{name:?}]"), v, fp.n_layers)?;
+                check_vector(
+                    &format!("layer_errors.per_dataset[{name:?}]"),
+                    v,
+                    fp.n_layers,
+                )?;
             }
             if !LAYER_ERROR_SOURCES.contains(&le.source.as_str()) {
                 return Err(format!(
@@ -565,7 +572,6 @@ impl Profile {
             return Ok(());
         }
         Err(ProfileError::ModelMismatch {
-            origin: format!("of {}", self.model_id),
             profile_model: self.model_id.clone(),
             profile_shape: fp.describe(),
             model: if model_id.is_empty() {
@@ -636,7 +642,10 @@ impl Profile {
         {
             return Err(ProfileError::BadOverride {
                 what: "--srh-heads",
-                problem: format!("{h} is outside 1..={n} ({} has {n} query heads)", self.model_id),
+                problem: format!(
+                    "{h} is outside 1..={n} ({} has {n} query heads)",
+                    self.model_id
+                ),
                 fix: format!("pass a value between 1 and {n}"),
             });
         }
@@ -765,7 +774,19 @@ pub fn absolute_path_in(s: &str) -> Option<&str> {
         c.is_whitespace()
             || matches!(
                 c,
-                ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '<' | '>' | '"' | '\'' | '=' | '|'
+                ',' | ';'
+                    | '('
+                    | ')'
+                    | '['
+                    | ']'
+                    | '{'
+                    | '}'
+                    | '<'
+                    | '>'
+                    | '"'
+                    | '\''
+                    | '='
+                    | '|'
                     | '`'
             )
     };
@@ -776,15 +797,17 @@ pub fn absolute_path_in(s: &str) -> Option<&str> {
         }
         let b = token.as_bytes();
         // Windows drive (`C:\x`, `C:/x`) and UNC (`\\server\share`).
-        if b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'\\' | b'/')
+        if b.len() >= 3
+            && b[0].is_ascii_alphabetic()
+            && b[1] == b':'
+            && matches!(b[2], b'\\' | b'/')
         {
             return Some(token);
         }
         if token.starts_with("\\\\") {
             return Some(token);
         }
-        if token.starts_with('~') && (token == "~" || token.contains('/') || token.contains('\\'))
-        {
+        if token.starts_with('~') && (token == "~" || token.contains('/') || token.contains('\\')) {
             return Some(token);
         }
         if token.contains("://") {
@@ -996,7 +1019,9 @@ mod tests {
         let p = sample();
         p.validate().unwrap();
         let dir = temp_dir("roundtrip");
-        let path = dir.join("nested/deeper").join(profile_file_name(&p.model_id));
+        let path = dir
+            .join("nested/deeper")
+            .join(profile_file_name(&p.model_id));
         p.save_atomic(&path).unwrap();
         let back = Profile::load(&path).unwrap();
         assert_eq!(back, p);
@@ -1025,11 +1050,9 @@ mod tests {
         // Plain serde RON (no layout) reads back identically.
         let plain = ron::to_string(&p).unwrap();
         assert_eq!(Profile::from_ron_str(&plain, "plain").unwrap(), p);
-        let named = ron::ser::to_string_pretty(
-            &p,
-            ron::ser::PrettyConfig::default().struct_names(true),
-        )
-        .unwrap();
+        let named =
+            ron::ser::to_string_pretty(&p, ron::ser::PrettyConfig::default().struct_names(true))
+                .unwrap();
         assert_eq!(Profile::from_ron_str(&named, "named").unwrap(), p);
     }
 
@@ -1041,7 +1064,14 @@ mod tests {
             .unwrap()
             .replace("schema_version: 1,", "schema_version: 0,");
         let e = Profile::from_ron_str(&old, "profiles/old.ron").unwrap_err();
-        assert!(matches!(e, ProfileError::SchemaVersion { found: 0, supported: 1, .. }));
+        assert!(matches!(
+            e,
+            ProfileError::SchemaVersion {
+                found: 0,
+                supported: 1,
+                ..
+            }
+        ));
         let m = e.to_string();
         assert!(m.contains("schema_version 0"), "{m}");
         assert!(m.contains("supports only schema_version 1"), "{m}");
@@ -1052,10 +1082,10 @@ mod tests {
         assert!(m.contains("profiles/old.ron"), "{m}");
         // A future version with fields this build does not know is reported as a version
         // problem, not as a parse error.
-        let future = p
-            .to_ron_string()
-            .unwrap()
-            .replace("schema_version: 1,", "schema_version: 2,\n    new_field: [1, 2],");
+        let future = p.to_ron_string().unwrap().replace(
+            "schema_version: 1,",
+            "schema_version: 2,\n    new_field: [1, 2],",
+        );
         let e = Profile::from_ron_str(&future, "f.ron").unwrap_err();
         assert!(
             matches!(e, ProfileError::SchemaVersion { found: 2, .. }),
@@ -1099,12 +1129,15 @@ mod tests {
         let m = invalid(&p);
         assert!(m.contains("srh_scores[3][1] is NaN"), "{m}");
         // NaN written by hand (or by another tool) is rejected when read.
-        let text = sample()
-            .to_ron_string()
-            .unwrap()
-            .replacen("srh_scores: [\n        [0.0,", "srh_scores: [\n        [NaN,", 1);
+        let text = sample().to_ron_string().unwrap().replacen(
+            "srh_scores: [\n        [0.0,",
+            "srh_scores: [\n        [NaN,",
+            1,
+        );
         assert!(text.contains("[NaN,"));
-        let m = Profile::from_ron_str(&text, "nan.ron").unwrap_err().to_string();
+        let m = Profile::from_ron_str(&text, "nan.ron")
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("srh_scores[0][0] is NaN"), "{m}");
         assert!(m.contains("nan.ron"), "{m}");
         // And never written.
@@ -1124,7 +1157,8 @@ mod tests {
     #[test]
     fn rejects_inconsistent_shapes_and_settings() {
         let base = sample();
-        let mut cases: Vec<(Box<dyn Fn(&mut Profile)>, &str)> = vec![
+        type Case = (Box<dyn Fn(&mut Profile)>, &'static str);
+        let mut cases: Vec<Case> = vec![
             (
                 Box::new(|p| {
                     p.srh_scores.pop();
@@ -1182,7 +1216,15 @@ mod tests {
                 "tuning.table[1] has mean recall NaN",
             ),
             (
-                Box::new(|p| p.tuning.as_mut().unwrap().budgets.pop().map(|_| ()).unwrap()),
+                Box::new(|p| {
+                    p.tuning
+                        .as_mut()
+                        .unwrap()
+                        .budgets
+                        .pop()
+                        .map(|_| ())
+                        .unwrap()
+                }),
                 "tuning.budgets has 17 entries",
             ),
             (
@@ -1200,8 +1242,13 @@ mod tests {
             assert!(m.contains("compresskv profile --model"), "case {i}: {m}");
             // The same problem is found when the text is read.
             let text = ron::to_string(&p).unwrap();
-            let e = Profile::from_ron_str(&text, "case.ron").unwrap_err().to_string();
-            assert!(e.contains(expect) && e.contains("case.ron"), "case {i}: {e}");
+            let e = Profile::from_ron_str(&text, "case.ron")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(expect) && e.contains("case.ron"),
+                "case {i}: {e}"
+            );
         }
     }
 
@@ -1259,7 +1306,8 @@ mod tests {
     #[test]
     fn check_matches_names_both_models_and_how_to_fix() {
         let p = sample(); // google/gemma-3-270m, 18 × 4
-        p.check_matches(&gemma_270m(), "google/gemma-3-270m", None).unwrap();
+        p.check_matches(&gemma_270m(), "google/gemma-3-270m", None)
+            .unwrap();
         // Another model: both named, specific counts, how to fix.
         let e = p
             .check_matches(&llama_8b(), "meta-llama/Llama-3.1-8B-Instruct", None)
@@ -1296,17 +1344,35 @@ mod tests {
             "{m}"
         );
         assert!(!m.contains("architecture differs"), "{m}");
+        // Only the head count differs.
+        p.fingerprint.n_layers = 18;
+        p.fingerprint.n_heads = 8;
+        let m = p
+            .check_matches(&spec, "google/gemma-3-270m", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("profile has 18 layers × 8 heads, model has 18 layers × 4 heads"),
+            "{m}"
+        );
         // kv heads / head_dim / vocab.
         let p = sample();
         let mut other = gemma_270m();
         other.n_kv_heads = 2;
         other.vocab_size = 1000;
-        let m = p.check_matches(&other, "x/y", None).unwrap_err().to_string();
+        let m = p
+            .check_matches(&other, "x/y", None)
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("profile has 1 kv heads, model has 2"), "{m}");
-        assert!(m.contains("profile has vocab 262144, model has 1000"), "{m}");
+        assert!(
+            m.contains("profile has vocab 262144, model has 1000"),
+            "{m}"
+        );
         // Config hash: equal is fine, different is an error, unknown is skipped.
         let same = sha256_hex(GEMMA_CONFIG.as_bytes());
-        p.check_matches(&spec, "google/gemma-3-270m", Some(&same)).unwrap();
+        p.check_matches(&spec, "google/gemma-3-270m", Some(&same))
+            .unwrap();
         let diff = sha256_hex(b"{}");
         let m = p
             .check_matches(&spec, "google/gemma-3-270m-it", Some(&diff))
@@ -1314,7 +1380,8 @@ mod tests {
             .to_string();
         assert!(m.contains("config differs"), "{m}");
         assert!(m.contains("google/gemma-3-270m-it"), "{m}");
-        p.check_matches(&spec, "google/gemma-3-270m", Some("")).unwrap();
+        p.check_matches(&spec, "google/gemma-3-270m", Some(""))
+            .unwrap();
     }
 
     #[test]

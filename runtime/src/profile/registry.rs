@@ -69,14 +69,14 @@ pub fn find_profile(
 ) -> Result<PathBuf, ProfileError> {
     let file = profile_file_name(model_id);
     let mut searched = String::new();
-    let mut try_path = |p: PathBuf, what: &str| -> Option<PathBuf> {
+    fn try_path(searched: &mut String, p: PathBuf, what: &str) -> Option<PathBuf> {
         if p.is_file() {
             Some(p)
         } else {
             let _ = writeln!(searched, "  - {} ({what}): not found", p.display());
             None
         }
-    };
+    }
 
     let model_dir = if model_path.is_dir() {
         Some(model_path.to_path_buf())
@@ -90,7 +90,11 @@ pub fn find_profile(
     };
     match model_dir {
         Some(d) => {
-            if let Some(p) = try_path(d.join(MODEL_DIR_PROFILE), "next to the model") {
+            if let Some(p) = try_path(
+                &mut searched,
+                d.join(MODEL_DIR_PROFILE),
+                "next to the model",
+            ) {
                 return Ok(p);
             }
         }
@@ -104,22 +108,28 @@ pub fn find_profile(
     }
     match env_dir {
         Some(d) => {
-            if let Some(p) = try_path(d.join(&file), &format!("${PROFILES_ENV}")) {
+            if let Some(p) = try_path(&mut searched, d.join(&file), &format!("${PROFILES_ENV}")) {
                 return Ok(p);
             }
         }
         None => {
-            let _ = writeln!(searched, "  - ${PROFILES_ENV}/{file}: ${PROFILES_ENV} is not set");
+            let _ = writeln!(
+                searched,
+                "  - ${PROFILES_ENV}/{file}: ${PROFILES_ENV} is not set"
+            );
         }
     }
     match repo_dir {
         Some(d) => {
-            if let Some(p) = try_path(d.join(&file), "repository profiles/") {
+            if let Some(p) = try_path(&mut searched, d.join(&file), "repository profiles/") {
                 return Ok(p);
             }
         }
         None => {
-            let _ = writeln!(searched, "  - profiles/{file}: no repository profiles/ directory given");
+            let _ = writeln!(
+                searched,
+                "  - profiles/{file}: no repository profiles/ directory given"
+            );
         }
     }
     Err(ProfileError::NotFound {
@@ -174,7 +184,10 @@ mod tests {
         // All three present: the one next to the model wins, whether the model path is the
         // directory or a file in it.
         assert_eq!(find(&model), model.join(MODEL_DIR_PROFILE));
-        assert_eq!(find(&model.join("config.json")), model.join(MODEL_DIR_PROFILE));
+        assert_eq!(
+            find(&model.join("config.json")),
+            model.join(MODEL_DIR_PROFILE)
+        );
         // Then $COMPRESSKV_PROFILES.
         std::fs::remove_file(model.join(MODEL_DIR_PROFILE)).unwrap();
         assert_eq!(find(&model), env.join(&file));
@@ -224,7 +237,10 @@ mod tests {
         let m = find_profile(id, &root.join("nope"), None, None)
             .unwrap_err()
             .to_string();
-        assert!(m.contains("does not exist") && m.contains("COMPRESSKV_PROFILES is not set"), "{m}");
+        assert!(
+            m.contains("does not exist") && m.contains("COMPRESSKV_PROFILES is not set"),
+            "{m}"
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 }
