@@ -125,3 +125,15 @@ fn incremental_decode_equals_full_forward() {
         }
     }
 }
+
+#[test]
+fn both_config_dialects_of_the_reference_models_give_the_same_spec() {
+    use compresskv_runtime::loader::hf_config::spec_from_hf_config;
+    let Some(shared) = shared_dir() else { return };
+    for arch in ["llama", "gemma3"] {
+        let dir = shared.join(format!("reference/tiny/tiny-{arch}"));
+        let v5 = spec_from_hf_config(&json(&dir.join("config.json")), None).unwrap();
+        let v4 = spec_from_hf_config(&json(&dir.join("config.hf4.json")), None).unwrap();
+        assert_eq!(v4, v5, "{arch}: transformers 4.x and 5.x configs");
+    }
+}
