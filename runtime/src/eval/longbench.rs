@@ -74,17 +74,22 @@ pub struct LongBenchSample {
 /// Read a LongBench jsonl file; errors name the 1-based line.
 pub fn load_samples(path: impl AsRef<Path>) -> Result<Vec<LongBenchSample>, LongBenchError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| LongBenchError::Io { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LongBenchError::Io {
+        path: path.into(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(line).map_err(|e| LongBenchError::Json {
-            path: path.into(),
-            line: i + 1,
-            message: e.to_string(),
-        })?);
+        out.push(
+            serde_json::from_str(line).map_err(|e| LongBenchError::Json {
+                path: path.into(),
+                line: i + 1,
+                message: e.to_string(),
+            })?,
+        );
     }
     Ok(out)
 }
@@ -94,7 +99,12 @@ pub fn official_max_new_tokens(dataset: &str) -> Option<usize> {
     Some(match dataset.strip_suffix("_e").unwrap_or(dataset) {
         "narrativeqa" | "qasper" | "dureader" | "samsum" => 128,
         "multifieldqa_en" | "multifieldqa_zh" | "trec" | "lsht" | "lcc" | "repobench-p" => 64,
-        "hotpotqa" | "2wikimqa" | "musique" | "triviaqa" | "passage_count" | "passage_retrieval_en"
+        "hotpotqa"
+        | "2wikimqa"
+        | "musique"
+        | "triviaqa"
+        | "passage_count"
+        | "passage_retrieval_en"
         | "passage_retrieval_zh" => 32,
         "gov_report" | "qmsum" | "multi_news" | "vcsum" => 512,
         _ => return None,
@@ -148,24 +158,42 @@ impl LongBenchConfig {
     /// Max new tokens of a dataset (`_e` suffix accepted).
     pub fn max_new_tokens(&self, dataset: &str) -> Option<usize> {
         let base = dataset.strip_suffix("_e").unwrap_or(dataset);
-        self.max_new_tokens.get(dataset).or_else(|| self.max_new_tokens.get(base)).copied()
+        self.max_new_tokens
+            .get(dataset)
+            .or_else(|| self.max_new_tokens.get(base))
+            .copied()
     }
 
     /// `dataset2prompt[sample.dataset].format(**sample)` (before truncation and chat template).
     pub fn build_prompt(&self, sample: &LongBenchSample) -> Result<String, LongBenchError> {
-        format_template(self.template(&sample.dataset)?, &sample.context, &sample.input)
+        format_template(
+            self.template(&sample.dataset)?,
+            &sample.context,
+            &sample.input,
+        )
     }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, LongBenchError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LongBenchError::Io { path: path.into(), source })?;
-    serde_json::from_str(&text).map_err(|e| LongBenchError::Json { path: path.into(), line: e.line(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| LongBenchError::Io {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| LongBenchError::Json {
+        path: path.into(),
+        line: e.line(),
+        message: e.to_string(),
+    })
 }
 
 /// Python `template.format(context=..., input=...)`: one pass over the template, so a `{input}`
 /// inside the context stays as it is; `{{` / `}}` are literal braces; any other field, or an
 /// unmatched brace, is an error (KeyError / ValueError upstream).
-pub fn format_template(template: &str, context: &str, input: &str) -> Result<String, LongBenchError> {
+pub fn format_template(
+    template: &str,
+    context: &str,
+    input: &str,
+) -> Result<String, LongBenchError> {
     let mut out = String::with_capacity(template.len() + context.len() + input.len());
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
@@ -178,15 +206,21 @@ pub fn format_template(template: &str, context: &str, input: &str) -> Result<Str
             out.push('}');
             rest = after;
         } else if tail.starts_with('}') {
-            return Err(LongBenchError::BadTemplate("single '}' encountered in format string".into()));
+            return Err(LongBenchError::BadTemplate(
+                "single '}' encountered in format string".into(),
+            ));
         } else {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| LongBenchError::BadTemplate("expected '}' before end of string".into()))?;
+            let end = tail.find('}').ok_or_else(|| {
+                LongBenchError::BadTemplate("expected '}' before end of string".into())
+            })?;
             match &tail[1..end] {
                 "context" => out.push_str(context),
                 "input" => out.push_str(input),
-                other => return Err(LongBenchError::BadTemplate(format!("unknown field {{{other}}}"))),
+                other => {
+                    return Err(LongBenchError::BadTemplate(format!(
+                        "unknown field {{{other}}}"
+                    )));
+                }
             }
             rest = &tail[end + 1..];
         }
@@ -228,8 +262,14 @@ mod tests {
     #[test]
     fn format_is_single_pass() {
         let t = "Doc: {context}\nQ: {input}\nA:";
-        assert_eq!(format_template(t, "has {input} inside", "why?").unwrap(), "Doc: has {input} inside\nQ: why?\nA:");
-        assert_eq!(format_template("{{x}} {context}", "c", "").unwrap(), "{x} c");
+        assert_eq!(
+            format_template(t, "has {input} inside", "why?").unwrap(),
+            "Doc: has {input} inside\nQ: why?\nA:"
+        );
+        assert_eq!(
+            format_template("{{x}} {context}", "c", "").unwrap(),
+            "{x} c"
+        );
         assert!(format_template("{other}", "c", "i").is_err());
         assert!(format_template("a } b", "c", "i").is_err());
         assert!(format_template("a { b", "c", "i").is_err());
@@ -244,7 +284,10 @@ mod tests {
         assert_eq!(truncate_middle(&prompt, 10, 0, &enc, &dec), prompt);
         assert_eq!(truncate_middle(&prompt, 6, 0, &enc, &dec), "0 1 2 7 8 9 ");
         // With a BOS counted upstream: 10 + 1 > 10 -> truncated; first half loses one token.
-        assert_eq!(truncate_middle(&prompt, 10, 1, &enc, &dec), "0 1 2 3 5 6 7 8 9 ");
+        assert_eq!(
+            truncate_middle(&prompt, 10, 1, &enc, &dec),
+            "0 1 2 3 5 6 7 8 9 "
+        );
     }
 
     #[test]
@@ -260,12 +303,16 @@ mod tests {
     /// Against the official config and the LongBench samples in shared/, when present.
     #[test]
     fn shared_config_and_samples() {
-        let base = Path::new("/work/shared/datasets");
-        let cfg_dir = base.join("longbench-thudm/LongBench/config");
-        if !cfg_dir.exists() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|p| p.join("shared/datasets"))
+            .chain(std::iter::once(PathBuf::from("/work/shared/datasets")))
+            .find(|p| p.join("longbench-thudm").exists());
+        let Some(base) = base else {
             eprintln!("shared datasets not found; skipped");
             return;
-        }
+        };
+        let cfg_dir = base.join("longbench-thudm/LongBench/config");
         let cfg = LongBenchConfig::load(&cfg_dir).unwrap();
         for d in super::super::metrics::LONGBENCH_DATASETS {
             assert_eq!(cfg.max_new_tokens(d), official_max_new_tokens(d), "{d}");
@@ -273,7 +320,8 @@ mod tests {
             assert!(t.contains("{context}"), "{d}");
         }
         assert!(cfg.template("narrativeqa").unwrap().contains("asconcisely"));
-        let samples = load_samples(base.join("longbench-v1-minilongbench/data/passage_count.jsonl")).unwrap();
+        let samples =
+            load_samples(base.join("longbench-v1-minilongbench/data/passage_count.jsonl")).unwrap();
         assert!(!samples.is_empty());
         let p = cfg.build_prompt(&samples[0]).unwrap();
         assert!(p.contains(&samples[0].context));

@@ -66,10 +66,10 @@ const ZH_PUNCTUATION: &str = "！？｡。＂＃＄％＆＇（）＊＋，－�
 const ND_ZEROS: [u32; 66] = [
     0x30, 0x660, 0x6f0, 0x7c0, 0x966, 0x9e6, 0xa66, 0xae6, 0xb66, 0xbe6, 0xc66, 0xce6, 0xd66,
     0xde6, 0xe50, 0xed0, 0xf20, 0x1040, 0x1090, 0x17e0, 0x1810, 0x1946, 0x19d0, 0x1a80, 0x1a90,
-    0x1b50, 0x1bb0, 0x1c40, 0x1c50, 0xa620, 0xa8d0, 0xa900, 0xa9d0, 0xa9f0, 0xaa50, 0xabf0,
-    0xff10, 0x104a0, 0x10d30, 0x11066, 0x110f0, 0x11136, 0x111d0, 0x112f0, 0x11450, 0x114d0,
-    0x11650, 0x116c0, 0x11730, 0x118e0, 0x11950, 0x11c50, 0x11d50, 0x11da0, 0x16a60, 0x16ac0,
-    0x16b50, 0x1d7ce, 0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1e140, 0x1e2f0, 0x1e950, 0x1fbf0,
+    0x1b50, 0x1bb0, 0x1c40, 0x1c50, 0xa620, 0xa8d0, 0xa900, 0xa9d0, 0xa9f0, 0xaa50, 0xabf0, 0xff10,
+    0x104a0, 0x10d30, 0x11066, 0x110f0, 0x11136, 0x111d0, 0x112f0, 0x11450, 0x114d0, 0x11650,
+    0x116c0, 0x11730, 0x118e0, 0x11950, 0x11c50, 0x11d50, 0x11da0, 0x16a60, 0x16ac0, 0x16b50,
+    0x1d7ce, 0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1e140, 0x1e2f0, 0x1e950, 0x1fbf0,
 ];
 
 /// Python's `\d` on `str`: a Unicode decimal digit (`Nd`), e.g. `٣` or the full-width `３`.
@@ -149,7 +149,10 @@ fn py_round(x: f64) -> f64 {
 /// removed too.
 pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();
-    let no_punc: String = lower.chars().filter(|&c| !ASCII_PUNCTUATION.contains(c)).collect();
+    let no_punc: String = lower
+        .chars()
+        .filter(|&c| !ASCII_PUNCTUATION.contains(c))
+        .collect();
     let no_articles = remove_articles(&no_punc);
     py_split(&no_articles).collect::<Vec<_>>().join(" ")
 }
@@ -189,7 +192,9 @@ fn remove_articles(text: &str) -> String {
 pub fn normalize_zh_answer(s: &str) -> String {
     s.to_lowercase()
         .chars()
-        .filter(|&c| !ASCII_PUNCTUATION.contains(c) && !ZH_PUNCTUATION.contains(c) && !py_is_space(c))
+        .filter(|&c| {
+            !ASCII_PUNCTUATION.contains(c) && !ZH_PUNCTUATION.contains(c) && !py_is_space(c)
+        })
         .collect()
 }
 
@@ -238,7 +243,8 @@ pub fn qa_f1_score(prediction: &str, ground_truth: &str) -> f64 {
 /// `qa_f1_zh_score`, **per character** instead of jieba words: F1 over the characters of
 /// [`normalize_zh_answer`]. (Upstream: jieba tokens, each normalized, empty ones dropped.) In `[0, 1]`.
 pub fn qa_f1_zh_score(prediction: &str, ground_truth: &str) -> f64 {
-    let chars = |s: &str| -> Vec<String> { normalize_zh_answer(s).chars().map(String::from).collect() };
+    let chars =
+        |s: &str| -> Vec<String> { normalize_zh_answer(s).chars().map(String::from).collect() };
     f1_tokens(&chars(prediction), &chars(ground_truth))
 }
 
@@ -264,12 +270,19 @@ pub fn rouge_l_score(prediction: &str, ground_truth: &str) -> f64 {
         return 0.0;
     }
     let words = |sents: &[String]| -> Vec<Vec<String>> {
-        sents.iter().map(|s| s.split(' ').map(String::from).collect()).collect()
+        sents
+            .iter()
+            .map(|s| s.split(' ').map(String::from).collect())
+            .collect()
     };
     let hyp_words = words(&hyp);
     let ref_words = words(&refs);
     let distinct = |ws: &[Vec<String>]| -> usize {
-        ws.iter().flatten().map(String::as_str).collect::<std::collections::HashSet<_>>().len()
+        ws.iter()
+            .flatten()
+            .map(String::as_str)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     };
     let m = distinct(&ref_words);
     let n = distinct(&hyp_words);
@@ -343,8 +356,11 @@ pub fn rouge_zh_score(prediction: &str, ground_truth: &str) -> f64 {
 /// removed one is skipped), a class that is a proper substring of the ground truth is removed.
 /// Score = `1 / len(list)` if the ground truth is in the list, else 0.
 pub fn classification_score(prediction: &str, ground_truth: &str, all_classes: &[String]) -> f64 {
-    let mut em: Vec<&str> =
-        all_classes.iter().map(String::as_str).filter(|c| prediction.contains(c)).collect();
+    let mut em: Vec<&str> = all_classes
+        .iter()
+        .map(String::as_str)
+        .filter(|c| prediction.contains(c))
+        .collect();
     let mut i = 0;
     while i < em.len() {
         let term = em[i];
@@ -356,7 +372,11 @@ pub fn classification_score(prediction: &str, ground_truth: &str, all_classes: &
         }
         i += 1;
     }
-    if em.contains(&ground_truth) { 1.0 / em.len() as f64 } else { 0.0 }
+    if em.contains(&ground_truth) {
+        1.0 / em.len() as f64
+    } else {
+        0.0
+    }
 }
 
 /// Fraction of the numbers in `prediction` that equal `target` (string equality, as upstream).
@@ -392,7 +412,11 @@ fn number_after<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let mut from = 0;
     while let Some(pos) = s[from..].find(prefix) {
         let start = from + pos + prefix.len();
-        let digits = s[start..].chars().take_while(|&c| py_is_decimal(c)).map(char::len_utf8).sum::<usize>();
+        let digits = s[start..]
+            .chars()
+            .take_while(|&c| py_is_decimal(c))
+            .map(char::len_utf8)
+            .sum::<usize>();
         if digits > 0 {
             return Some(&s[start..start + digits]);
         }
@@ -451,7 +475,11 @@ fn lcs_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     let mut cur = vec![0usize; b.len() + 1];
     for x in a {
         for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = if x == y { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
+            cur[j + 1] = if x == y {
+                prev[j] + 1
+            } else {
+                prev[j + 1].max(cur[j])
+            };
         }
         std::mem::swap(&mut prev, &mut cur);
     }
@@ -590,7 +618,11 @@ pub fn metric_for_dataset(name: &str) -> Result<Metric, MetricError> {
 /// and cut at the first newline; unchanged otherwise.
 pub fn preprocess_prediction<'a>(dataset: &str, prediction: &'a str) -> &'a str {
     if FIRST_LINE_DATASETS.contains(&base_dataset(dataset)) {
-        prediction.trim_start_matches('\n').split('\n').next().unwrap_or("")
+        prediction
+            .trim_start_matches('\n')
+            .split('\n')
+            .next()
+            .unwrap_or("")
     } else {
         prediction
     }
@@ -614,7 +646,10 @@ pub fn score_prediction(
         (_, c) => c.unwrap_or(&[]),
     };
     let prediction = preprocess_prediction(dataset, prediction);
-    Ok(answers.iter().map(|gt| metric.score(prediction, gt, classes)).fold(0.0, f64::max))
+    Ok(answers
+        .iter()
+        .map(|gt| metric.score(prediction, gt, classes))
+        .fold(0.0, f64::max))
 }
 
 /// A dataset's reported score: `round(100 * mean(scores), 2)` (0 for no samples; upstream divides
@@ -657,7 +692,13 @@ pub fn rouge_tokenize(text: &str, stem: bool) -> Vec<String> {
     lower
         .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit()))
         .filter(|t| !t.is_empty())
-        .map(|t| if stem && t.len() > 3 { porter_stem(t) } else { t.to_string() })
+        .map(|t| {
+            if stem && t.len() > 3 {
+                porter_stem(t)
+            } else {
+                t.to_string()
+            }
+        })
         .collect()
 }
 
@@ -675,7 +716,10 @@ fn clipped_recall(pred: &[String], reference: &[String]) -> f64 {
 /// reference's lowercase `[a-z0-9]+` words (with multiplicity) found in the prediction, counts
 /// clipped (a word twice in the reference needs to be twice in the prediction).
 pub fn rouge1_recall(pred: &str, reference: &str) -> f64 {
-    clipped_recall(&rouge_tokenize(pred, false), &rouge_tokenize(reference, false))
+    clipped_recall(
+        &rouge_tokenize(pred, false),
+        &rouge_tokenize(reference, false),
+    )
 }
 
 /// The CompressKV paper's needle score, in percent:
@@ -683,7 +727,10 @@ pub fn rouge1_recall(pred: &str, reference: &str) -> f64 {
 /// (in `needle/run_needle_in_haystack.py` the reference is the full needle sentence and `pred`
 /// the stripped response).
 pub fn rouge1_recall_stemmed(pred: &str, reference: &str) -> f64 {
-    clipped_recall(&rouge_tokenize(pred, true), &rouge_tokenize(reference, true))
+    clipped_recall(
+        &rouge_tokenize(pred, true),
+        &rouge_tokenize(reference, true),
+    )
 }
 
 /// The first line of an answer: leading whitespace stripped, then everything up to the first
@@ -708,7 +755,11 @@ pub fn peer_needle_recall(answer: &str, reference: &str) -> f64 {
 /// Passkey score: 100 if the first number in `answer` ([`first_number`]) is exactly `key`
 /// (string equality, so "012345" ≠ "12345"), else 0.
 pub fn passkey_exact(answer: &str, key: &str) -> f64 {
-    if first_number(answer) == Some(key) { 100.0 } else { 0.0 }
+    if first_number(answer) == Some(key) {
+        100.0
+    } else {
+        0.0
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,16 +910,32 @@ mod porter {
         if ends_with(&w, "ies") && w.len() == 4 {
             return replace_suffix(&w, "ies", "ie");
         }
-        apply_rules(w, &[("sses", "ss", None), ("ies", "i", None), ("ss", "ss", None), ("s", "", None)])
+        apply_rules(
+            w,
+            &[
+                ("sses", "ss", None),
+                ("ies", "i", None),
+                ("ss", "ss", None),
+                ("s", "", None),
+            ],
+        )
     }
 
     pub(super) fn step1b(w: Word) -> Word {
         if ends_with(&w, "ied") {
-            return if w.len() == 4 { replace_suffix(&w, "ied", "ie") } else { replace_suffix(&w, "ied", "i") };
+            return if w.len() == 4 {
+                replace_suffix(&w, "ied", "ie")
+            } else {
+                replace_suffix(&w, "ied", "i")
+            };
         }
         if ends_with(&w, "eed") {
             let stem = replace_suffix(&w, "eed", "");
-            return if measure(&stem) > 0 { replace_suffix(&w, "eed", "ee") } else { w };
+            return if measure(&stem) > 0 {
+                replace_suffix(&w, "eed", "ee")
+            } else {
+                w
+            };
         }
         let mut intermediate: Option<Word> = None;
         for suffix in ["ed", "ing"] {
@@ -956,7 +1023,8 @@ mod porter {
 
     pub(super) fn step4(w: Word) -> Word {
         let m1: &dyn Fn(&[char]) -> bool = &measure_gt_1;
-        let ion: &dyn Fn(&[char]) -> bool = &|s: &[char]| measure(s) > 1 && matches!(s.last(), Some('s' | 't'));
+        let ion: &dyn Fn(&[char]) -> bool =
+            &|s: &[char]| measure(s) > 1 && matches!(s.last(), Some('s' | 't'));
         apply_rules(
             w,
             &[
@@ -1017,9 +1085,15 @@ mod tests {
 
     #[test]
     fn normalize_answer_articles_punctuation_whitespace() {
-        assert_eq!(normalize_answer("The  Cat, a dog & an apple!"), "cat dog apple");
+        assert_eq!(
+            normalize_answer("The  Cat, a dog & an apple!"),
+            "cat dog apple"
+        );
         // Articles only as whole words.
-        assert_eq!(normalize_answer("Theater another anthem"), "theater another anthem");
+        assert_eq!(
+            normalize_answer("Theater another anthem"),
+            "theater another anthem"
+        );
         // Punctuation is removed before articles: "the." -> "the" -> removed; "a-b" -> "ab".
         assert_eq!(normalize_answer("the. a-b"), "ab");
         // An apostrophe is removed, gluing the word: "the's" -> "thes".
@@ -1029,7 +1103,10 @@ mod tests {
         assert_eq!(normalize_answer(""), "");
         assert_eq!(normalize_answer("   \t\n "), "");
         assert_eq!(normalize_answer("a an the"), "");
-        assert_eq!(normalize_answer("  Hello\u{3000}World\u{a0}x\u{1c}y "), "hello world x y");
+        assert_eq!(
+            normalize_answer("  Hello\u{3000}World\u{a0}x\u{1c}y "),
+            "hello world x y"
+        );
     }
 
     #[test]
@@ -1049,7 +1126,10 @@ mod tests {
 
     #[test]
     fn normalize_zh_answer_cases() {
-        assert_eq!(normalize_zh_answer("北京， 是 中国的首都。"), "北京是中国的首都");
+        assert_eq!(
+            normalize_zh_answer("北京， 是 中国的首都。"),
+            "北京是中国的首都"
+        );
         assert_eq!(normalize_zh_answer("Hello, World!  ABC"), "helloworldabc");
         // 》 is in the list, 《 is not (upstream quirk).
         assert_eq!(normalize_zh_answer("《三体》"), "《三体");
@@ -1062,7 +1142,10 @@ mod tests {
     #[test]
     fn qa_f1_hand_worked() {
         // pred tokens: [cat, sat, on, mat], gold: [cat, sat]: p = 2/4, r = 1 -> f1 = 2/3.
-        assert!(close(qa_f1_score("The cat sat on the mat.", "cat sat"), 2.0 / 3.0));
+        assert!(close(
+            qa_f1_score("The cat sat on the mat.", "cat sat"),
+            2.0 / 3.0
+        ));
         assert_eq!(qa_f1_score("Paris", "paris"), 1.0);
         assert_eq!(qa_f1_score("", "paris"), 0.0);
         assert_eq!(qa_f1_score("the", "a"), 0.0); // both normalize to nothing
@@ -1073,7 +1156,10 @@ mod tests {
     #[test]
     fn qa_f1_zh_per_character() {
         // chars: pred 北京是首都 (5), gold 北京 (2): same 2 -> p = 0.4, r = 1 -> 4/7.
-        assert!(close(qa_f1_zh_score("北京是首都。", "北京"), 2.0 * 0.4 / 1.4));
+        assert!(close(
+            qa_f1_zh_score("北京是首都。", "北京"),
+            2.0 * 0.4 / 1.4
+        ));
         assert_eq!(qa_f1_zh_score("，。", "北京"), 0.0);
     }
 
@@ -1082,19 +1168,28 @@ mod tests {
         // One sentence each. ref words {the, cat, sat} (m = 3), hyp {the, cat, was, sitting} (n = 4);
         // LCS = [the, cat] -> 2 hits: r = 2/3, p = 1/2.
         let (r, p) = (2.0 / 3.0, 0.5);
-        assert!(close(rouge_l_score("the cat was sitting", "the cat sat"), 2.0 * ((p * r) / (p + r + 1e-8))));
+        assert!(close(
+            rouge_l_score("the cat was sitting", "the cat sat"),
+            2.0 * ((p * r) / (p + r + 1e-8))
+        ));
         // Empty or all-dot hypotheses raise upstream -> 0.
         assert_eq!(rouge_l_score("", "x"), 0.0);
         assert_eq!(rouge_l_score("...", "x"), 0.0);
         assert_eq!(rouge_l_score("x", ""), 0.0);
         // Identical texts -> 2 * 1 / (2 + 1e-8).
-        assert!(close(rouge_l_score("a b c. d e", "a b c. d e"), 2.0 / (2.0 + 1e-8)));
+        assert!(close(
+            rouge_l_score("a b c. d e", "a b c. d e"),
+            2.0 / (2.0 + 1e-8)
+        ));
     }
 
     #[test]
     fn rouge_l_is_set_based() {
         // Repeated words count once on both sides: hyp "a a a" has n = 1 distinct word.
-        assert!(close(rouge_l_score("a a a", "a b"), 2.0 * ((1.0 * 0.5) / (1.5 + 1e-8))));
+        assert!(close(
+            rouge_l_score("a a a", "a b"),
+            2.0 * ((1.0 * 0.5) / (1.5 + 1e-8))
+        ));
     }
 
     #[test]
@@ -1105,7 +1200,10 @@ mod tests {
         assert_eq!(classification_score("Location", "Food", &classes), 0.0);
         // A class that is a proper substring of the ground truth is dropped.
         let classes = s(&["abbreviation", "abbreviation expansion"]);
-        assert_eq!(classification_score("abbreviation expansion", "abbreviation expansion", &classes), 1.0);
+        assert_eq!(
+            classification_score("abbreviation expansion", "abbreviation expansion", &classes),
+            1.0
+        );
         // Python skips the element after a removed one: ["a", "ab", "abc"] vs gold "abc":
         // "a" removed, "ab" skipped (stays), "abc" kept -> 1/2.
         let classes = s(&["a", "ab", "abc"]);
@@ -1152,30 +1250,75 @@ mod tests {
     #[test]
     fn matches_official_implementation() {
         assert_eq!(
-            rouge_l_score("The cat sat on the mat. It was happy.", "A cat was sitting on the mat. The cat was happy."),
+            rouge_l_score(
+                "The cat sat on the mat. It was happy.",
+                "A cat was sitting on the mat. The cat was happy."
+            ),
             0.7777777727777778
         );
-        assert_eq!(rouge_l_score("the cat was sitting", "the cat sat"), 0.5714285665306124);
-        assert_eq!(rouge_l_score("Emilia is angry. She won't talk to Tom", "Emilia is still angry."), 0.49999999555555563);
-        assert_eq!(rouge_zh_score("北京是中国的首都。", "中国的首都是北京"), 0.5882352891349482);
-        assert_eq!(qa_f1_score("The Eiffel Tower, in Paris!", "Eiffel tower"), 0.6666666666666666);
+        assert_eq!(
+            rouge_l_score("the cat was sitting", "the cat sat"),
+            0.5714285665306124
+        );
+        assert_eq!(
+            rouge_l_score(
+                "Emilia is angry. She won't talk to Tom",
+                "Emilia is still angry."
+            ),
+            0.49999999555555563
+        );
+        assert_eq!(
+            rouge_zh_score("北京是中国的首都。", "中国的首都是北京"),
+            0.5882352891349482
+        );
+        assert_eq!(
+            qa_f1_score("The Eiffel Tower, in Paris!", "Eiffel tower"),
+            0.6666666666666666
+        );
         assert_eq!(qa_f1_zh_score("北京是首都。", "北京"), 0.5714285714285715);
         assert_eq!(
-            qa_f1_zh_score("２０１２年，铜仁市的财政总收入增长了25.89%", "2012年，铜仁市的财政总收入增长了25.89%。"),
+            qa_f1_zh_score(
+                "２０１２年，铜仁市的财政总收入增长了25.89%",
+                "2012年，铜仁市的财政总收入增长了25.89%。"
+            ),
             0.8095238095238095
         );
-        assert_eq!(code_sim_score("    return self.name\n", "        return self._name"), 0.89);
-        assert_eq!(code_sim_score("```python\n# x\nfor i in range(10):", "for i in range(n):"), 0.92);
-        assert_eq!(count_score("There are 46 unique paragraphs, not 45.", "46"), 0.5);
+        assert_eq!(
+            code_sim_score("    return self.name\n", "        return self._name"),
+            0.89
+        );
+        assert_eq!(
+            code_sim_score("```python\n# x\nfor i in range(10):", "for i in range(n):"),
+            0.92
+        );
+        assert_eq!(
+            count_score("There are 46 unique paragraphs, not 45.", "46"),
+            0.5
+        );
         assert_eq!(fuzz_ratio("ab", "abcdefghijklmnopqrstuvwxyz01234"), 12);
         let classes = s(&["Description", "Entity", "Abbreviation", "abstract"]);
-        assert_eq!(classification_score("Type: Description and abstract concept", "Description", &classes), 0.5);
         assert_eq!(
-            score_prediction("samsum", "\nEmilia is angry.\nDialogue: x", &s(&["Emilia is still angry."]), None),
+            classification_score(
+                "Type: Description and abstract concept",
+                "Description",
+                &classes
+            ),
+            0.5
+        );
+        assert_eq!(
+            score_prediction(
+                "samsum",
+                "\nEmilia is angry.\nDialogue: x",
+                &s(&["Emilia is still angry."]),
+                None
+            ),
             Ok(0.8571428522448981)
         );
         let lsht = s(&["农业、农村", "军事", "文学、艺术", "教育"]);
-        assert_eq!(score_prediction("lsht", "教育\n军事", &s(&["教育"]), Some(&lsht)), Ok(1.0));
+        assert_eq!(
+            score_prediction("lsht", "教育\n军事", &s(&["教育"]), Some(&lsht)),
+            Ok(1.0)
+        );
         assert_eq!(dataset_score(&[1.0 / 3.0, 1.0 / 3.0, 0.125]), 26.39);
         let needle = "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n";
         let ans = "Eating sandwiches and sitting in Dolores Park on sunny days.";
@@ -1195,8 +1338,14 @@ mod tests {
         }
         // triviaqa: only the first line is scored.
         let answers = s(&["55", "fifty-five"]);
-        assert_eq!(score_prediction("triviaqa", "\n\n55\nfifty-five", &answers, None), Ok(1.0));
-        assert_eq!(score_prediction("triviaqa", "Answer:\n55", &answers, None), Ok(0.0));
+        assert_eq!(
+            score_prediction("triviaqa", "\n\n55\nfifty-five", &answers, None),
+            Ok(1.0)
+        );
+        assert_eq!(
+            score_prediction("triviaqa", "Answer:\n55", &answers, None),
+            Ok(0.0)
+        );
         // hotpotqa: the whole prediction.
         assert!(score_prediction("hotpotqa", "Answer:\n55", &answers, None).unwrap() > 0.0);
         assert_eq!(
@@ -1219,9 +1368,15 @@ mod tests {
 
     #[test]
     fn rouge1_recall_clipped() {
-        assert_eq!(rouge1_recall("Eat a sandwich and sit in Dolores Park on a sunny day.", SF), 100.0);
+        assert_eq!(
+            rouge1_recall("Eat a sandwich and sit in Dolores Park on a sunny day.", SF),
+            100.0
+        );
         // 12 reference words, "a" twice; the answer has "a" once -> 11/12.
-        assert!(close(rouge1_recall("eat a sandwich, sit in dolores park on sunny day and", SF), 100.0 * 11.0 / 12.0));
+        assert!(close(
+            rouge1_recall("eat a sandwich, sit in dolores park on sunny day and", SF),
+            100.0 * 11.0 / 12.0
+        ));
         assert_eq!(rouge1_recall("", SF), 0.0);
         assert_eq!(rouge1_recall("anything", ""), 0.0);
         // Repeating a word in the answer does not help.
@@ -1235,17 +1390,32 @@ mod tests {
         let ans = "eat a sandwich\nand sit in Dolores Park on a sunny day";
         assert!(close(peer_needle_recall(ans, SF), 100.0 * 3.0 / 12.0));
         // Leading blank lines are skipped.
-        assert!(close(peer_needle_recall("\n\n eat a sandwich\nx", SF), 100.0 * 3.0 / 12.0));
+        assert!(close(
+            peer_needle_recall("\n\n eat a sandwich\nx", SF),
+            100.0 * 3.0 / 12.0
+        ));
         // Values stored in shared/reference/gemma-3-270m/srh_reference.json (answer, real_needle, recall).
         let walk = "take a walk in Chaoyang Park and have a cup of Espresso in the evening";
-        assert!(close(peer_needle_recall("Take a walk in Chaoyang Park.", walk), 40.0));
         assert!(close(
-            peer_needle_recall("Take a walk in Chaoyang Park and have a cup of Espresso in the", walk),
+            peer_needle_recall("Take a walk in Chaoyang Park.", walk),
+            40.0
+        ));
+        assert!(close(
+            peer_needle_recall(
+                "Take a walk in Chaoyang Park and have a cup of Espresso in the",
+                walk
+            ),
             100.0 * 0.9333333333333333
         ));
         let green = "Because he is a mean person and also he can't ride a horse or dive a car.";
-        assert!(close(peer_needle_recall("He is a mean person.", green), 100.0 * 0.2777777777777778));
-        assert!(close(peer_needle_recall("Because she is a mean person.", green), 100.0 * 0.2777777777777778));
+        assert!(close(
+            peer_needle_recall("He is a mean person.", green),
+            100.0 * 0.2777777777777778
+        ));
+        assert!(close(
+            peer_needle_recall("Because she is a mean person.", green),
+            100.0 * 0.2777777777777778
+        ));
     }
 
     #[test]

@@ -37,8 +37,10 @@
 //! when the comparison must be exact.
 //!
 //! The sentence rule works on decoded text (a token "ends a sentence" when its decoded text ends
-//! with `.`), not on the id of `"."`, so it holds for any tokenizer (needlehaystack compares ids
-//! with `encode(".")`, which misses merged tokens such as `."`).
+//! with `.`), not on the ids of `encode(".")` as needlehaystack does, so it does not depend on how
+//! a tokenizer numbers or marks `.` (a token that merges `.` with what follows, such as `.\n` or
+//! `."`, is not a sentence end under either rule). On the SRH reference's 54 Gemma 3 prompts this
+//! rule gives exactly the reference's needle positions.
 
 use std::path::{Path, PathBuf};
 
@@ -63,7 +65,8 @@ pub const PEER_DEPTHS: [f64; 5] = [0.0, 25.0, 50.0, 75.0, 100.0];
 /// Peer protocol, needle task: text before the haystack.
 pub const PEER_NEEDLE_PREFIX: &str = "This is a very long story book: <book>";
 /// Peer protocol, needle task: text after the haystack, before the question.
-pub const PEER_NEEDLE_QUESTION_PREFIX: &str = "</book>.\nBased on the content of the book, Question: ";
+pub const PEER_NEEDLE_QUESTION_PREFIX: &str =
+    "</book>.\nBased on the content of the book, Question: ";
 /// Peer protocol, needle task: the answer prefix after the question.
 pub const PEER_NEEDLE_ANSWER_PREFIX: &str = "\nAnswer:";
 /// Peer protocol, needle task: new tokens generated.
@@ -88,7 +91,8 @@ pub const LANDMARK_SUFFIX: &str = "\nWhat is the pass key? The pass key is";
 pub const LANDMARK_MAX_NEW_TOKENS: usize = 10;
 
 /// The repeated-noise haystack unit of the passkey literature (repeated with a space between).
-pub const NOISE_UNIT: &str = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+pub const NOISE_UNIT: &str =
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
 
 /// The paper's prompt; `{context}` and `{question}` are replaced once each.
 pub const PAPER_TEMPLATE: &str = "<|im_start|> This is a very long story book: <book> {context} </book>.\n Based on the content of the book, Question: {question}\nAnswer:";
@@ -195,7 +199,10 @@ impl Needle {
 /// 1-based line and the field.
 pub fn load_needles(path: impl AsRef<Path>) -> Result<Vec<Needle>, NiahError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| NiahError::Io { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| NiahError::Io {
+        path: path.into(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -208,14 +215,26 @@ pub fn load_needles(path: impl AsRef<Path>) -> Result<Vec<Needle>, NiahError> {
             message: e.to_string(),
         })?;
         let Some(obj) = value.as_object() else {
-            return Err(NiahError::Json { path: path.into(), line: line_no, message: "expected an object".into() });
+            return Err(NiahError::Json {
+                path: path.into(),
+                line: line_no,
+                message: "expected an object".into(),
+            });
         };
         let field = |name: &'static str, alias: Option<&str>| -> Result<String, NiahError> {
             let v = obj.get(name).or_else(|| alias.and_then(|a| obj.get(a)));
             match v {
-                None => Err(NiahError::MissingField { path: path.into(), line: line_no, field: name }),
+                None => Err(NiahError::MissingField {
+                    path: path.into(),
+                    line: line_no,
+                    field: name,
+                }),
                 Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(NiahError::NotAString { path: path.into(), line: line_no, field: name }),
+                Some(_) => Err(NiahError::NotAString {
+                    path: path.into(),
+                    line: line_no,
+                    field: name,
+                }),
             }
         };
         out.push(Needle {
@@ -243,7 +262,10 @@ impl Haystack {
     /// separator: needlehaystack's `context += f.read()`).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, NiahError> {
         let dir = dir.as_ref();
-        let io = |source| NiahError::Io { path: dir.into(), source };
+        let io = |source| NiahError::Io {
+            path: dir.into(),
+            source,
+        };
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .map(|e| e.map(|e| e.path()))
@@ -255,12 +277,16 @@ impl Haystack {
         files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
         let mut text = String::new();
         for f in &files {
-            text.push_str(
-                &std::fs::read_to_string(f).map_err(|source| NiahError::Io { path: f.clone(), source })?,
-            );
+            text.push_str(&std::fs::read_to_string(f).map_err(|source| NiahError::Io {
+                path: f.clone(),
+                source,
+            })?);
         }
         if text.is_empty() {
-            return Err(NiahError::EmptyHaystack(format!("no text in {}/*.txt", dir.display())));
+            return Err(NiahError::EmptyHaystack(format!(
+                "no text in {}/*.txt",
+                dir.display()
+            )));
         }
         Ok(Haystack { text, files })
     }
@@ -271,12 +297,18 @@ impl Haystack {
         if text.is_empty() {
             return Err(NiahError::EmptyHaystack("empty text".into()));
         }
-        Ok(Haystack { text, files: Vec::new() })
+        Ok(Haystack {
+            text,
+            files: Vec::new(),
+        })
     }
 
     /// The repeated-noise haystack: [`NOISE_UNIT`] repeated, a space between repetitions.
     pub fn noise() -> Self {
-        Haystack { text: format!("{NOISE_UNIT} "), files: Vec::new() }
+        Haystack {
+            text: format!("{NOISE_UNIT} "),
+            files: Vec::new(),
+        }
     }
 
     /// The text (one repetition).
@@ -404,7 +436,9 @@ impl NiahSample {
     pub fn score(&self, generated: &str) -> f64 {
         match self.scoring {
             Scoring::PeerRecall => metrics::peer_needle_recall(generated, &self.score_reference),
-            Scoring::Rouge1RecallStemmed => metrics::rouge1_recall_stemmed(generated.trim(), &self.score_reference),
+            Scoring::Rouge1RecallStemmed => {
+                metrics::rouge1_recall_stemmed(generated.trim(), &self.score_reference)
+            }
             Scoring::PasskeyExact => metrics::passkey_exact(generated, &self.answer),
         }
     }
@@ -424,7 +458,9 @@ pub fn passkey_for_seed(seed: u64) -> u32 {
 
 /// A per-sample seed derived from a base seed and the sample's grid position (SplitMix64).
 pub fn sample_seed(base: u64, length: usize, depth: f64) -> u64 {
-    let mut z = base ^ (length as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ depth.to_bits().rotate_left(17);
+    let mut z = base
+        ^ (length as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ depth.to_bits().rotate_left(17);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -440,7 +476,9 @@ pub struct PaperOptions {
 
 impl Default for PaperOptions {
     fn default() -> Self {
-        PaperOptions { final_context_length_buffer: PAPER_CONTEXT_BUFFER }
+        PaperOptions {
+            final_context_length_buffer: PAPER_CONTEXT_BUFFER,
+        }
     }
 }
 
@@ -471,7 +509,12 @@ pub struct NiahBuilder<'a> {
 impl<'a> NiahBuilder<'a> {
     /// A builder without BOS.
     pub fn new(haystack: &'a Haystack, encode: Encode<'a>, decode: Decode<'a>) -> Self {
-        NiahBuilder { haystack, encode, decode, bos: None }
+        NiahBuilder {
+            haystack,
+            encode,
+            decode,
+            bos: None,
+        }
     }
 
     /// Put `bos` first in `prompt_ids`; it counts in `length`.
@@ -483,11 +526,23 @@ impl<'a> NiahBuilder<'a> {
     /// The peer baseline's needle prompt:
     /// `PEER_NEEDLE_PREFIX + haystack(with " " + needle) + PEER_NEEDLE_QUESTION_PREFIX + question + PEER_NEEDLE_ANSWER_PREFIX`,
     /// exactly `length` tokens; scored by [`metrics::peer_needle_recall`] of `needle.answer`.
-    pub fn peer_needle(&self, needle: &Needle, length: usize, depth: f64) -> Result<NiahSample, NiahError> {
+    pub fn peer_needle(
+        &self,
+        needle: &Needle,
+        length: usize,
+        depth: f64,
+    ) -> Result<NiahSample, NiahError> {
         let needle_text = format!(" {}", needle.needle);
-        let suffix = format!("{PEER_NEEDLE_QUESTION_PREFIX}{}{PEER_NEEDLE_ANSWER_PREFIX}", needle.question);
+        let suffix = format!(
+            "{PEER_NEEDLE_QUESTION_PREFIX}{}{PEER_NEEDLE_ANSWER_PREFIX}",
+            needle.question
+        );
         let mut s = self.token_level(
-            Pieces { prefix: PEER_NEEDLE_PREFIX, needle: &needle_text, suffix: &suffix },
+            Pieces {
+                prefix: PEER_NEEDLE_PREFIX,
+                needle: &needle_text,
+                suffix: &suffix,
+            },
             length,
             depth,
             Rounding::Nearest,
@@ -504,11 +559,20 @@ impl<'a> NiahBuilder<'a> {
     /// The peer baseline's passkey prompt: `PEER_PASSKEY_PREFIX + haystack(with " The pass key is
     /// NNNNN. Remember it.") + PEER_PASSKEY_SUFFIX`, exactly `length` tokens; the key is
     /// [`passkey_for_seed`]`(seed)`; scored by [`metrics::passkey_exact`].
-    pub fn peer_passkey(&self, length: usize, depth: f64, seed: u64) -> Result<NiahSample, NiahError> {
+    pub fn peer_passkey(
+        &self,
+        length: usize,
+        depth: f64,
+        seed: u64,
+    ) -> Result<NiahSample, NiahError> {
         let key = passkey_for_seed(seed).to_string();
         let needle_text = PEER_PASSKEY_NEEDLE.replace("{key}", &key);
         let mut s = self.token_level(
-            Pieces { prefix: PEER_PASSKEY_PREFIX, needle: &needle_text, suffix: PEER_PASSKEY_SUFFIX },
+            Pieces {
+                prefix: PEER_PASSKEY_PREFIX,
+                needle: &needle_text,
+                suffix: PEER_PASSKEY_SUFFIX,
+            },
             length,
             depth,
             Rounding::Nearest,
@@ -520,11 +584,20 @@ impl<'a> NiahBuilder<'a> {
 
     /// The classic passkey prompt (`"The pass key is N. Remember it. N is the pass key."` on its
     /// own line between the task line and the question), exactly `length` tokens.
-    pub fn landmark_passkey(&self, length: usize, depth: f64, seed: u64) -> Result<NiahSample, NiahError> {
+    pub fn landmark_passkey(
+        &self,
+        length: usize,
+        depth: f64,
+        seed: u64,
+    ) -> Result<NiahSample, NiahError> {
         let key = passkey_for_seed(seed).to_string();
         let needle_text = LANDMARK_NEEDLE.replace("{key}", &key);
         let mut s = self.token_level(
-            Pieces { prefix: LANDMARK_PREFIX, needle: &needle_text, suffix: LANDMARK_SUFFIX },
+            Pieces {
+                prefix: LANDMARK_PREFIX,
+                needle: &needle_text,
+                suffix: LANDMARK_SUFFIX,
+            },
             length,
             depth,
             Rounding::Nearest,
@@ -556,8 +629,9 @@ impl<'a> NiahBuilder<'a> {
         let p = self.insertion_point(&hay, depth, Rounding::Floor);
         let (head, tail) = self.decode_split(&hay, p);
 
-        let (before_context, after_context) =
-            PAPER_TEMPLATE.split_once("{context}").expect("the template has {context}");
+        let (before_context, after_context) = PAPER_TEMPLATE
+            .split_once("{context}")
+            .expect("the template has {context}");
         let after_context = after_context.replacen("{question}", &needle.question, 1);
         let prompt = format!("{before_context}{head}{needle_text}{tail}{after_context}");
         let needle_char_offset = before_context.len() + head.len();
@@ -600,8 +674,16 @@ impl<'a> NiahBuilder<'a> {
         length: usize,
         depth: f64,
     ) -> Result<NiahSample, NiahError> {
-        let mut s =
-            self.token_level(Pieces { prefix, needle: needle_text, suffix }, length, depth, Rounding::Nearest)?;
+        let mut s = self.token_level(
+            Pieces {
+                prefix,
+                needle: needle_text,
+                suffix,
+            },
+            length,
+            depth,
+            Rounding::Nearest,
+        )?;
         s.protocol = Protocol::Custom;
         s.answer = answer.to_string();
         s.score_reference = answer.to_string();
@@ -623,7 +705,9 @@ impl<'a> NiahBuilder<'a> {
             for &depth in depths {
                 out.push(match task {
                     Task::Needle => self.peer_needle(needle, length, depth)?,
-                    Task::Passkey => self.peer_passkey(length, depth, sample_seed(base_seed, length, depth))?,
+                    Task::Passkey => {
+                        self.peer_passkey(length, depth, sample_seed(base_seed, length, depth))?
+                    }
                 });
             }
         }
@@ -662,7 +746,10 @@ impl<'a> NiahBuilder<'a> {
         debug_assert_eq!(prompt_ids.len(), length);
 
         let (head, tail) = self.decode_split(&hay, p);
-        let prompt = format!("{}{head}{}{tail}{}", pieces.prefix, pieces.needle, pieces.suffix);
+        let prompt = format!(
+            "{}{head}{}{tail}{}",
+            pieces.prefix, pieces.needle, pieces.suffix
+        );
         Ok(NiahSample {
             protocol: Protocol::Peer,
             task: Task::Needle,
@@ -731,7 +818,11 @@ fn passkey_fields(mut s: NiahSample, key: String, seed: u64) -> NiahSample {
 }
 
 fn check_depth(depth: f64) -> Result<(), NiahError> {
-    if (0.0..=100.0).contains(&depth) { Ok(()) } else { Err(NiahError::BadDepth(depth)) }
+    if (0.0..=100.0).contains(&depth) {
+        Ok(())
+    } else {
+        Err(NiahError::BadDepth(depth))
+    }
 }
 
 #[cfg(test)]
@@ -798,7 +889,11 @@ mod tests {
         Haystack::from_text(t).unwrap()
     }
 
-    fn with_builder<R>(h: &Haystack, bos: Option<u32>, f: impl FnOnce(&NiahBuilder<'_>, &WordTok) -> R) -> R {
+    fn with_builder<R>(
+        h: &Haystack,
+        bos: Option<u32>,
+        f: impl FnOnce(&NiahBuilder<'_>, &WordTok) -> R,
+    ) -> R {
         let tok = WordTok::default();
         let enc = |s: &str| tok.encode(s);
         let dec = |ids: &[u32]| tok.decode(ids);
@@ -824,16 +919,25 @@ mod tests {
                     let s = b.peer_needle(&nd, length, depth).unwrap();
                     assert_eq!(s.prompt_ids.len(), length, "ids are exactly `length`");
                     assert_eq!(s.prompt_ids[0], 999_999);
-                    assert!(s.prompt.starts_with("This is a very long story book: <book>"));
+                    assert!(
+                        s.prompt
+                            .starts_with("This is a very long story book: <book>")
+                    );
                     assert!(s.prompt.ends_with(
                         "</book>.\nBased on the content of the book, Question: What is the best thing to do in San Francisco?\nAnswer:"
                     ));
-                    assert_eq!(&s.prompt[s.needle_char_offset..][..s.needle_text.len()], s.needle_text);
+                    assert_eq!(
+                        &s.prompt[s.needle_char_offset..][..s.needle_text.len()],
+                        s.needle_text
+                    );
                     assert_eq!(s.needle_text, format!(" {}", nd.needle));
                     assert_eq!(s.needle_ids(), tok.encode(&s.needle_text).as_slice());
                     // The text re-encodes to `length` within the documented tolerance.
                     let retok = tok.encode(&s.prompt).len() + 1;
-                    assert!(retok.abs_diff(length) <= TEXT_TOKEN_TOLERANCE, "{retok} vs {length}");
+                    assert!(
+                        retok.abs_diff(length) <= TEXT_TOKEN_TOLERANCE,
+                        "{retok} vs {length}"
+                    );
                     assert_eq!(s.max_new_tokens, 20);
                 }
             }
@@ -849,7 +953,12 @@ mod tests {
             let prefix_len = tok.encode(PEER_NEEDLE_PREFIX).len();
             let fixed = prefix_len
                 + tok.encode(&format!(" {}", nd.needle)).len()
-                + tok.encode(&format!("{PEER_NEEDLE_QUESTION_PREFIX}{}{PEER_NEEDLE_ANSWER_PREFIX}", nd.question)).len();
+                + tok
+                    .encode(&format!(
+                        "{PEER_NEEDLE_QUESTION_PREFIX}{}{PEER_NEEDLE_ANSWER_PREFIX}",
+                        nd.question
+                    ))
+                    .len();
             let n = length - fixed;
             for depth in [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 100.0] {
                 let s = b.peer_needle(&nd, length, depth).unwrap();
@@ -857,18 +966,30 @@ mod tests {
                 let p = s.needle_token_start - prefix_len; // haystack tokens before the needle
                 let target = (n as f64 * depth / 100.0).round() as usize;
                 // Moved back by less than one sentence (10 tokens), never forward.
-                assert!(p <= target && target - p < 10, "depth {depth}: p {p}, target {target}");
+                assert!(
+                    p <= target && target - p < 10,
+                    "depth {depth}: p {p}, target {target}"
+                );
                 if depth == 0.0 {
-                    assert_eq!(s.needle_token_start, prefix_len, "depth 0: right after the prefix");
+                    assert_eq!(
+                        s.needle_token_start, prefix_len,
+                        "depth 0: right after the prefix"
+                    );
                 } else if depth == 100.0 {
                     // Right before the question: needle, then immediately the suffix tokens.
                     assert_eq!(p, n);
-                    assert_eq!(s.needle_token_start + s.needle_token_len, length - (fixed - prefix_len - s.needle_token_len));
+                    assert_eq!(
+                        s.needle_token_start + s.needle_token_len,
+                        length - (fixed - prefix_len - s.needle_token_len)
+                    );
                     let after = &s.prompt[s.needle_char_offset + s.needle_text.len()..];
                     assert!(after.starts_with("</book>."));
                 } else {
                     // At a sentence boundary: the haystack text before the needle ends with '.'.
-                    assert!(s.prompt[..s.needle_char_offset].ends_with('.'), "depth {depth}");
+                    assert!(
+                        s.prompt[..s.needle_char_offset].ends_with('.'),
+                        "depth {depth}"
+                    );
                 }
             }
             // 50% is in the middle, within one sentence.
@@ -889,11 +1010,20 @@ mod tests {
             assert_ne!(a.answer, c.answer, "different seed, different key");
             assert_eq!(a.answer.len(), 5);
             assert_eq!(a.answer, passkey_for_seed(7).to_string());
-            assert!(a.prompt.contains(&format!(" The pass key is {}. Remember it.", a.answer)));
+            assert!(
+                a.prompt
+                    .contains(&format!(" The pass key is {}. Remember it.", a.answer))
+            );
             assert!(a.prompt.starts_with(PEER_PASSKEY_PREFIX));
-            assert!(a.prompt.ends_with("\nWhat is the pass key?\nThe pass key is"));
+            assert!(
+                a.prompt
+                    .ends_with("\nWhat is the pass key?\nThe pass key is")
+            );
             assert_eq!(a.prompt_ids.len(), 500);
-            assert!(a.prompt[..a.needle_char_offset].ends_with("again.") || a.prompt[..a.needle_char_offset].ends_with('.'));
+            assert!(
+                a.prompt[..a.needle_char_offset].ends_with("again.")
+                    || a.prompt[..a.needle_char_offset].ends_with('.')
+            );
             assert_eq!(a.score(&format!(" {}.", a.answer)), 100.0);
             assert_eq!(a.score(" 00000"), 0.0);
             // Keys of many seeds are all 5-digit and not all equal.
@@ -910,9 +1040,14 @@ mod tests {
         with_builder(&h, None, |b, _| {
             let s = b.landmark_passkey(400, 25.0, 3).unwrap();
             let k = &s.answer;
-            assert!(s.prompt.contains(&format!("\nThe pass key is {k}. Remember it. {k} is the pass key.\n")));
+            assert!(s.prompt.contains(&format!(
+                "\nThe pass key is {k}. Remember it. {k} is the pass key.\n"
+            )));
             assert!(s.prompt.starts_with(LANDMARK_PREFIX));
-            assert!(s.prompt.ends_with("\nWhat is the pass key? The pass key is"));
+            assert!(
+                s.prompt
+                    .ends_with("\nWhat is the pass key? The pass key is")
+            );
             assert!(s.prompt[LANDMARK_PREFIX.len()..].starts_with("The grass is green."));
             assert_eq!(s.prompt_ids.len(), 400);
             assert_eq!(s.protocol, Protocol::Landmark);
@@ -926,15 +1061,23 @@ mod tests {
             let nd = Needle::san_francisco();
             let opts = PaperOptions::default();
             let s = b.paper_needle(&nd, 1000, 50.0, &opts).unwrap();
-            assert!(s.prompt.starts_with("<|im_start|> This is a very long story book: <book> "));
+            assert!(
+                s.prompt
+                    .starts_with("<|im_start|> This is a very long story book: <book> ")
+            );
             assert!(s.prompt.ends_with(
                 " </book>.\n Based on the content of the book, Question: What is the best thing to do in San Francisco?\nAnswer:"
             ));
             assert_eq!(s.needle_text, format!("\n{}\n", nd.needle));
-            assert_eq!(&s.prompt[s.needle_char_offset..][..s.needle_text.len()], s.needle_text);
+            assert_eq!(
+                &s.prompt[s.needle_char_offset..][..s.needle_text.len()],
+                s.needle_text
+            );
             // Haystack + needle = length - 200 tokens.
             assert_eq!(s.haystack_tokens + s.needle_token_len, 800);
-            let template_tokens = tok.encode(&PAPER_TEMPLATE.replace("{question}", &nd.question)).len();
+            let template_tokens = tok
+                .encode(&PAPER_TEMPLATE.replace("{question}", &nd.question))
+                .len();
             assert!(s.prompt_ids.len().abs_diff(800 + template_tokens + 1) <= TEXT_TOKEN_TOLERANCE);
             assert_eq!(s.prompt_ids, [vec![1], tok.encode(&s.prompt)].concat());
             assert!(s.prompt[..s.needle_char_offset].ends_with('.'));
@@ -943,7 +1086,9 @@ mod tests {
             assert!(s.score("eat a sandwich and sit in Dolores Park on a sunny day") < 60.0);
             // Depth 100: at the very end of the context.
             let s = b.paper_needle(&nd, 1000, 100.0, &opts).unwrap();
-            assert!(s.prompt[s.needle_char_offset + s.needle_text.len()..].starts_with(" </book>."));
+            assert!(
+                s.prompt[s.needle_char_offset + s.needle_text.len()..].starts_with(" </book>.")
+            );
             assert!(matches!(
                 b.paper_needle(&nd, 210, 0.0, &opts),
                 Err(NiahError::TooShort { length: 210, .. })
@@ -956,15 +1101,31 @@ mod tests {
         let h = numbered_haystack(100);
         with_builder(&h, Some(2), |b, tok| {
             let n = Needle::san_francisco();
-            let suffix = format!("\nBased on the content of the book, Question: {}\nAnswer:", n.question);
-            let s = b.custom_needle("", &format!(" {}", n.needle), &suffix, &n.answer, 300, 0.0).unwrap();
+            let suffix = format!(
+                "\nBased on the content of the book, Question: {}\nAnswer:",
+                n.question
+            );
+            let s = b
+                .custom_needle("", &format!(" {}", n.needle), &suffix, &n.answer, 300, 0.0)
+                .unwrap();
             assert_eq!(s.prompt_ids.len(), 300);
-            assert_eq!(s.needle_token_start, 1, "depth 0: right after BOS, as in the SRH reference");
+            assert_eq!(
+                s.needle_token_start, 1,
+                "depth 0: right after BOS, as in the SRH reference"
+            );
             assert!(s.prompt.starts_with(" The best thing"));
             assert_eq!(s.protocol, Protocol::Custom);
-            assert_eq!(s.score("Eat a sandwich and sit in Dolores Park on a sunny day."), 100.0);
-            let s = b.custom_needle("", " N.", &suffix, "n", 300, 100.0).unwrap();
-            assert_eq!(s.needle_token_start + s.needle_token_len + tok.encode(&suffix).len(), 300);
+            assert_eq!(
+                s.score("Eat a sandwich and sit in Dolores Park on a sunny day."),
+                100.0
+            );
+            let s = b
+                .custom_needle("", " N.", &suffix, "n", 300, 100.0)
+                .unwrap();
+            assert_eq!(
+                s.needle_token_start + s.needle_token_len + tok.encode(&suffix).len(),
+                300
+            );
         });
     }
 
@@ -983,13 +1144,25 @@ mod tests {
         let h = numbered_haystack(10);
         with_builder(&h, None, |b, _| {
             let nd = Needle::san_francisco();
-            assert!(matches!(b.peer_needle(&nd, 10, 0.0), Err(NiahError::TooShort { length: 10, .. })));
-            assert!(matches!(b.peer_needle(&nd, 500, 101.0), Err(NiahError::BadDepth(_))));
-            assert!(matches!(b.peer_needle(&nd, 500, f64::NAN), Err(NiahError::BadDepth(_))));
+            assert!(matches!(
+                b.peer_needle(&nd, 10, 0.0),
+                Err(NiahError::TooShort { length: 10, .. })
+            ));
+            assert!(matches!(
+                b.peer_needle(&nd, 500, 101.0),
+                Err(NiahError::BadDepth(_))
+            ));
+            assert!(matches!(
+                b.peer_needle(&nd, 500, f64::NAN),
+                Err(NiahError::BadDepth(_))
+            ));
         });
         assert!(Haystack::from_text("").is_err());
         let none = |_: &str| -> Vec<u32> { Vec::new() };
-        assert!(matches!(Haystack::noise().tokens(10, &none), Err(NiahError::NoTokens)));
+        assert!(matches!(
+            Haystack::noise().tokens(10, &none),
+            Err(NiahError::NoTokens)
+        ));
     }
 
     fn temp_file(name: &str, content: &str) -> PathBuf {
@@ -1008,23 +1181,59 @@ mod tests {
         );
         let n = load_needles(&p).unwrap();
         assert_eq!(n.len(), 2);
-        assert_eq!(n[1], Needle { needle: "N2.".into(), question: "Q2?".into(), answer: "A2".into() });
+        assert_eq!(
+            n[1],
+            Needle {
+                needle: "N2.".into(),
+                question: "Q2?".into(),
+                answer: "A2".into()
+            }
+        );
 
-        let p = temp_file("missing.jsonl", "{\"needle\": \"a\", \"question\": \"b\", \"answer\": \"c\"}\n{\"needle\": \"a\", \"answer\": \"c\"}\n");
+        let p = temp_file(
+            "missing.jsonl",
+            "{\"needle\": \"a\", \"question\": \"b\", \"answer\": \"c\"}\n{\"needle\": \"a\", \"answer\": \"c\"}\n",
+        );
         let e = load_needles(&p).unwrap_err();
-        assert!(matches!(e, NiahError::MissingField { line: 2, field: "question", .. }), "{e}");
-        assert!(e.to_string().contains(":2: missing field `question`"), "{e}");
+        assert!(
+            matches!(
+                e,
+                NiahError::MissingField {
+                    line: 2,
+                    field: "question",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(":2: missing field `question`"),
+            "{e}"
+        );
 
         let p = temp_file("bad.jsonl", "\n\n{\"needle\": \"a\",\n");
         let e = load_needles(&p).unwrap_err();
         assert!(matches!(e, NiahError::Json { line: 3, .. }), "{e}");
 
-        let p = temp_file("type.jsonl", "{\"needle\": 1, \"question\": \"b\", \"answer\": \"c\"}\n");
-        assert!(matches!(load_needles(&p), Err(NiahError::NotAString { line: 1, field: "needle", .. })));
+        let p = temp_file(
+            "type.jsonl",
+            "{\"needle\": 1, \"question\": \"b\", \"answer\": \"c\"}\n",
+        );
+        assert!(matches!(
+            load_needles(&p),
+            Err(NiahError::NotAString {
+                line: 1,
+                field: "needle",
+                ..
+            })
+        ));
 
         let p = temp_file("empty.jsonl", "\n");
         assert!(matches!(load_needles(&p), Err(NiahError::NoNeedles { .. })));
-        assert!(matches!(load_needles("/nonexistent/needles.jsonl"), Err(NiahError::Io { .. })));
+        assert!(matches!(
+            load_needles("/nonexistent/needles.jsonl"),
+            Err(NiahError::Io { .. })
+        ));
     }
 
     #[test]
@@ -1039,23 +1248,46 @@ mod tests {
         assert_eq!(h.files().len(), 2);
         let empty = dir.join("empty");
         std::fs::create_dir_all(&empty).unwrap();
-        assert!(matches!(Haystack::from_dir(&empty), Err(NiahError::EmptyHaystack(_))));
+        assert!(matches!(
+            Haystack::from_dir(&empty),
+            Err(NiahError::EmptyHaystack(_))
+        ));
+    }
+
+    /// `shared/datasets/<name>` (the repository's `../shared`), if present.
+    fn shared_dataset(name: &str) -> Option<PathBuf> {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|p| p.join("shared/datasets").join(name))
+            .chain(std::iter::once(
+                Path::new("/work/shared/datasets").join(name),
+            ))
+            .find(|p| p.exists())
     }
 
     /// The real haystack and needles, when the shared data is present.
     #[test]
     fn shared_paul_graham_and_needles() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(|p| p.join("shared/datasets/compresskv-paper")).find(|p| p.exists());
-        let Some(root) = root.or_else(|| Some(PathBuf::from("/work/shared/datasets/compresskv-paper")).filter(|p| p.exists())) else {
+        let Some(root) = shared_dataset("compresskv-paper") else {
             eprintln!("shared datasets not found; skipped");
             return;
         };
         let h = Haystack::from_dir(root.join("needle/PaulGrahamEssays")).unwrap();
         assert_eq!(h.files().len(), 49);
-        assert!(h.files().windows(2).all(|w| w[0].file_name() < w[1].file_name()));
-        let needles = load_needles(root.join("Retrieval_Head_Identification/haystack_for_detect/needles.jsonl")).unwrap();
+        assert!(
+            h.files()
+                .windows(2)
+                .all(|w| w[0].file_name() < w[1].file_name())
+        );
+        let needles = load_needles(
+            root.join("Retrieval_Head_Identification/haystack_for_detect/needles.jsonl"),
+        )
+        .unwrap();
         assert_eq!(needles.len(), 3);
-        assert_eq!(needles[1].answer, "take a walk in Chaoyang Park and have a cup of Espresso in the evening");
+        assert_eq!(
+            needles[1].answer,
+            "take a walk in Chaoyang Park and have a cup of Espresso in the evening"
+        );
         with_builder(&h, Some(2), |b, tok| {
             for depth in PEER_DEPTHS {
                 let s = b.peer_needle(&needles[1], 1024, depth).unwrap();
