@@ -162,34 +162,47 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Runs prompt → (compress) → decode.
-pub fn generate(
+/// The state right after prefill: reused by every method that compresses the same prompt
+/// (eval and bench prefill once, then clone the cache per method; cloning shares tensors).
+#[derive(Debug)]
+pub struct Prefilled {
+    pub cache: KvCache,
+    /// The last `capture.window` queries of every layer (compressors use the tail they need).
+    pub capture: WindowCapture,
+    /// Next-token logits after the last prompt token.
+    pub first_logits: Vec<f32>,
+    pub prompt_tokens: usize,
+    pub prefill_ms: f64,
+    /// Cache bytes before any compression.
+    pub kv_cache_bytes_full: usize,
+}
+
+/// Runs the prompt through the model, capturing the last `capture_window` queries per layer
+/// (0 = no capture: plain generation). `reserve` new tokens must still fit the context.
+pub fn prefill(
     model: &dyn CausalLM,
-    tokenizer: &TextTokenizer,
     prompt_ids: &[u32],
-    opts: &GenerateOptions,
-    compressor: Option<&dyn CacheCompressor>,
-) -> Result<GenerateOutput, GenerateError> {
+    capture_window: usize,
+    reserve: usize,
+) -> Result<Prefilled, GenerateError> {
     if prompt_ids.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
     let spec = model.spec();
     let max = spec.max_position_embeddings.max(1);
-    if prompt_ids.len() + opts.max_new_tokens > max {
+    if prompt_ids.len() + reserve > max {
         return Err(GenerateError::TooLong {
-            len: prompt_ids.len() + opts.max_new_tokens,
+            len: prompt_ids.len() + reserve,
             max,
         });
     }
     let dev = model.device();
     let mut cache = KvCache::new(spec);
-    let window = compressor.map_or(0, |c| c.window());
-    let mut capture = WindowCapture::new(window.max(1), spec.n_layers);
-
+    let mut capture = WindowCapture::new(capture_window.max(1), spec.n_layers);
     let t0 = Instant::now();
     let logits = {
         let mut ctx = ForwardCtx::new(&mut cache);
-        if window > 0 {
+        if capture_window > 0 {
             ctx = ctx.capture(&mut capture);
         }
         model.forward(prompt_ids, &mut ctx)
@@ -198,22 +211,40 @@ pub fn generate(
     dev.sync();
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
     let kv_cache_bytes_full = cache.bytes();
+    Ok(Prefilled {
+        cache,
+        capture,
+        first_logits,
+        prompt_tokens: prompt_ids.len(),
+        prefill_ms,
+        kv_cache_bytes_full,
+    })
+}
 
-    let t1 = Instant::now();
-    let compression = match compressor {
-        Some(c) => Some(
-            c.compress(model, &mut cache, &capture, prompt_ids.len())
-                .map_err(GenerateError::Compression)?,
-        ),
-        None => None,
-    };
-    drop(capture);
-    dev.sync();
-    let compress_ms = if compressor.is_some() {
-        t1.elapsed().as_secs_f64() * 1e3
-    } else {
-        0.0
-    };
+/// Prefill, compress (if a compressor is given), then decode.
+pub fn generate(
+    model: &dyn CausalLM,
+    tokenizer: &TextTokenizer,
+    prompt_ids: &[u32],
+    opts: &GenerateOptions,
+    compressor: Option<&dyn CacheCompressor>,
+) -> Result<GenerateOutput, GenerateError> {
+    let window = compressor.map_or(0, |c| c.window());
+    let pre = prefill(model, prompt_ids, window, opts.max_new_tokens)?;
+    continue_from(model, tokenizer, &pre, opts, compressor)
+}
+
+/// Compresses a copy of a prefilled cache and decodes from it; `pre` is left untouched so
+/// the next method starts from the same state.
+pub fn continue_from(
+    model: &dyn CausalLM,
+    tokenizer: &TextTokenizer,
+    pre: &Prefilled,
+    opts: &GenerateOptions,
+    compressor: Option<&dyn CacheCompressor>,
+) -> Result<GenerateOutput, GenerateError> {
+    let dev = model.device();
+    let (mut cache, compression, compress_ms) = compress_copy(model, pre, compressor)?;
     let kv_cache_bytes = cache.bytes();
     let kv_entries_per_layer = cache.entries_per_layer();
 
@@ -222,7 +253,7 @@ pub fn generate(
     let mut stop_reason = StopReason::MaxTokens;
     let mut text = String::new();
     let t2 = Instant::now();
-    let mut next = sampler.sample(&first_logits);
+    let mut next = sampler.sample(&pre.first_logits);
     let mut decoded_steps = 0usize;
     while out_ids.len() < opts.max_new_tokens {
         if opts.eos_ids.contains(&next) {
@@ -259,8 +290,8 @@ pub fn generate(
     Ok(GenerateOutput {
         text,
         token_ids: out_ids,
-        prompt_tokens: prompt_ids.len(),
-        prefill_ms,
+        prompt_tokens: pre.prompt_tokens,
+        prefill_ms: pre.prefill_ms,
         compress_ms,
         decode_ms,
         decode_tokens_per_s: if decoded_steps > 0 {
@@ -268,12 +299,74 @@ pub fn generate(
         } else {
             0.0
         },
-        kv_cache_bytes_full,
+        kv_cache_bytes_full: pre.kv_cache_bytes_full,
         kv_cache_bytes,
         kv_entries_per_layer,
         compression,
         stop_reason,
     })
+}
+
+/// A copy of the prefilled cache, compressed by `compressor` (untouched without one), with
+/// the report and the wall time of the compression.
+pub fn compress_copy(
+    model: &dyn CausalLM,
+    pre: &Prefilled,
+    compressor: Option<&dyn CacheCompressor>,
+) -> Result<(KvCache, Option<CompressionReport>, f64), GenerateError> {
+    let mut cache = pre.cache.clone();
+    let Some(c) = compressor else {
+        return Ok((cache, None, 0.0));
+    };
+    if c.window() > pre.capture.window {
+        return Err(GenerateError::Compression(format!(
+            "the prefill captured {} observation queries but the method needs {}",
+            pre.capture.window,
+            c.window()
+        )));
+    }
+    let t = Instant::now();
+    let report = c
+        .compress(model, &mut cache, &pre.capture, pre.prompt_tokens)
+        .map_err(GenerateError::Compression)?;
+    model.device().sync();
+    Ok((cache, Some(report), t.elapsed().as_secs_f64() * 1e3))
+}
+
+/// Teacher forcing: the next-token log-probabilities (full vocabulary) at each token of
+/// `answer`, given the prompt state in `cache` and the prompt's last logits. Used to measure
+/// how far a compressed cache moves the model from the full-cache distribution.
+pub fn teacher_forced_logprobs(
+    model: &dyn CausalLM,
+    mut cache: KvCache,
+    first_logits: &[f32],
+    answer: &[u32],
+) -> Vec<Vec<f32>> {
+    let mut rows = vec![log_softmax(first_logits)];
+    if answer.len() > 1 {
+        let feed = &answer[..answer.len() - 1];
+        let logits = model.forward(
+            feed,
+            &mut ForwardCtx::new(&mut cache).logits_last(feed.len()),
+        );
+        let v: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        let vocab = first_logits.len();
+        rows.extend(v.chunks(vocab).map(log_softmax));
+    }
+    rows.truncate(answer.len());
+    rows
+}
+
+/// Numerically stable log-softmax.
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = logits
+        .iter()
+        .map(|&l| ((l - max) as f64).exp())
+        .sum::<f64>()
+        .ln() as f32
+        + max;
+    logits.iter().map(|&l| l - lse).collect()
 }
 
 #[cfg(test)]

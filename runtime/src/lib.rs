@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod device;
+pub mod eval;
 pub mod generate;
 pub mod loader;
 pub mod model;
