@@ -9,12 +9,14 @@ use compresskv_runtime::press::{Compressor, PressParams, SlidingPolicy, press_by
 
 use super::profile_load::load_head_profile;
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Sliding {
+    #[default]
     Keep,
     Compress,
 }
 
+/// The method and its budget (`generate`, `demo`); eval and bench take lists instead.
 #[derive(Args, Debug, Clone)]
 pub struct PressArgs {
     /// Compression method: full, streamingllm, snapkv, pyramidkv, adakv, compresskv.
@@ -26,6 +28,14 @@ pub struct PressArgs {
     /// Fraction of the prompt kept per compressed layer.
     #[arg(long)]
     pub ratio: Option<f64>,
+    #[command(flatten)]
+    pub tuning: PressTuning,
+}
+
+/// Settings every method shares; unset values come from the profile (compresskv) or the
+/// method's defaults.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PressTuning {
     /// `auto` (next to the weights, $COMPRESSKV_PROFILES, the repo's profiles/) or a path.
     #[arg(long, default_value = "auto")]
     pub profile: String,
@@ -49,7 +59,6 @@ pub struct PressArgs {
 impl PressArgs {
     /// `None` for `full` without a budget (plain generation).
     pub fn compressor(&self, lm: &LoadedModel) -> anyhow::Result<Option<Compressor>> {
-        let press = press_by_name(&self.method)?;
         let budget = match (self.budget, self.ratio) {
             (Some(b), _) => BudgetSpec::Entries(b),
             (None, Some(r)) => BudgetSpec::Ratio(r),
@@ -59,7 +68,20 @@ impl PressArgs {
                 self.method
             ),
         };
-        let loaded = if self.method == "compresskv" {
+        self.tuning.compressor(lm, &self.method, budget).map(Some)
+    }
+}
+
+impl PressTuning {
+    /// The compressor of `method` at `budget` with these settings.
+    pub fn compressor(
+        &self,
+        lm: &LoadedModel,
+        method: &str,
+        budget: BudgetSpec,
+    ) -> anyhow::Result<Compressor> {
+        let press = press_by_name(method)?;
+        let loaded = if method == "compresskv" {
             Some(load_head_profile(lm, &self.profile).context("loading the model's profile")?)
         } else {
             None
@@ -94,8 +116,8 @@ impl PressArgs {
             Sliding::Keep => SlidingPolicy::Keep,
             Sliding::Compress => SlidingPolicy::Compress,
         };
-        Ok(Some(Compressor::new(
+        Ok(Compressor::new(
             press, params, budget, sliding, bounds, profile, &lm.spec,
-        )?))
+        )?)
     }
 }
