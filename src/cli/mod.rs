@@ -1,5 +1,7 @@
 //! Command definitions and dispatch. Every command has `--json`; human output is a table.
 
+mod eval;
+mod eval_longbench;
 mod fetch;
 mod generate;
 mod press_args;
@@ -31,6 +33,8 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Profile a model once (Semantic Retrieval Heads) into profiles/<org>--<name>.ron.
     Profile(profile::ProfileArgs),
+    /// Evaluate methods side by side on a benchmark (LongBench).
+    Eval(eval::EvalArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -38,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(&cli.device, a),
         Command::Fetch(a) => fetch::run(a),
         Command::Profile(a) => profile::run(&cli.device, a),
+        Command::Eval(a) => eval::run(&cli.device, a),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 mod gemma;
+mod longbench;
 mod press;
 mod srh;
 mod tiny;
