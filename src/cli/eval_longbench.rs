@@ -282,7 +282,7 @@ pub fn run(device: &str, a: LongbenchArgs) -> anyhow::Result<()> {
                 continue;
             }
             bar.set_message(format!("{ds} #{i}"));
-            let new_rows = run_sample(
+            run_sample(
                 &lm,
                 &config,
                 ds,
@@ -302,16 +302,17 @@ pub fn run(device: &str, a: LongbenchArgs) -> anyhow::Result<()> {
                         budget.map(|b| format!(" @{b}")).unwrap_or_default()
                     ))
                 },
+                &mut |r| {
+                    let mut line = serde_json::to_string(&r)?;
+                    line.push('\n');
+                    file.write_all(line.as_bytes())
+                        .and_then(|_| file.flush())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    bar.inc(1);
+                    Ok(())
+                },
             )
             .with_context(|| format!("{ds} sample {i}"))?;
-            for r in new_rows {
-                let mut line = serde_json::to_string(&r)?;
-                line.push('\n');
-                file.write_all(line.as_bytes())
-                    .and_then(|_| file.flush())
-                    .with_context(|| format!("writing {}", path.display()))?;
-                bar.inc(1);
-            }
         }
     }
     bar.finish_and_clear();
@@ -372,7 +373,8 @@ struct SampleSettings<'a> {
     settings: &'a str,
 }
 
-/// One prefill, then every combo in `todo` from a compressed copy of it.
+/// One prefill, then every combo in `todo` from a compressed copy of it; each row goes to `emit`
+/// as soon as it is made (a killed run loses at most one row).
 #[allow(clippy::too_many_arguments)]
 fn run_sample(
     lm: &LoadedModel,
@@ -383,7 +385,8 @@ fn run_sample(
     todo: &[&Combo],
     s: &SampleSettings<'_>,
     progress: &mut dyn FnMut(&str, Option<usize>),
-) -> anyhow::Result<Vec<Row>> {
+    emit: &mut dyn FnMut(Row) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let tok = &lm.tokenizer;
     let mut sample = sample.clone();
     // The file name decides the template and metric (LongBench-E files keep the base name).
@@ -431,7 +434,6 @@ fn run_sample(
     };
     let metric = metric_for_dataset(ds)?;
 
-    let mut rows = Vec::new();
     for combo in todo {
         progress(&combo.method, combo.budget);
         let (cache, _, compress_ms) = compress_copy(
@@ -466,7 +468,7 @@ fn run_sample(
             &sample.answers,
             sample.all_classes.as_deref(),
         )?;
-        rows.push(Row {
+        emit(Row {
             dataset: ds.to_string(),
             sample: index,
             id: sample.id.clone(),
@@ -492,9 +494,9 @@ fn run_sample(
             compress_ms,
             decode_ms: out.decode_ms,
             teacher_forcing_ms: tf_ms,
-        });
+        })?;
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// The reference answer as the model would continue the prompt: tokenized together with the
