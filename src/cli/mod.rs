@@ -2,6 +2,7 @@
 
 mod fetch;
 mod generate;
+mod heatmap;
 mod press_args;
 mod profile;
 mod profile_load;
@@ -29,7 +30,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Download and verify a model (e.g. google/gemma-3-270m) or the NIAH haystack into the cache.
     Fetch(fetch::FetchArgs),
-    /// Profile a model once (Semantic Retrieval Heads) into profiles/<org>--<name>.ron.
+    /// Profile a model once (Semantic Retrieval Heads, layer eviction errors) into
+    /// profiles/<org>--<name>.ron.
     Profile(profile::ProfileArgs),
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 mod gemma;
+mod layer_error;
 mod press;
 mod srh;
 mod tiny;
