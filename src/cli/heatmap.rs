@@ -7,6 +7,7 @@ use std::sync::Once;
 
 use anyhow::{Context, bail};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
 /// The font family name every label uses (registered once, from embedded bytes).
@@ -83,57 +84,70 @@ pub fn heatmap_png(
     let span = if hi > lo { hi - lo } else { 1.0 };
     register_fonts();
 
-    let cell = (560 / cols.max(rows)).clamp(14, 60) as u32;
-    let plot_w = cell * cols as u32;
-    let plot_h = cell * rows as u32;
-    let (w, h) = (plot_w + 260, plot_h + 140);
+    let cell_w = (480 / cols).clamp(14, 90) as u32;
+    let cell_h = (560 / rows).clamp(14, 60) as u32;
+    let plot_w = cell_w * cols as u32;
+    let plot_h = cell_h * rows as u32;
+    let longest = |t: &[String]| t.iter().map(|s| s.chars().count()).max().unwrap_or(1) as u32;
+    let y_area = 40 + 8 * longest(y_ticks);
+    let x_area = 50u32;
+    let side_w = 110u32;
+    let w = (plot_w + y_area + 40 + side_w).max(11 * title.chars().count() as u32 + 40 + side_w);
+    let h = plot_h + x_area + 70;
     let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (main, side) = root.split_horizontally(w - 110);
+    let (main, side) = root.split_horizontally(w - side_w);
     let mut chart = ChartBuilder::on(&main)
         .caption(title, (FAMILY, 20).into_font())
         .margin(12)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0..cols).into_segmented(), (0..rows).into_segmented())?;
-    let x_fmt = |v: &SegmentValue<usize>| match v {
-        SegmentValue::CenterOf(i) => x_ticks.get(*i).cloned().unwrap_or_default(),
-        _ => String::new(),
-    };
-    // Row 0 at the top: the y axis runs upwards, so label row r at rows − 1 − r.
-    let y_fmt = |v: &SegmentValue<usize>| match v {
-        SegmentValue::CenterOf(i) if *i < rows => y_ticks[rows - 1 - *i].clone(),
-        _ => String::new(),
-    };
+        .x_label_area_size(x_area)
+        .y_label_area_size(y_area)
+        .build_cartesian_2d(0f64..cols as f64, 0f64..rows as f64)?;
     let tick_font = (FAMILY, 13).into_font();
+    // Tick labels are drawn at the cell centres below, so the mesh only draws the axes and
+    // their descriptions.
     chart
         .configure_mesh()
         .disable_mesh()
+        .x_labels(0)
+        .y_labels(0)
         .x_desc(x_label)
         .y_desc(y_label)
-        .x_labels(cols)
-        .y_labels(rows)
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&y_fmt)
-        .label_style(tick_font.clone())
         .axis_desc_style((FAMILY, 15).into_font())
         .draw()?;
+    // Row 0 at the top: the y axis runs upwards.
     chart.draw_series(values.iter().enumerate().flat_map(|(r, row)| {
         row.iter().enumerate().map(move |(c, &v)| {
-            let y = rows - 1 - r;
+            let y = (rows - 1 - r) as f64;
             Rectangle::new(
-                [
-                    (SegmentValue::Exact(c), SegmentValue::Exact(y)),
-                    (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1)),
-                ],
+                [(c as f64, y), (c as f64 + 1.0, y + 1.0)],
                 colour((v - lo) / span).filled(),
             )
         })
     }))?;
+    let centre = |c: f64, r: f64| chart.backend_coord(&(c, r));
+    for (c, t) in x_ticks.iter().enumerate() {
+        let (px, py) = centre(c as f64 + 0.5, 0.0);
+        main.draw(&Text::new(
+            t.clone(),
+            (px, py + 6),
+            TextStyle::from(tick_font.clone()).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    for (r, t) in y_ticks.iter().enumerate() {
+        let (px, py) = centre(0.0, (rows - 1 - r) as f64 + 0.5);
+        main.draw(&Text::new(
+            t.clone(),
+            (px - 6, py),
+            TextStyle::from(tick_font.clone()).pos(Pos::new(HPos::Right, VPos::Center)),
+        ))?;
+    }
+    let (_, top) = centre(0.0, rows as f64);
+    let (_, bottom) = centre(0.0, 0.0);
 
     // Colour scale: a vertical bar with the range's ends and middle labelled.
-    let bar_top = 60i32;
-    let bar_h = (plot_h as i32).max(120);
+    let bar_top = top;
+    let bar_h = (bottom - top).max(60);
     let steps = 64;
     for i in 0..steps {
         let t = 1.0 - i as f64 / steps as f64;

@@ -318,6 +318,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
     if let Some(png) = &a.png {
         let heads: Vec<String> = (0..p.fingerprint.n_heads).map(|h| h.to_string()).collect();
         let layers: Vec<String> = (0..p.fingerprint.n_layers).map(|l| l.to_string()).collect();
+        let max = p.srh_scores.iter().flatten().copied().fold(0.0, f64::max);
         heatmap_png(
             png,
             &format!("{}: Semantic Retrieval Head scores", p.model_id),
@@ -326,7 +327,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
             &heads,
             &layers,
             &p.srh_scores,
-            None,
+            Some((0.0, max)),
         )?;
     }
     if a.json {

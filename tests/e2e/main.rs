@@ -7,5 +7,6 @@ mod common;
 mod gemma;
 mod layer_error;
 mod press;
+mod profile;
 mod srh;
 mod tiny;
