@@ -5,11 +5,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use compresskv_runtime::eval::longbench::{
+    self, LongBenchConfig, format_template, official_max_new_tokens, stops_at_newline,
+    truncate_middle,
+};
 use compresskv_runtime::loader::LoadedModel;
-use compresskv_runtime::profile::{Defaults, Fingerprint, Profile, Provenance, sha256_hex};
+use compresskv_runtime::profile::{
+    Defaults, Fingerprint, LayerErrors, Profile, Provenance, sha256_hex,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::srh::{CalibSample, SampleResult, aggregate, score_sample};
+use crate::layer_error::{
+    ErrorProbe, ErrorSettings, MAX_ALL_SUBSET_HEADS, PromptErrors, all_subsets, combine_datasets,
+    prompt_errors,
+};
+use crate::srh::{CalibSample, SampleResult, aggregate, score_sample_with};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibError {
@@ -24,6 +34,11 @@ pub enum CalibError {
     Profile(#[from] compresskv_runtime::profile::ProfileError),
     #[error(transparent)]
     Load(#[from] compresskv_runtime::loader::LoadError),
+    #[error(transparent)]
+    LongBench(#[from] longbench::LongBenchError),
+    /// `stop_after` was reached (tests of resuming use it); the checkpoint holds the samples.
+    #[error("stopped after {0} new samples as asked; rerun with --resume to continue")]
+    Stopped(usize),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CalibError + '_ {
@@ -160,35 +175,155 @@ pub struct Grid {
     pub max_new: usize,
 }
 
-/// One checkpoint line.
+/// One QA calibration prompt (LongBench format), ready to decode.
+#[derive(Debug, Clone)]
+pub struct QaPrompt {
+    pub dataset: String,
+    pub ids: Vec<u32>,
+    pub max_new: usize,
+    pub stop_at_newline: bool,
+}
+
+/// Where layer eviction errors are measured.
+#[derive(Debug, Clone)]
+pub struct ErrorPlan {
+    pub settings: ErrorSettings,
+    /// QA prompts (`--qa`); `None` = the needle calibration prompts.
+    pub qa: Option<Vec<QaPrompt>>,
+}
+
+/// Settings of a profiling run besides the data.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub grid: Grid,
+    pub errors: ErrorPlan,
+    /// Continue from the checkpoint instead of starting over.
+    pub resume: bool,
+    /// Stop with [`CalibError::Stopped`] after this many newly computed samples (resume tests).
+    pub stop_after: Option<usize>,
+    /// Write a profile even if no sample was answered (all SRH scores 0): only for random-weight
+    /// test models, whose answers are noise.
+    pub allow_uncounted: bool,
+}
+
+/// One checkpoint line: an SRH sample, or the eviction errors of one prompt of a separate
+/// error pass.
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
     key: String,
     result: SampleResult,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct ErrCheckpoint {
+    key: String,
+    errors: PromptErrors,
+}
+
+/// Built-in QA prompt templates (calibration-data/qa_templates.json), by dataset name with a
+/// `default`; `--qa-config` replaces them with a LongBench `config` directory.
+pub const QA_TEMPLATES: &str = include_str!("../../calibration-data/qa_templates.json");
+
+/// Default cap on QA answer lengths (the dataset's own length is used when smaller).
+pub const QA_MAX_NEW: usize = 32;
+
+/// Reads LongBench-format jsonl files into QA prompts: the dataset's template (from
+/// `config_dir`, a LongBench `config` directory, or the built-in templates), middle-truncated
+/// to `max_len` tokens, at most `max_samples` per file, answers capped at `max_new` tokens.
+pub fn load_qa(
+    lm: &LoadedModel,
+    files: &[PathBuf],
+    config_dir: Option<&Path>,
+    max_samples: usize,
+    max_len: usize,
+    max_new: usize,
+) -> Result<Vec<QaPrompt>, CalibError> {
+    let config = config_dir.map(LongBenchConfig::load).transpose()?;
+    let builtin: std::collections::HashMap<String, String> =
+        serde_json::from_str(QA_TEMPLATES).expect("calibration-data/qa_templates.json parses");
+    let tok = &lm.tokenizer;
+    let enc = |s: &str| tok.encode(s, false).unwrap_or_default();
+    let dec = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
+    let bos: Vec<u32> = lm.spec.bos_token_id.into_iter().collect();
+    let mut out = Vec::new();
+    for f in files {
+        let samples = longbench::load_samples(f)?;
+        if samples.is_empty() {
+            return Err(CalibError::Input(format!(
+                "{}: no samples (expected LongBench jsonl lines with `context`, `input`, \
+                 `answers`, `dataset`)",
+                f.display()
+            )));
+        }
+        for s in samples.iter().take(max_samples) {
+            let dataset = if s.dataset.trim().is_empty() {
+                f.file_stem()
+                    .map_or("qa".into(), |x| x.to_string_lossy().into())
+            } else {
+                s.dataset.clone()
+            };
+            let (prompt, ds_max) = match &config {
+                Some(c) => (
+                    c.build_prompt(s).map_err(|e| {
+                        CalibError::Input(format!(
+                            "{}: {e}: the --qa-config directory has no template for it",
+                            f.display()
+                        ))
+                    })?,
+                    c.max_new_tokens(&dataset),
+                ),
+                None => {
+                    let base = dataset.strip_suffix("_e").unwrap_or(&dataset);
+                    let t = builtin
+                        .get(base)
+                        .or_else(|| builtin.get("default"))
+                        .expect("built-in templates have a default");
+                    (
+                        format_template(t, &s.context, &s.input)?,
+                        official_max_new_tokens(&dataset),
+                    )
+                }
+            };
+            let text = truncate_middle(&prompt, max_len, bos.len(), &enc, &dec);
+            let mut ids = bos.clone();
+            ids.extend(enc(&text));
+            out.push(QaPrompt {
+                stop_at_newline: stops_at_newline(&dataset),
+                max_new: ds_max.unwrap_or(max_new).min(max_new),
+                dataset,
+                ids,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the calibration and returns the profile. `checkpoint` collects finished samples; with
-/// `resume`, samples already there are not run again.
+/// `opts.resume`, samples already there are not run again.
 #[allow(clippy::too_many_arguments)]
 pub fn profile_model(
     lm: &LoadedModel,
     needles: &[Needle],
     haystack: &str,
-    grid: &Grid,
+    opts: &RunOptions,
     checkpoint: &Path,
-    resume: bool,
     calibration_bytes: &[u8],
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Profile, Vec<SampleResult>), CalibError> {
     let started = Instant::now();
+    let grid = &opts.grid;
+    let spec = &lm.spec;
     let book = lm.tokenizer.encode(haystack, false)?;
     let mut done: std::collections::HashMap<String, SampleResult> = Default::default();
-    if resume && checkpoint.exists() {
+    let mut done_err: std::collections::HashMap<String, PromptErrors> = Default::default();
+    if opts.resume && checkpoint.exists() {
         let text = std::fs::read_to_string(checkpoint).map_err(io(checkpoint))?;
         for line in text.lines() {
             // A line cut by a kill is simply redone.
             if let Ok(c) = serde_json::from_str::<Checkpoint>(line) {
                 done.insert(c.key, c.result);
+            } else if let Ok(c) = serde_json::from_str::<ErrCheckpoint>(line) {
+                done_err.insert(c.key, c.errors);
             }
         }
     } else if checkpoint.exists() {
@@ -201,19 +336,49 @@ pub fn profile_model(
         .map_err(io(checkpoint))?;
     let mut eos = lm.spec.eos_token_ids.clone();
     eos.extend(lm.tokenizer.extra_eos_ids());
-    let total = needles.len() * grid.lengths.len() * grid.depths.len();
+    // Needle prompts measure every head subset in the SRH pass when that is affordable.
+    let errors_in_srh_pass = opts.errors.qa.is_none() && spec.n_heads <= MAX_ALL_SUBSET_HEADS;
+    let n_grid = needles.len() * grid.lengths.len() * grid.depths.len();
+    let n_err_pass = match &opts.errors.qa {
+        Some(qa) => qa.len(),
+        None if errors_in_srh_pass => 0,
+        None => n_grid,
+    };
+    let total = n_grid + n_err_pass;
+    let mut fresh = 0usize;
+    let mut count_fresh = || -> Result<(), CalibError> {
+        fresh += 1;
+        match opts.stop_after {
+            Some(k) if fresh > k => Err(CalibError::Stopped(k)),
+            _ => Ok(()),
+        }
+    };
     let mut results = Vec::new();
+    let mut samples = Vec::new();
     let mut i = 0;
     for (ni, needle) in needles.iter().enumerate() {
         for &len in &grid.lengths {
             for &depth in &grid.depths {
                 i += 1;
                 let key = format!("{ni}/{len}/{depth}");
-                let r = match done.remove(&key) {
+                let s = build_sample(lm, &book, needle, len, depth)?;
+                let cached = done
+                    .remove(&key)
+                    .filter(|r| !errors_in_srh_pass || r.layer_err.len() == spec.n_layers);
+                let r = match cached {
                     Some(r) => r,
                     None => {
-                        let s = build_sample(lm, &book, needle, len, depth)?;
-                        let r = score_sample(&lm.model, &lm.tokenizer, &s, grid.max_new, &eos);
+                        count_fresh()?;
+                        let mut probe = errors_in_srh_pass
+                            .then(|| ErrorProbe::all_subsets(opts.errors.settings, spec));
+                        let r = score_sample_with(
+                            &lm.model,
+                            &lm.tokenizer,
+                            &s,
+                            grid.max_new,
+                            &eos,
+                            probe.as_mut(),
+                        );
                         let line = serde_json::to_string(&Checkpoint {
                             key: key.clone(),
                             result: r.clone(),
@@ -226,38 +391,161 @@ pub fn profile_model(
                 };
                 progress(i, total, &format!("{key} recall {:.2}", r.recall));
                 results.push(r);
+                samples.push((key, s));
             }
         }
     }
-    let spec = &lm.spec;
     let (srh, classic) = aggregate(&results, spec.n_layers, spec.n_heads);
     let n_counted = results.iter().filter(|r| r.counted).count();
-    if n_counted == 0 {
+    if n_counted == 0 && !opts.allow_uncounted {
         return Err(CalibError::Input(
             "no calibration sample was answered (word recall > 0.5): the model cannot retrieve \
              at these lengths; try shorter --lengths"
                 .into(),
         ));
     }
+    let defaults = Defaults::for_heads(spec.n_heads);
+    // The heads the runtime will score with: the top `srh_heads` SRHs of each layer.
+    let top: Vec<Vec<usize>> = srh
+        .iter()
+        .map(|row| {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            let mut t = order[..defaults.srh_heads].to_vec();
+            t.sort_unstable();
+            t
+        })
+        .collect();
+    let (source, per_dataset, n_prompts, steps) = if errors_in_srh_pass {
+        let subsets = all_subsets(spec.n_heads);
+        let mut sums = vec![0.0; spec.n_layers];
+        for r in &results {
+            for (l, row) in r.layer_err.iter().enumerate() {
+                if !row.is_empty() {
+                    let idx = subsets.iter().position(|s| *s == top[l]).expect("subset");
+                    sums[l] += row[idx];
+                }
+            }
+        }
+        let steps = results.iter().map(|r| r.layer_err_steps).sum::<usize>();
+        (
+            "needles",
+            vec![("needles".to_string(), sums)],
+            results.len(),
+            steps,
+        )
+    } else {
+        // A separate decode pass with the chosen heads.
+        let prompts: Vec<(String, String, Vec<u32>, usize, bool)> = match &opts.errors.qa {
+            Some(qa) => qa
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    (
+                        format!("err/qa/{}/{j}", p.dataset),
+                        p.dataset.clone(),
+                        p.ids.clone(),
+                        p.max_new,
+                        p.stop_at_newline,
+                    )
+                })
+                .collect(),
+            None => samples
+                .iter()
+                .map(|(k, s)| {
+                    (
+                        format!("err/needles/{k}"),
+                        "needles".into(),
+                        s.ids.clone(),
+                        grid.max_new,
+                        true,
+                    )
+                })
+                .collect(),
+        };
+        let mut per_dataset: Vec<(String, Vec<f64>)> = Vec::new();
+        let mut steps = 0;
+        for (key, dataset, ids, max_new, stop_nl) in &prompts {
+            i += 1;
+            let e = match done_err.remove(key) {
+                Some(e) => e,
+                None => {
+                    count_fresh()?;
+                    let probe = ErrorProbe::known(opts.errors.settings, spec, &top);
+                    let e = prompt_errors(
+                        &lm.model,
+                        &lm.tokenizer,
+                        ids,
+                        *max_new,
+                        &eos,
+                        *stop_nl,
+                        probe,
+                    );
+                    let line = serde_json::to_string(&ErrCheckpoint {
+                        key: key.clone(),
+                        errors: e.clone(),
+                    })
+                    .expect("serialisable");
+                    writeln!(ck, "{line}").map_err(io(checkpoint))?;
+                    ck.flush().map_err(io(checkpoint))?;
+                    e
+                }
+            };
+            progress(i, total, &format!("layer errors {key}: {} steps", e.steps));
+            steps += e.steps;
+            let row: Vec<f64> = e
+                .err
+                .iter()
+                .map(|c| c.first().copied().unwrap_or(0.0))
+                .collect();
+            match per_dataset.iter_mut().find(|(n, _)| n == dataset) {
+                Some((_, acc)) => acc.iter_mut().zip(&row).for_each(|(a, x)| *a += x),
+                None => per_dataset.push((dataset.clone(), row)),
+            }
+        }
+        let source = if opts.errors.qa.is_some() {
+            "qa"
+        } else {
+            "needles"
+        };
+        (source, per_dataset, prompts.len(), steps)
+    };
+    let per_layer = combine_datasets(
+        &per_dataset
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>(),
+    );
+    let layer_errors = per_layer.map(|per_layer| LayerErrors {
+        per_layer,
+        per_dataset: per_dataset.clone(),
+        source: source.to_string(),
+    });
+    let es = opts.errors.settings;
     let profile = Profile {
         schema_version: compresskv_runtime::profile::SCHEMA_VERSION,
         model_id: lm.id.clone(),
         fingerprint: Fingerprint::of(spec, &lm.config_text, None),
         srh_scores: srh,
         retrieval_scores: classic,
-        layer_errors: None,
-        defaults: Defaults::for_heads(spec.n_heads),
+        layer_errors,
+        defaults,
         tuning: None,
         provenance: Provenance {
             tool_version: compresskv_runtime::profile::TOOL_VERSION.to_string(),
             calibration_hash: sha256_hex(calibration_bytes),
             grid: format!(
-                "{} needles x lengths {:?} x depths {:?}, max_new {}; {n_counted}/{total} \
-                 samples counted",
+                "{} needles x lengths {:?} x depths {:?}, max_new {}; {n_counted}/{n_grid} \
+                 samples counted; layer errors: top {} SRH selection at budget {} (window {}, \
+                 kernel {}) on {n_prompts} {source} prompts, {steps} decode steps",
                 needles.len(),
                 grid.lengths,
                 grid.depths,
-                grid.max_new
+                grid.max_new,
+                defaults.srh_heads,
+                es.budget,
+                es.window,
+                es.kernel,
             ),
             seed: 0,
             wall_time_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,

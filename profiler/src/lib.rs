@@ -3,4 +3,5 @@
 //! writes the per-model profile the runtime loads by model id.
 
 pub mod calibrate;
+pub mod layer_error;
 pub mod srh;

@@ -15,8 +15,10 @@ use std::ops::Range;
 use compresskv_runtime::generate::argmax;
 use compresskv_runtime::loader::TextTokenizer;
 use compresskv_runtime::model::{AttentionEvent, AttentionObserver};
-use compresskv_runtime::{CausalLM, ForwardCtx, KvCache};
+use compresskv_runtime::{CausalLM, ForwardCtx, KvCache, WindowCapture};
 use serde::{Deserialize, Serialize};
+
+use crate::layer_error::{Both, ErrorProbe};
 
 /// One calibration prompt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +40,13 @@ pub struct SampleResult {
     /// `[layer][query head]` sums over decoding steps.
     pub srh_sum: Vec<Vec<f64>>,
     pub classic_sum: Vec<Vec<f64>>,
+    /// `[layer][candidate head subset]` eviction-error sums of the same decode (empty when not
+    /// measured), see [`crate::layer_error`].
+    #[serde(default)]
+    pub layer_err: Vec<Vec<f64>>,
+    /// Decode steps those errors were summed over.
+    #[serde(default)]
+    pub layer_err_steps: usize,
 }
 
 /// Per layer and query head: attention mass of the last query on the span, and the argmax key.
@@ -121,12 +130,32 @@ pub fn score_sample(
     max_new: usize,
     eos: &[u32],
 ) -> SampleResult {
+    score_sample_with(model, tok, s, max_new, eos, None)
+}
+
+/// [`score_sample`], also measuring layer eviction errors with `probe` in the same decode: its
+/// selection is made after the pass that feeds the last prompt token, and every later pass adds
+/// one error step.
+pub fn score_sample_with(
+    model: &dyn CausalLM,
+    tok: &TextTokenizer,
+    s: &CalibSample,
+    max_new: usize,
+    eos: &[u32],
+    mut probe: Option<&mut ErrorProbe>,
+) -> SampleResult {
     let spec = model.spec();
     let (nl, nh) = (spec.n_layers, spec.n_heads);
     let mut cache = KvCache::new(spec);
     let n = s.ids.len();
+    let window = probe.as_ref().map_or(1, |p| p.settings.window);
+    let mut capture = WindowCapture::new(window, nl);
     if n > 1 {
-        model.forward(&s.ids[..n - 1], &mut ForwardCtx::new(&mut cache));
+        let mut ctx = ForwardCtx::new(&mut cache);
+        if probe.is_some() {
+            ctx = ctx.capture(&mut capture);
+        }
+        model.forward(&s.ids[..n - 1], &mut ctx);
     }
     let mut obs = SpanObserver {
         span_pos: s.span.start as i64..s.span.end as i64,
@@ -139,10 +168,27 @@ pub fn score_sample(
     let mut generated = Vec::new();
     let mut input = s.ids[n - 1];
     while generated.len() < max_new {
-        let logits = model.forward(
-            &[input],
-            &mut ForwardCtx::new(&mut cache).observer(&mut obs),
-        );
+        let first = generated.is_empty();
+        let logits = match probe.as_deref_mut() {
+            None => model.forward(
+                &[input],
+                &mut ForwardCtx::new(&mut cache).observer(&mut obs),
+            ),
+            Some(p) if first => {
+                let l = model.forward(
+                    &[input],
+                    &mut ForwardCtx::new(&mut cache)
+                        .capture(&mut capture)
+                        .observer(&mut obs),
+                );
+                p.select(model, &cache, &capture);
+                l
+            }
+            Some(p) => model.forward(
+                &[input],
+                &mut ForwardCtx::new(&mut cache).observer(&mut Both(&mut obs, p)),
+            ),
+        };
         let l: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32");
         let next = argmax(&l);
         let occurrences = span_ids.iter().filter(|&&t| t == next).count();
@@ -176,6 +222,8 @@ pub fn score_sample(
         counted: recall > 0.5,
         srh_sum: srh,
         classic_sum: classic,
+        layer_err: probe.as_ref().map(|p| p.err.clone()).unwrap_or_default(),
+        layer_err_steps: probe.as_ref().map_or(0, |p| p.steps),
     }
 }
 
@@ -230,6 +278,8 @@ mod tests {
             counted,
             srh_sum: vec![vec![v, 0.0]],
             classic_sum: vec![vec![0.0, v]],
+            layer_err: vec![],
+            layer_err_steps: 0,
         };
         let (s, c) = aggregate(&[mk(2.0, true), mk(4.0, true), mk(100.0, false)], 1, 2);
         assert_eq!(s, vec![vec![3.0, 0.0]]);

@@ -4,6 +4,7 @@ mod eval;
 mod eval_longbench;
 mod fetch;
 mod generate;
+mod heatmap;
 mod press_args;
 mod profile;
 mod profile_load;
@@ -31,7 +32,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Download and verify a model (e.g. google/gemma-3-270m) or the NIAH haystack into the cache.
     Fetch(fetch::FetchArgs),
-    /// Profile a model once (Semantic Retrieval Heads) into profiles/<org>--<name>.ron.
+    /// Profile a model once (Semantic Retrieval Heads, layer eviction errors) into
+    /// profiles/<org>--<name>.ron.
     Profile(profile::ProfileArgs),
     /// Evaluate methods side by side on a benchmark (LongBench).
     Eval(eval::EvalArgs),

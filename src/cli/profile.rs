@@ -2,14 +2,23 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use compresskv_profiler::calibrate::{Grid, load_haystack, load_needles, profile_model};
+use compresskv_profiler::calibrate::{
+    ErrorPlan, Grid, QA_MAX_NEW, RunOptions, load_haystack, load_needles, load_qa, profile_model,
+};
+use compresskv_profiler::layer_error::ErrorSettings;
 use compresskv_runtime::RuntimeDevice;
+use compresskv_runtime::loader::hf_config::spec_from_hf_config;
 use compresskv_runtime::loader::{fetch, load_model};
-use compresskv_runtime::profile::{Profile, default_repo_profiles_dir, profile_file_name};
+use compresskv_runtime::press::budget::{Allocator, Bounds};
+use compresskv_runtime::press::engine::layer_budgets;
+use compresskv_runtime::profile::{
+    Profile, default_repo_profiles_dir, import_paper, profile_file_name,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::heatmap::heatmap_png;
 use super::table::Table;
 
 #[derive(Args, Debug)]
@@ -23,8 +32,12 @@ pub struct ProfileArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ProfileSub {
-    /// Print a profile: top SRHs and classic retrieval heads per layer.
+    /// Print a profile: top SRHs and classic retrieval heads per layer, layer errors and the
+    /// layer budgets they imply; optionally a PNG heatmap of the SRH scores.
     Show(ShowArgs),
+    /// Turn the CompressKV paper's published head/layer scores (Llama-3.1-8B-Instruct,
+    /// Mistral-7B-Instruct-v0.3) into a profile of this format.
+    ImportPaper(ImportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -47,9 +60,36 @@ pub struct RunArgs {
     /// Output file (default: profiles/<org>--<name>.ron in the repository).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// LongBench-format jsonl files (`context`, `input`, `answers`, `dataset`) to estimate the
+    /// layer eviction errors on (default: the needle calibration prompts).
+    #[arg(long, num_args = 1..)]
+    pub qa: Vec<PathBuf>,
+    /// A LongBench `config` directory (dataset2prompt.json, dataset2maxlen.json) for the QA
+    /// templates (default: calibration-data/qa_templates.json).
+    #[arg(long)]
+    pub qa_config: Option<PathBuf>,
+    /// QA prompts used per file (the first N).
+    #[arg(long, default_value_t = 4)]
+    pub qa_max_samples: usize,
+    /// QA prompts longer than this many tokens are truncated in the middle (LongBench style).
+    #[arg(long, default_value_t = 2000)]
+    pub qa_max_len: usize,
+    /// Cap on QA answer tokens (the data set's own maximum applies when smaller).
+    #[arg(long, default_value_t = QA_MAX_NEW)]
+    pub qa_max_new: usize,
+    /// KV budget of the eviction-error probe (entries kept per layer).
+    #[arg(long, default_value_t = 32)]
+    pub error_budget: usize,
     /// Continue an interrupted run from its checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Stop after this many newly computed samples, keeping the checkpoint (for testing
+    /// --resume).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+    /// Write the profile even if no calibration sample was answered (random-weight test models).
+    #[arg(long, hide = true)]
+    pub allow_uncounted: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -58,6 +98,34 @@ pub struct RunArgs {
 pub struct ShowArgs {
     /// Model id or profile path.
     pub what: String,
+    /// Also show the per-layer KV budgets the layer errors imply at this mean budget.
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Write a heatmap of the SRH scores (layer × query head) to this PNG file.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Head file: `*_head_idx.json` (per layer, heads in descending order) or a
+    /// `{"layer-head": [scores…]}` head-score JSON.
+    #[arg(long)]
+    pub heads: PathBuf,
+    /// Layer file: `*_layer_score.jsonl` (per data set a list of layer errors, `avg_score`).
+    #[arg(long)]
+    pub layers: Option<PathBuf>,
+    /// The model's Hugging Face `config.json`.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Model id the profile is for, e.g. meta-llama/Llama-3.1-8B-Instruct.
+    #[arg(long)]
+    pub model_id: String,
+    /// Where to write the profile (e.g. profiles/meta-llama--Llama-3.1-8B-Instruct.ron).
+    #[arg(long)]
+    pub out: PathBuf,
     #[arg(long)]
     pub json: bool,
 }
@@ -65,6 +133,7 @@ pub struct ShowArgs {
 pub fn run(device: &str, a: ProfileArgs) -> anyhow::Result<()> {
     match a.sub {
         Some(ProfileSub::Show(s)) => show(s),
+        Some(ProfileSub::ImportPaper(i)) => import(i),
         None => calibrate(device, a.run),
     }
 }
@@ -94,10 +163,48 @@ fn calibrate(device: &str, a: RunArgs) -> anyhow::Result<()> {
         depths: a.depths.clone(),
         max_new: a.max_new,
     };
-    let mut calib = std::fs::read(&needles_path)?;
+    let mut calib = std::fs::read(&needles_path)
+        .with_context(|| format!("cannot read {}", needles_path.display()))?;
     calib.extend_from_slice(haystack.as_bytes());
-    let total = needles.len() * grid.lengths.len() * grid.depths.len();
-    let bar = ProgressBar::new(total as u64);
+    let qa = if a.qa.is_empty() {
+        None
+    } else {
+        for f in &a.qa {
+            calib.extend(std::fs::read(f).with_context(|| {
+                format!(
+                    "cannot read --qa {} (LongBench jsonl expected)",
+                    f.display()
+                )
+            })?);
+        }
+        Some(load_qa(
+            &lm,
+            &a.qa,
+            a.qa_config.as_deref(),
+            a.qa_max_samples,
+            a.qa_max_len,
+            a.qa_max_new,
+        )?)
+    };
+    let settings = ErrorSettings {
+        budget: a.error_budget,
+        ..ErrorSettings::default()
+    };
+    if settings.budget <= settings.window {
+        bail!(
+            "--error-budget {} must be larger than the observation window ({})",
+            settings.budget,
+            settings.window
+        );
+    }
+    let opts = RunOptions {
+        grid,
+        errors: ErrorPlan { settings, qa },
+        resume: a.resume,
+        stop_after: a.stop_after,
+        allow_uncounted: a.allow_uncounted,
+    };
+    let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
     )?);
@@ -108,11 +215,11 @@ fn calibrate(device: &str, a: RunArgs) -> anyhow::Result<()> {
         &lm,
         &needles,
         &haystack,
-        &grid,
+        &opts,
         &checkpoint,
-        a.resume,
         &calib,
-        &mut |i, _, msg| {
+        &mut |i, total, msg| {
+            bar.set_length(total as u64);
             bar.set_position(i as u64);
             bar.set_message(msg.to_string());
         },
@@ -124,14 +231,80 @@ fn calibrate(device: &str, a: RunArgs) -> anyhow::Result<()> {
         super::print_json(&serde_json::json!({
             "out": out, "model_id": profile.model_id, "srh_scores": profile.srh_scores,
             "retrieval_scores": profile.retrieval_scores,
+            "layer_errors": profile.layer_errors.as_ref().map(|e| e.per_layer.clone()),
+            "layer_error_source": profile.layer_errors.as_ref().map(|e| e.source.clone()),
             "samples": results.len(), "counted": results.iter().filter(|r| r.counted).count(),
             "wall_time_s": profile.provenance.wall_time_s,
         }))?;
     } else {
         println!("wrote {}", out.display());
-        print_heads(&profile);
+        print_heads(&profile, None);
     }
     Ok(())
+}
+
+/// Per-layer budgets at mean `b` (`None` for layers kept as they are), via the engine's
+/// allocator with the profile's bounds. The compressed layers are those with an error share:
+/// the profiler measures exactly the layers the runtime compresses under its default
+/// `--sliding keep` (Gemma 3's global layers); without layer errors, every layer, uniformly.
+fn budgets_of(p: &Profile, b: usize) -> anyhow::Result<(Vec<Option<usize>>, Option<String>)> {
+    let d = &p.defaults;
+    if b <= d.window {
+        bail!(
+            "--budget {b} is not larger than the profile's observation window ({}), which is \
+             always kept: pass a larger --budget",
+            d.window
+        );
+    }
+    let n = p.fingerprint.n_layers;
+    let errors = p.layer_errors.as_ref().map(|e| e.per_layer.as_slice());
+    let layers: Vec<usize> = match errors {
+        Some(e) => (0..n).filter(|&l| e[l] > 0.0).collect(),
+        None => (0..n).collect(),
+    };
+    let bounds = Bounds {
+        min: d.min_budget,
+        max_factor: d.max_budget_factor,
+    };
+    let (budgets, note) =
+        layer_budgets(Allocator::ErrorAware, &layers, b, d.window, bounds, errors);
+    let mut out = vec![None; n];
+    for (&l, &bl) in layers.iter().zip(&budgets) {
+        out[l] = Some(bl);
+    }
+    Ok((out, note))
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.config).with_context(|| {
+        format!(
+            "cannot read --config {} (the model's Hugging Face config.json)",
+            a.config.display()
+        )
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--config {} is not JSON", a.config.display()))?;
+    let spec = spec_from_hf_config(&json, None)
+        .with_context(|| format!("--config {}", a.config.display()))?;
+    let p = import_paper(&a.heads, a.layers.as_deref(), &spec, &text, &a.model_id)?;
+    p.save_atomic(&a.out)?;
+    if a.json {
+        super::print_json(&serde_json::json!({
+            "out": a.out, "model_id": p.model_id, "srh_scores": p.srh_scores,
+            "retrieval_scores": p.retrieval_scores,
+            "layer_errors": p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
+            "imported_from": p.provenance.imported_from,
+        }))
+    } else {
+        println!(
+            "wrote {} ({}; {})",
+            a.out.display(),
+            p.fingerprint.describe(),
+            p.provenance.imported_from.as_deref().unwrap_or("")
+        );
+        print_heads(&p, None);
+        Ok(())
+    }
 }
 
 fn show(a: ShowArgs) -> anyhow::Result<()> {
@@ -141,24 +314,70 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
         default_repo_profiles_dir().join(profile_file_name(&a.what))
     };
     let p = Profile::load(&path)?;
+    let budgets = a.budget.map(|b| budgets_of(&p, b)).transpose()?;
+    if let Some(png) = &a.png {
+        let heads: Vec<String> = (0..p.fingerprint.n_heads).map(|h| h.to_string()).collect();
+        let layers: Vec<String> = (0..p.fingerprint.n_layers).map(|l| l.to_string()).collect();
+        let max = p.srh_scores.iter().flatten().copied().fold(0.0, f64::max);
+        heatmap_png(
+            png,
+            &format!("{}: Semantic Retrieval Head scores", p.model_id),
+            "query head",
+            "layer",
+            &heads,
+            &layers,
+            &p.srh_scores,
+            Some((0.0, max)),
+        )?;
+    }
     if a.json {
-        super::print_json(&serde_json::json!({
+        let mut j = serde_json::json!({
             "model_id": p.model_id, "srh_scores": p.srh_scores,
             "retrieval_scores": p.retrieval_scores,
             "layer_errors": p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
-        }))
+            "layer_error_source": p.layer_errors.as_ref().map(|e| e.source.clone()),
+            "defaults": p.defaults,
+        });
+        if let Some((b, note)) = &budgets {
+            j["budget"] = a.budget.into();
+            j["budgets"] = serde_json::json!(b);
+            j["budget_note"] = serde_json::json!(note);
+        }
+        if let Some(png) = &a.png {
+            j["png"] = serde_json::json!(png);
+        }
+        super::print_json(&j)
     } else {
-        print_heads(&p);
+        print_heads(
+            &p,
+            budgets.as_ref().map(|(b, _)| (a.budget.unwrap_or(0), b)),
+        );
+        if let Some(le) = &p.layer_errors {
+            println!("layer errors: {} prompts", le.source);
+        } else {
+            println!("no layer errors: CompressKV uses uniform layer budgets with this profile");
+        }
+        if let Some((_, Some(note))) = &budgets {
+            println!("{note}");
+        }
+        if let Some(png) = &a.png {
+            println!("wrote {}", png.display());
+        }
         Ok(())
     }
 }
 
-fn print_heads(p: &Profile) {
-    let mut t = Table::new([
-        "layer",
-        "SRH heads (score)",
-        "classic retrieval heads (score)",
-    ]);
+/// The per-layer table: top heads by both scores, the error share and, when given, the budget.
+fn print_heads(p: &Profile, budgets: Option<(usize, &Vec<Option<usize>>)>) {
+    let budget_col = budgets.map(|(b, _)| format!("budget @{b}"));
+    let mut cols = vec![
+        "layer".to_string(),
+        "SRH heads (score)".to_string(),
+        "classic retrieval heads (score)".to_string(),
+        "error share".to_string(),
+    ];
+    cols.extend(budget_col);
+    let mut t = Table::new(cols);
     for l in 0..p.srh_scores.len() {
         let fmt = |order: Vec<usize>, s: &Vec<f64>| {
             order
@@ -168,11 +387,18 @@ fn print_heads(p: &Profile) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        t.row([
+        let mut row = vec![
             l.to_string(),
             fmt(p.top_srh_heads(l, 4), &p.srh_scores[l]),
             fmt(p.top_retrieval_heads(l, 4), &p.retrieval_scores[l]),
-        ]);
+            p.layer_errors
+                .as_ref()
+                .map_or("-".into(), |e| format!("{:.3}", e.per_layer[l])),
+        ];
+        if let Some((_, b)) = budgets {
+            row.push(b[l].map_or("kept (not compressed)".into(), |x| x.to_string()));
+        }
+        t.row(row);
     }
     println!("{}", t.render());
 }

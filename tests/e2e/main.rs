@@ -5,7 +5,9 @@
 
 mod common;
 mod gemma;
+mod layer_error;
 mod longbench;
 mod press;
+mod profile;
 mod srh;
 mod tiny;

@@ -25,6 +25,30 @@ pub enum BudgetSpec {
     Ratio(f64),
 }
 
+/// Layers a press shrinks under `sliding` (shared with the profiler, which measures eviction
+/// errors on exactly these layers, and with `profile show --budget`).
+pub fn compressed_layers(spec: &ModelSpec, sliding: SlidingPolicy) -> Vec<usize> {
+    (0..spec.n_layers)
+        .filter(|&l| {
+            sliding == SlidingPolicy::Compress || spec.layers[l].attention == AttentionKind::Full
+        })
+        .collect()
+}
+
+/// Budgets of the compressed `layers` for a mean budget `b`, from the whole model's per-layer
+/// error shares (`errors[layer]`); used by the engine and by `compresskv profile show --budget`.
+pub fn layer_budgets(
+    allocator: super::Allocator,
+    layers: &[usize],
+    b: usize,
+    window: usize,
+    bounds: Bounds,
+    errors: Option<&[f64]>,
+) -> (Vec<usize>, Option<String>) {
+    let errs: Option<Vec<f64>> = errors.map(|e| layers.iter().map(|&l| e[l]).collect());
+    allocate(allocator, layers.len(), b, window, bounds, errs.as_deref())
+}
+
 pub struct Compressor {
     pub press: Box<dyn Press>,
     pub params: PressParams,
@@ -88,12 +112,7 @@ impl Compressor {
 
     /// Layers this compressor may shrink.
     pub fn compressed_layers(&self, spec: &ModelSpec) -> Vec<usize> {
-        (0..spec.n_layers)
-            .filter(|&l| {
-                self.sliding == SlidingPolicy::Compress
-                    || spec.layers[l].attention == AttentionKind::Full
-            })
-            .collect()
+        compressed_layers(spec, self.sliding)
     }
 
     fn mean_budget(&self, prompt_len: usize) -> usize {
@@ -130,18 +149,17 @@ impl CacheCompressor for Compressor {
             ));
         }
         let layers = self.compressed_layers(spec);
-        let errors: Option<Vec<f64>> = self
+        let errors = self
             .profile
             .as_ref()
-            .and_then(|p| p.layer_errors.as_ref())
-            .map(|e| layers.iter().map(|&l| e[l]).collect());
-        let (budgets, note) = allocate(
+            .and_then(|p| p.layer_errors.as_deref());
+        let (budgets, note) = layer_budgets(
             self.press.allocator(),
-            layers.len(),
+            &layers,
             b,
             self.params.window,
             self.bounds,
-            errors.as_deref(),
+            errors,
         );
         report.notes.extend(note);
         if prompt_len <= b {

@@ -202,6 +202,24 @@ pub fn pooled_window_sum(rows: &[Vec<f32>], kernel: usize) -> Vec<f32> {
     avg_pool_same(&sum, kernel)
 }
 
+/// Like [`pooled_window_sum`], but only the first `t − window` entries (the ones a selection
+/// chooses among) are pooled, so the always-kept window does not leak into its neighbours'
+/// scores — as SnapKV, CompressKV and kvpress compute it (`attn[..., :-window].sum(-2)`, then
+/// `avg_pool1d`). The window entries keep their unpooled sums.
+pub fn pooled_prefix_sum(rows: &[Vec<f32>], kernel: usize, window: usize) -> Vec<f32> {
+    let t = rows.first().map_or(0, Vec::len);
+    let mut sum = vec![0.0f32; t];
+    for r in rows {
+        for (s, &p) in sum.iter_mut().zip(r) {
+            *s += p;
+        }
+    }
+    let prefix = t - window.min(t);
+    let mut out = avg_pool_same(&sum[..prefix], kernel);
+    out.extend_from_slice(&sum[prefix..]);
+    out
+}
+
 pub fn avg_pool_same(x: &[f32], kernel: usize) -> Vec<f32> {
     if kernel <= 1 {
         return x.to_vec();
@@ -274,6 +292,22 @@ mod tests {
         for (a, b) in p.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{p:?}");
         }
+    }
+
+    #[test]
+    fn prefix_pooling_ignores_the_window() {
+        // 6 keys, window 2: the heavy window key 4 must not raise key 3's pooled score.
+        let rows = vec![vec![0.0, 0.0, 0.0, 0.3, 9.0, 0.0]];
+        let p = pooled_prefix_sum(&rows, 3, 2);
+        assert_eq!(p.len(), 6);
+        assert!(
+            (p[3] - 0.1).abs() < 1e-6 && (p[2] - 0.1).abs() < 1e-6,
+            "{p:?}"
+        );
+        assert_eq!(&p[4..], &[9.0, 0.0]);
+        // Pooling over everything would have leaked it.
+        assert!(pooled_window_sum(&rows, 3)[3] > 3.0);
+        assert_eq!(pooled_prefix_sum(&rows, 3, 0), pooled_window_sum(&rows, 3));
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! group; top-k per KV head. Li et al. 2024, "SnapKV: LLM Knows What You are Looking for
 //! Before Generation", arXiv:2404.14469.
 
-use super::{LayerView, Press, PressError, Scores, pooled_window_sum};
+use super::{LayerView, Press, PressError, Scores, pooled_prefix_sum};
 
 pub struct SnapKv;
 
-/// Pooled window scores of every query head, `[H_q][T]`.
+/// Pooled window scores of every query head, `[H_q][T]` (pooled over the entries before the
+/// window only, see [`pooled_prefix_sum`]).
 pub fn head_scores(view: &LayerView<'_>) -> Vec<Vec<f32>> {
     view.window_probs()
         .iter()
-        .map(|rows| pooled_window_sum(rows, view.params.kernel))
+        .map(|rows| pooled_prefix_sum(rows, view.params.kernel, view.params.window))
         .collect()
 }
 

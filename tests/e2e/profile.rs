@@ -1,0 +1,344 @@
+//! The profiler end to end on the tiny random-weight Gemma 3 (seconds): calibration with layer
+//! errors → RON file → load by path → a `compresskv` Compressor decodes with it; an interrupted
+//! run resumed from its checkpoint gives the same profile. The CLI: `profile import-paper` on
+//! the paper's published Llama/Mistral data, `profile show --budget --json --png`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use compresskv_profiler::calibrate::{
+    CalibError, ErrorPlan, Grid, RunOptions, load_haystack, load_needles, load_qa, profile_model,
+};
+use compresskv_profiler::layer_error::ErrorSettings;
+use compresskv_runtime::generate::{GenerateOptions, generate};
+use compresskv_runtime::loader::{LoadedModel, load_hf_dir};
+use compresskv_runtime::press::budget::Bounds;
+use compresskv_runtime::press::engine::BudgetSpec;
+use compresskv_runtime::press::{
+    Compressor, HeadProfile, PressParams, SlidingPolicy, press_by_name,
+};
+use compresskv_runtime::profile::Profile;
+
+use crate::common::{cpu, shared_dir};
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ckv-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn opts(stop_after: Option<usize>, resume: bool) -> RunOptions {
+    RunOptions {
+        grid: Grid {
+            lengths: vec![300],
+            depths: vec![30.0, 70.0],
+            max_new: 6,
+        },
+        errors: ErrorPlan {
+            settings: ErrorSettings {
+                budget: 12,
+                window: 4,
+                kernel: 3,
+            },
+            qa: None,
+        },
+        resume,
+        stop_after,
+        // Random weights never answer: the scores are 0, the pipeline is what is tested.
+        allow_uncounted: true,
+    }
+}
+
+fn tiny(
+    shared: &Path,
+) -> (
+    LoadedModel,
+    Vec<compresskv_profiler::calibrate::Needle>,
+    String,
+) {
+    let lm = load_hf_dir(&shared.join("reference/tiny/tiny-gemma3"), &cpu()).unwrap();
+    let needles = load_needles(&repo().join("calibration-data/needles.jsonl")).unwrap();
+    let hay = load_haystack(&shared.join("reference/tiny")).unwrap();
+    (lm, needles[..2].to_vec(), hay)
+}
+
+/// Everything but the timing fields.
+fn comparable(mut p: Profile) -> Profile {
+    p.provenance.wall_time_s = 0.0;
+    p.provenance.created = String::new();
+    p
+}
+
+#[test]
+fn profile_tiny_model_end_to_end_and_resume() {
+    let Some(shared) = shared_dir() else { return };
+    let (lm, needles, hay) = tiny(&shared);
+    let dir = temp("tiny-profile");
+    let ck = dir.join("p.ron.partial.jsonl");
+    let mut quiet = |_: usize, _: usize, _: &str| {};
+    let (full, results) = profile_model(
+        &lm,
+        &needles,
+        &hay,
+        &opts(None, false),
+        &ck,
+        b"x",
+        &mut quiet,
+    )
+    .unwrap();
+    assert_eq!(results.len(), 4);
+    // Layer errors on the one global layer (5) of the tiny Gemma 3; sliding layers are kept.
+    let le = full.layer_errors.as_ref().expect("layer errors");
+    assert_eq!(le.source, "needles");
+    assert_eq!(le.per_layer, vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    let raw = &le.per_dataset[0].1;
+    assert!(
+        raw[5] > 0.0 && raw[..5].iter().all(|&x| x == 0.0),
+        "{raw:?}"
+    );
+    assert!(results.iter().all(|r| r.layer_err_steps > 0));
+
+    // Interrupted after 2 samples, then resumed: the same profile.
+    std::fs::remove_file(&ck).ok();
+    let e = profile_model(
+        &lm,
+        &needles,
+        &hay,
+        &opts(Some(2), false),
+        &ck,
+        b"x",
+        &mut quiet,
+    )
+    .unwrap_err();
+    assert!(matches!(e, CalibError::Stopped(2)), "{e}");
+    assert_eq!(std::fs::read_to_string(&ck).unwrap().lines().count(), 2);
+    let mut ran = 0;
+    let (resumed, _) = profile_model(
+        &lm,
+        &needles,
+        &hay,
+        &opts(None, true),
+        &ck,
+        b"x",
+        &mut |_, _, _| ran += 1,
+    )
+    .unwrap();
+    assert_eq!(ran, 4);
+    assert_eq!(comparable(resumed), comparable(full.clone()));
+
+    // Layer errors on LongBench-format QA prompts instead (2 prompts, built-in templates).
+    let qa = load_qa(
+        &lm,
+        &[shared.join("datasets/longbench-v1-minilongbench/data/2wikimqa.jsonl")],
+        None,
+        2,
+        300,
+        4,
+    )
+    .unwrap();
+    assert_eq!(qa.len(), 2);
+    assert!(qa.iter().all(|q| q.ids.len() <= 301 && q.max_new == 4));
+    let mut o = opts(None, false);
+    o.errors.qa = Some(qa);
+    std::fs::remove_file(&ck).ok();
+    let (with_qa, _) = profile_model(&lm, &needles, &hay, &o, &ck, b"x", &mut quiet).unwrap();
+    let le = with_qa.layer_errors.as_ref().unwrap();
+    assert_eq!(le.source, "qa");
+    assert_eq!(le.per_dataset[0].0, "2wikimqa");
+    assert_eq!(le.per_layer[5], 1.0);
+    assert_eq!(with_qa.srh_scores, full.srh_scores);
+
+    // RON file → load by path → compresskv decodes from a compressed cache with it.
+    let path = dir.join("tiny.ron");
+    full.save_atomic(&path).unwrap();
+    let p = Profile::load(&path).unwrap();
+    p.check_matches(&lm.spec, &lm.id, None).unwrap();
+    let hp = HeadProfile {
+        srh_ranking: (0..lm.spec.n_layers)
+            .map(|l| p.top_srh_heads(l, lm.spec.n_heads))
+            .collect(),
+        layer_errors: p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
+    };
+    let c = Compressor::new(
+        press_by_name("compresskv").unwrap(),
+        PressParams {
+            window: 4,
+            kernel: 3,
+            ..Default::default()
+        },
+        BudgetSpec::Entries(12),
+        SlidingPolicy::Keep,
+        Bounds {
+            min: p.defaults.min_budget.min(12),
+            max_factor: p.defaults.max_budget_factor,
+        },
+        Some(hp),
+        &lm.spec,
+    )
+    .unwrap();
+    let ids = lm.tokenizer.encode(&hay[..1500], true).unwrap();
+    assert!(ids.len() > 40);
+    let out = generate(
+        &lm.model,
+        &lm.tokenizer,
+        &ids,
+        &GenerateOptions {
+            max_new_tokens: 4,
+            ..Default::default()
+        },
+        Some(&c),
+    )
+    .unwrap();
+    assert_eq!(out.token_ids.len(), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Llama-3.1-8B-Instruct's config.json (the fields the loader reads).
+const LLAMA_31_8B_CONFIG: &str = r#"{
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+  "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+  "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256, "rms_norm_eps": 1e-05,
+  "hidden_act": "silu", "max_position_embeddings": 131072, "rope_theta": 500000.0,
+  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16"
+}"#;
+
+#[test]
+fn profile_import_paper_and_show_budgets_png() {
+    let Some(shared) = shared_dir() else { return };
+    let paper = shared.join("datasets/compresskv-paper");
+    let dir = temp("import");
+    let config = dir.join("config.json");
+    std::fs::write(&config, LLAMA_31_8B_CONFIG).unwrap();
+    let out = dir.join("llama.ron");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (ok, stdout, stderr) = cli(&[
+        "profile",
+        "import-paper",
+        "--heads",
+        &s(&paper.join("scores/Llama-3.1-8B-Instruct_head_idx.json")),
+        "--layers",
+        &s(&paper.join("scores/Llama-3.1-8B-Instruct_layer_score.jsonl")),
+        "--config",
+        &s(&config),
+        "--model-id",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--out",
+        &s(&out),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["model_id"], "meta-llama/Llama-3.1-8B-Instruct");
+    let p = Profile::load(&out).unwrap();
+    assert_eq!((p.srh_scores.len(), p.srh_scores[0].len()), (32, 32));
+    assert_eq!(p.layer_errors.as_ref().unwrap().source, "imported");
+    assert!(
+        p.provenance
+            .imported_from
+            .as_deref()
+            .unwrap()
+            .contains("head_idx")
+    );
+
+    // show --budget: the engine's allocator over the 32 layers, summing to 32 × 128.
+    let png = dir.join("heads.png");
+    let (ok, stdout, stderr) = cli(&[
+        "profile",
+        "show",
+        &s(&out),
+        "--budget",
+        "128",
+        "--json",
+        "--png",
+        &s(&png),
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let errs: Vec<f64> = serde_json::from_value(j["layer_errors"].clone()).unwrap();
+    assert!((errs.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+    let budgets: Vec<usize> = serde_json::from_value(j["budgets"].clone()).unwrap();
+    assert_eq!(budgets.len(), 32);
+    assert_eq!(budgets.iter().sum::<usize>(), 32 * 128);
+    assert!(
+        budgets.iter().all(|&b| (32..=384).contains(&b)),
+        "{budgets:?}"
+    );
+    // Larger error share, no smaller budget.
+    for a in 0..32 {
+        for b in 0..32 {
+            if errs[a] > errs[b] {
+                assert!(budgets[a] >= budgets[b]);
+            }
+        }
+    }
+    assert_eq!(j["srh_scores"].as_array().unwrap().len(), 32);
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    // A budget inside the window is refused with the fix.
+    let (ok, _, stderr) = cli(&["profile", "show", &s(&out), "--budget", "4"]);
+    assert!(!ok && stderr.contains("larger --budget"), "{stderr}");
+
+    // The `"layer-head": [scores…]` form (retrieval-head detection output) of Mistral.
+    let mistral = dir.join("mistral.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(LLAMA_31_8B_CONFIG).unwrap();
+    cfg["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+    cfg["model_type"] = "mistral".into();
+    cfg["vocab_size"] = 32768.into();
+    cfg["rope_theta"] = 1000000.0.into();
+    cfg["rope_scaling"] = serde_json::Value::Null;
+    cfg["max_position_embeddings"] = 32768.into();
+    std::fs::write(&mistral, cfg.to_string()).unwrap();
+    let out2 = dir.join("mistral.ron");
+    let (ok, _, stderr) = cli(&[
+        "profile",
+        "import-paper",
+        "--heads",
+        &s(&paper.join("Retrieval_Head_Identification/head_score/Mistral-7B-Instruct-v0.3.json")),
+        "--layers",
+        &s(&paper.join("scores/Mistral-7B-Instruct-v0.3_layer_score.jsonl")),
+        "--config",
+        &s(&mistral),
+        "--model-id",
+        "mistralai/Mistral-7B-Instruct-v0.3",
+        "--out",
+        &s(&out2),
+    ]);
+    assert!(ok, "{stderr}");
+    let p = Profile::load(&out2).unwrap();
+    assert_eq!(p.fingerprint.architecture, "mistral");
+    assert!(p.retrieval_scores.iter().flatten().any(|&x| x > 0.0));
+    // A config of another model is refused, naming both.
+    let (ok, _, stderr) = cli(&[
+        "profile",
+        "import-paper",
+        "--heads",
+        &s(&paper.join("scores/Llama-3.1-8B-Instruct_head_idx.json")),
+        "--config",
+        &s(&shared.join("reference/tiny/tiny-llama/config.json")),
+        "--model-id",
+        "x/y",
+        "--out",
+        &s(&dir.join("bad.ron")),
+    ]);
+    assert!(!ok && !dir.join("bad.ron").exists(), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
