@@ -5,3 +5,4 @@
 pub mod calibrate;
 pub mod layer_error;
 pub mod srh;
+pub mod tune;

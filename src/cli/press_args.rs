@@ -82,7 +82,11 @@ impl PressTuning {
     ) -> anyhow::Result<Compressor> {
         let press = press_by_name(method)?;
         let loaded = if method == "compresskv" {
-            Some(load_head_profile(lm, &self.profile).context("loading the model's profile")?)
+            let b = match budget {
+                BudgetSpec::Entries(b) => Some(b),
+                BudgetSpec::Ratio(_) => None,
+            };
+            Some(load_head_profile(lm, &self.profile, b).context("loading the model's profile")?)
         } else {
             None
         };

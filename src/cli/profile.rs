@@ -38,6 +38,8 @@ pub enum ProfileSub {
     /// Turn the CompressKV paper's published head/layer scores (Llama-3.1-8B-Instruct,
     /// Mistral-7B-Instruct-v0.3) into a profile of this format.
     ImportPaper(ImportArgs),
+    /// Choose CompressKV's settings (SRH heads, window, mix) per budget on held-out prompts.
+    Tune(super::profile_tune::TuneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +92,11 @@ pub struct RunArgs {
     /// Write the profile even if no calibration sample was answered (random-weight test models).
     #[arg(long, hide = true)]
     pub allow_uncounted: bool,
+    /// After calibration, choose the settings on held-out prompts (`profile tune`).
+    #[arg(long)]
+    pub tune: bool,
+    #[command(flatten)]
+    pub tune_options: super::profile_tune::TuneOptions,
     #[arg(long)]
     pub json: bool,
 }
@@ -134,6 +141,7 @@ pub fn run(device: &str, a: ProfileArgs) -> anyhow::Result<()> {
     match a.sub {
         Some(ProfileSub::Show(s)) => show(s),
         Some(ProfileSub::ImportPaper(i)) => import(i),
+        Some(ProfileSub::Tune(t)) => super::profile_tune::run(device, t),
         None => calibrate(device, a.run),
     }
 }
@@ -225,7 +233,20 @@ fn calibrate(device: &str, a: RunArgs) -> anyhow::Result<()> {
         },
     )?;
     bar.finish_and_clear();
+    let mut profile = profile;
+    if a.tune {
+        super::profile_tune::tune_profile(
+            &lm,
+            &mut profile,
+            a.haystack.as_deref().and_then(|p| p.to_str()),
+            &a.tune_options,
+            &out,
+            a.resume,
+            a.json,
+        )?;
+    }
     profile.save_atomic(&out)?;
+    let _ = std::fs::remove_file(compresskv_profiler::tune::tune_checkpoint_path(&out));
     let _ = std::fs::remove_file(&checkpoint);
     if a.json {
         super::print_json(&serde_json::json!({
@@ -337,6 +358,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
             "layer_errors": p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
             "layer_error_source": p.layer_errors.as_ref().map(|e| e.source.clone()),
             "defaults": p.defaults,
+            "tuning": p.tuning,
         });
         if let Some((b, note)) = &budgets {
             j["budget"] = a.budget.into();
@@ -360,6 +382,8 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
         if let Some((_, Some(note))) = &budgets {
             println!("{note}");
         }
+        println!("\nCompressKV settings chosen on held-out prompts (`profile tune`):");
+        super::profile_tune::print_tuning(&p);
         if let Some(png) = &a.png {
             println!("wrote {}", png.display());
         }

@@ -10,8 +10,13 @@ use compresskv_runtime::profile::{
 };
 
 /// Loads `--profile auto|PATH` for `lm`, checks it fits the model, and returns the head ranking
-/// and layer errors plus the profile's effective defaults.
-pub fn load_head_profile(lm: &LoadedModel, arg: &str) -> anyhow::Result<(HeadProfile, Effective)> {
+/// and layer errors plus the profile's settings in force at the mean `budget` (the tuning
+/// can differ per budget).
+pub fn load_head_profile(
+    lm: &LoadedModel,
+    arg: &str,
+    budget: Option<usize>,
+) -> anyhow::Result<(HeadProfile, Effective)> {
     let path = if arg == "auto" {
         let env = std::env::var_os("COMPRESSKV_PROFILES").map(PathBuf::from);
         find_profile(
@@ -25,14 +30,8 @@ pub fn load_head_profile(lm: &LoadedModel, arg: &str) -> anyhow::Result<(HeadPro
     };
     let p = Profile::load(&path).with_context(|| format!("profile {}", path.display()))?;
     p.check_matches(&lm.spec, &lm.id, None)?;
-    Ok((head_profile(&p), p.effective(&Overrides::default())))
-}
-
-pub fn head_profile(p: &Profile) -> HeadProfile {
-    let n_layers = p.srh_scores.len();
-    let n_heads = p.srh_scores.first().map_or(0, Vec::len);
-    HeadProfile {
-        srh_ranking: (0..n_layers).map(|l| p.top_srh_heads(l, n_heads)).collect(),
-        layer_errors: p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
-    }
+    Ok((
+        HeadProfile::from_profile(&p),
+        p.effective_at(budget, &Overrides::default()),
+    ))
 }

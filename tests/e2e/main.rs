@@ -4,6 +4,7 @@
 //! missing they fail under `CI=true` and skip with a loud message elsewhere.
 
 mod common;
+mod eval;
 mod gemma;
 mod layer_error;
 mod longbench;

@@ -5,3 +5,4 @@ pub mod fidelity;
 pub mod longbench;
 pub mod metrics;
 pub mod niah;
+pub mod run;

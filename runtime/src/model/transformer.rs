@@ -355,6 +355,16 @@ impl Transformer {
         n * 4
     }
 
+    /// Weight bytes one decode step reads: every layer's matrices and the LM head (the
+    /// embedding lookup reads one row, so an untied input embedding does not count).
+    pub fn decode_weight_bytes(&self) -> usize {
+        let untied_embed = self
+            .lm_head
+            .as_ref()
+            .map_or(0, |_| self.embed.dims()[0] * self.embed.dims()[1] * 4);
+        self.weight_bytes() - untied_embed
+    }
+
     /// Bytes the LM head reads per decoded token (the dominant decode cost of small models).
     pub fn lm_head_bytes(&self) -> usize {
         self.spec.vocab_size * self.spec.hidden_size * 4

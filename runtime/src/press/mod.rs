@@ -74,6 +74,20 @@ pub struct HeadProfile {
     pub layer_errors: Option<Vec<f64>>,
 }
 
+impl HeadProfile {
+    /// What presses read from a model's profile: every layer's query heads by descending SRH
+    /// score, and the layer eviction errors if it has them.
+    pub fn from_profile(p: &crate::profile::Profile) -> Self {
+        let n_heads = p.srh_scores.first().map_or(0, Vec::len);
+        HeadProfile {
+            srh_ranking: (0..p.srh_scores.len())
+                .map(|l| p.top_srh_heads(l, n_heads))
+                .collect(),
+            layer_errors: p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
+        }
+    }
+}
+
 /// One layer as a press sees it after prefill.
 pub struct LayerView<'a> {
     pub layer: usize,

@@ -137,6 +137,39 @@ pub struct Tuning {
     pub table: Vec<(TuneSetting, f64)>,
     /// Per-layer budgets of the chosen setting (empty, or one per layer).
     pub budgets: Vec<usize>,
+    /// The best setting at each tuned mean budget: how many heads to trust depends on how many
+    /// entries may be kept (one sharp head wins at small budgets, a blend at large ones). The
+    /// runtime uses the entry whose budget is nearest (log scale) to the requested one.
+    #[serde(default)]
+    pub per_budget: Vec<BudgetChoice>,
+}
+
+/// The tuning result at one mean budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetChoice {
+    pub budget: usize,
+    pub chosen: TuneSetting,
+    /// Every setting's mean score in `[0, 1]` at this budget.
+    pub table: Vec<(TuneSetting, f64)>,
+}
+
+impl Tuning {
+    /// The tuned setting for a mean budget: the per-budget choice nearest on a log scale, or
+    /// the overall choice when there is none (or the budget is unknown, e.g. `--ratio`).
+    pub fn setting_for(&self, budget: Option<usize>) -> TuneSetting {
+        let Some(b) = budget.filter(|&b| b > 0) else {
+            return self.chosen;
+        };
+        self.per_budget
+            .iter()
+            .filter(|c| c.budget > 0)
+            .min_by(|x, y| {
+                let d = |c: &BudgetChoice| ((c.budget as f64) / (b as f64)).ln().abs();
+                d(x).total_cmp(&d(y))
+            })
+            .map_or(self.chosen, |c| c.chosen)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -410,6 +443,28 @@ impl Profile {
                     ));
                 }
             }
+            for (i, c) in t.per_budget.iter().enumerate() {
+                let at = format!("tuning.per_budget[{i}]");
+                if c.budget == 0 {
+                    return Err(format!("{at} has budget 0"));
+                }
+                let s = &c.chosen;
+                check_setting(&at, s.srh_heads, s.window, s.mix, fp.n_heads)?;
+                for (j, (s, v)) in c.table.iter().enumerate() {
+                    check_setting(
+                        &format!("{at}.table[{j}]"),
+                        s.srh_heads,
+                        s.window,
+                        s.mix,
+                        fp.n_heads,
+                    )?;
+                    if !v.is_finite() || !(0.0..=1.0).contains(v) {
+                        return Err(format!(
+                            "{at}.table[{j}] has mean score {v} (must be in [0, 1])"
+                        ));
+                    }
+                }
+            }
             if !t.budgets.is_empty() && t.budgets.len() != fp.n_layers {
                 return Err(format!(
                     "tuning.budgets has {} entries but the model has {} layers",
@@ -605,6 +660,12 @@ impl Profile {
     /// Settings in force: [`Defaults`], overridden by [`Tuning::chosen`], overridden by explicit
     /// command-line `overrides`. Not range-checked; see [`Profile::effective_checked`].
     pub fn effective(&self, overrides: &Overrides) -> Effective {
+        self.effective_at(None, overrides)
+    }
+
+    /// [`Profile::effective`] at a mean budget: the tuning for the nearest tuned budget
+    /// ([`Tuning::setting_for`]) replaces the overall tuned setting.
+    pub fn effective_at(&self, budget: Option<usize>, overrides: &Overrides) -> Effective {
         let d = &self.defaults;
         let mut e = Effective {
             srh_heads: d.srh_heads,
@@ -615,9 +676,10 @@ impl Profile {
             max_budget_factor: d.max_budget_factor,
         };
         if let Some(t) = &self.tuning {
-            e.srh_heads = t.chosen.srh_heads;
-            e.window = t.chosen.window;
-            e.mix = t.chosen.mix;
+            let c = t.setting_for(budget);
+            e.srh_heads = c.srh_heads;
+            e.window = c.window;
+            e.mix = c.mix;
         }
         if let Some(v) = overrides.srh_heads {
             e.srh_heads = v;
@@ -1001,6 +1063,22 @@ mod tests {
                     ),
                 ],
                 budgets: vec![64; l],
+                per_budget: vec![BudgetChoice {
+                    budget: 256,
+                    chosen: TuneSetting {
+                        srh_heads: 4,
+                        window: 8,
+                        mix: 0.5,
+                    },
+                    table: vec![(
+                        TuneSetting {
+                            srh_heads: 4,
+                            window: 8,
+                            mix: 0.5,
+                        },
+                        0.9,
+                    )],
+                }],
             }),
             provenance: Provenance {
                 tool_version: TOOL_VERSION.into(),
@@ -1530,5 +1608,40 @@ mod tests {
         assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_timestamp(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(utc_now().len(), 20);
+    }
+
+    #[test]
+    fn tuned_setting_follows_the_nearest_tuned_budget() {
+        let t = Tuning {
+            chosen: TuneSetting {
+                srh_heads: 1,
+                window: 8,
+                mix: 0.0,
+            },
+            table: vec![],
+            budgets: vec![],
+            per_budget: [(64, 1), (256, 3)]
+                .iter()
+                .map(|&(budget, srh_heads)| BudgetChoice {
+                    budget,
+                    chosen: TuneSetting {
+                        srh_heads,
+                        window: 8,
+                        mix: 0.0,
+                    },
+                    table: vec![],
+                })
+                .collect(),
+        };
+        assert_eq!(t.setting_for(None).srh_heads, 1);
+        assert_eq!(t.setting_for(Some(32)).srh_heads, 1);
+        assert_eq!(t.setting_for(Some(100)).srh_heads, 1); // ln(100/64) < ln(256/100)
+        assert_eq!(t.setting_for(Some(160)).srh_heads, 3);
+        assert_eq!(t.setting_for(Some(4096)).srh_heads, 3);
+        let empty = Tuning {
+            per_budget: vec![],
+            ..t
+        };
+        assert_eq!(empty.setting_for(Some(256)).srh_heads, 1);
     }
 }

@@ -1,0 +1,405 @@
+//! `compresskv profile --tune` (beyond the paper): pick the CompressKV settings that retrieve
+//! best on held-out prompts.
+//!
+//! The SRH ranking says which heads look at evidence, not how many of them to trust or how long
+//! an observation window to use. A reference run on Gemma 3 270M (shared/notes/peer-baseline.md)
+//! shows the trade-off: the top-1 SRH alone keeps ~85% needle recall at every budget but drops
+//! passkey digits; more heads or a blend with the all-heads score help at large budgets and hurt
+//! at small ones. So we search a small grid — SRH heads 1..=n_heads × observation window
+//! {8, 16, 32} × mix λ ∈ {0, 0.25, 0.5} — on prompts that did not score the heads (other
+//! needles, other depths and lengths, plus a passkey task), and keep the setting with the best
+//! mean score over budgets 64/128/256 and both tasks. Every prompt is prefilled once and every
+//! setting × budget decodes from its own compressed copy of that cache.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use compresskv_runtime::eval::niah::{Haystack, Needle, NiahBuilder, NiahSample, sample_seed};
+use compresskv_runtime::eval::run::{Contender, run_contenders};
+use compresskv_runtime::generate::{CacheCompressor, GenerateOptions};
+use compresskv_runtime::loader::LoadedModel;
+use compresskv_runtime::press::budget::Bounds;
+use compresskv_runtime::press::engine::BudgetSpec;
+use compresskv_runtime::press::{
+    Compressor, HeadProfile, PressParams, SlidingPolicy, press_by_name,
+};
+use compresskv_runtime::profile::{BudgetChoice, Profile, TuneSetting, Tuning};
+use serde::{Deserialize, Serialize};
+
+use crate::calibrate::CalibError;
+
+/// What `--tune` searches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuneGrid {
+    pub srh_heads: Vec<usize>,
+    pub windows: Vec<usize>,
+    pub mixes: Vec<f64>,
+    pub budgets: Vec<usize>,
+}
+
+impl TuneGrid {
+    /// The grid: every head count, windows {8, 16, 32}, λ ∈ {0, 0.25, 0.5}, budgets
+    /// 64/128/256.
+    pub fn for_heads(n_heads: usize) -> Self {
+        TuneGrid {
+            srh_heads: (1..=n_heads).collect(),
+            windows: vec![8, 16, 32],
+            mixes: vec![0.0, 0.25, 0.5],
+            budgets: vec![64, 128, 256],
+        }
+    }
+
+    /// Settings in search order: the paper's setting (fewest heads, smallest window, no mix)
+    /// first, so ties go to the simplest setting.
+    pub fn settings(&self) -> Vec<TuneSetting> {
+        let mut v = Vec::new();
+        for &srh_heads in &self.srh_heads {
+            for &window in &self.windows {
+                for &mix in &self.mixes {
+                    v.push(TuneSetting {
+                        srh_heads,
+                        window,
+                        mix,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "srh_heads {:?} x window {:?} x mix {:?} x budgets {:?}",
+            self.srh_heads, self.windows, self.mixes, self.budgets
+        )
+    }
+}
+
+/// The held-out prompt set.
+#[derive(Debug, Clone)]
+pub struct HeldOut {
+    pub needles: Vec<Needle>,
+    pub lengths: Vec<usize>,
+    pub depths: Vec<f64>,
+    /// Passkey prompts per (length, depth).
+    pub passkeys: usize,
+    pub seed: u64,
+}
+
+/// Question wrapper of the held-out needle prompts: the calibration's form (no book wrapper),
+/// so the evaluation protocols stay unseen.
+const QUESTION: &str = "\nBased on the content of the book, Question: {q}\nAnswer:";
+
+/// Builds the held-out prompts: needle prompts (needles rotate over the grid) and landmark
+/// passkey prompts, each `length` tokens.
+pub fn held_out_prompts(
+    lm: &LoadedModel,
+    haystack: &Haystack,
+    h: &HeldOut,
+) -> Result<Vec<NiahSample>, CalibError> {
+    if h.needles.is_empty() {
+        return Err(CalibError::Input(
+            "no held-out needles for --tune: give a non-empty --tune-needles file".into(),
+        ));
+    }
+    let tok = &lm.tokenizer;
+    let encode = |s: &str| tok.encode(s, false).expect("tokenizer encode");
+    let decode = |ids: &[u32]| tok.decode(ids).expect("tokenizer decode");
+    let b = NiahBuilder::new(haystack, &encode, &decode).with_bos(lm.spec.bos_token_id);
+    let bad = |e: compresskv_runtime::eval::niah::NiahError| CalibError::Input(e.to_string());
+    let mut out = Vec::new();
+    let mut k = 0;
+    for &length in &h.lengths {
+        for &depth in &h.depths {
+            let n = &h.needles[k % h.needles.len()];
+            k += 1;
+            let mut s = b
+                .custom_needle(
+                    "",
+                    &format!(" {}", n.needle),
+                    &QUESTION.replace("{q}", &n.question),
+                    &n.answer,
+                    length,
+                    depth,
+                )
+                .map_err(bad)?;
+            // Enough for the longest held-out answer; decoding stops at the sentence end.
+            s.max_new_tokens = 20;
+            out.push(s);
+            for i in 0..h.passkeys {
+                let seed = sample_seed(h.seed.wrapping_add(i as u64), length, depth);
+                let mut p = b.landmark_passkey(length, depth, seed).map_err(bad)?;
+                p.max_new_tokens = 8;
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One checkpoint line: a prompt's scores, one per (setting, budget) in grid order.
+#[derive(Debug, Serialize, Deserialize)]
+struct TuneCheckpoint {
+    grid: String,
+    prompt: usize,
+    task: String,
+    scores: Vec<f64>,
+}
+
+/// The checkpoint file of a tune run whose profile goes to `out`.
+pub fn tune_checkpoint_path(out: &Path) -> PathBuf {
+    out.with_extension("ron.tune.partial.jsonl")
+}
+
+/// Runs the grid on `prompts` and returns the tuning to store in the profile. Results are
+/// checkpointed per prompt in `checkpoint`; with `resume`, finished prompts are not rerun.
+#[allow(clippy::too_many_arguments)]
+pub fn tune(
+    lm: &LoadedModel,
+    profile: &Profile,
+    prompts: &[NiahSample],
+    grid: &TuneGrid,
+    checkpoint: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Tuning, CalibError> {
+    let io = |source| CalibError::Io {
+        path: checkpoint.to_path_buf(),
+        source,
+    };
+    let settings = grid.settings();
+    let head_profile = HeadProfile::from_profile(profile);
+    let bounds = Bounds {
+        min: profile.defaults.min_budget,
+        max_factor: profile.defaults.max_budget_factor,
+    };
+    // With every head trusted, the SRH score is the all-heads score and λ changes nothing:
+    // such settings share one compressor (and one decode) per window and budget.
+    let canonical = |s: &TuneSetting| TuneSetting {
+        mix: if s.srh_heads >= lm.spec.n_heads {
+            0.0
+        } else {
+            s.mix
+        },
+        ..*s
+    };
+    let mut unique: Vec<(TuneSetting, usize)> = Vec::new();
+    let mut slot = Vec::new();
+    for s in &settings {
+        for &b in &grid.budgets {
+            let key = (canonical(s), b);
+            let i = match unique.iter().position(|u| *u == key) {
+                Some(i) => i,
+                None => {
+                    unique.push(key);
+                    unique.len() - 1
+                }
+            };
+            slot.push(i);
+        }
+    }
+    let mut compressors = Vec::new();
+    for &(s, b) in &unique {
+        {
+            let params = PressParams {
+                window: s.window,
+                kernel: profile.defaults.kernel,
+                srh_heads: s.srh_heads,
+                mix: s.mix,
+                ..PressParams::default()
+            };
+            compressors.push(
+                Compressor::new(
+                    press_by_name("compresskv").expect("registered"),
+                    params,
+                    BudgetSpec::Entries(b),
+                    SlidingPolicy::Keep,
+                    bounds,
+                    Some(head_profile.clone()),
+                    &lm.spec,
+                )
+                .map_err(|e| CalibError::Input(e.to_string()))?,
+            );
+        }
+    }
+    let grid_key = grid.describe();
+    let mut done: std::collections::HashMap<usize, TuneCheckpoint> = Default::default();
+    if resume && checkpoint.exists() {
+        let text = std::fs::read_to_string(checkpoint).map_err(io)?;
+        for line in text.lines() {
+            if let Ok(c) = serde_json::from_str::<TuneCheckpoint>(line)
+                && c.grid == grid_key
+                && c.scores.len() == slot.len()
+            {
+                done.insert(c.prompt, c);
+            }
+        }
+    } else if checkpoint.exists() {
+        std::fs::remove_file(checkpoint).map_err(io)?;
+    }
+    let mut ck = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(checkpoint)
+        .map_err(io)?;
+    let mut eos = lm.spec.eos_token_ids.clone();
+    eos.extend(lm.tokenizer.extra_eos_ids());
+
+    // (task, scores per compressor) per prompt.
+    let mut per_prompt: Vec<(String, Vec<f64>)> = Vec::new();
+    for (i, s) in prompts.iter().enumerate() {
+        let task = format!("{:?}", s.task).to_lowercase();
+        let scores = match done.remove(&i) {
+            Some(c) => c.scores,
+            None => {
+                let contenders: Vec<Contender<'_>> = compressors
+                    .iter()
+                    .map(|c| Contender {
+                        method: "compresskv".into(),
+                        budget: None,
+                        compressor: Some(c as &dyn CacheCompressor),
+                    })
+                    .collect();
+                // Only the first sentence is scored (needle recall, the passkey digits), so
+                // decoding stops there: most of the tune time is decode.
+                let opts = GenerateOptions {
+                    max_new_tokens: s.max_new_tokens,
+                    eos_ids: eos.clone(),
+                    stop_strings: vec!["\n".into(), ".".into()],
+                    ..Default::default()
+                };
+                let outs =
+                    run_contenders(&lm.model, &lm.tokenizer, &s.prompt_ids, &contenders, &opts)
+                        .map_err(|e| CalibError::Input(format!("tune prompt {i}: {e}")))?;
+                let unique_scores: Vec<f64> = outs.iter().map(|o| s.score(&o.text)).collect();
+                let scores: Vec<f64> = slot.iter().map(|&u| unique_scores[u]).collect();
+                let line = serde_json::to_string(&TuneCheckpoint {
+                    grid: grid_key.clone(),
+                    prompt: i,
+                    task: task.clone(),
+                    scores: scores.clone(),
+                })
+                .expect("serialisable");
+                writeln!(ck, "{line}").map_err(io)?;
+                ck.flush().map_err(io)?;
+                scores
+            }
+        };
+        let best = scores.iter().cloned().fold(0.0, f64::max);
+        progress(
+            i + 1,
+            prompts.len(),
+            &format!(
+                "{task} {} tokens, depth {}: best {best:.0}",
+                s.length, s.depth
+            ),
+        );
+        per_prompt.push((task, scores));
+    }
+    let nb = grid.budgets.len();
+    let table = score_table(&settings, nb, 0..nb, &per_prompt);
+    let chosen = best_setting(&table).ok_or_else(|| {
+        CalibError::Input("--tune had no prompts to score: give held-out lengths and depths".into())
+    })?;
+    let per_budget = grid
+        .budgets
+        .iter()
+        .enumerate()
+        .map(|(bi, &budget)| {
+            let table = score_table(&settings, nb, bi..bi + 1, &per_prompt);
+            BudgetChoice {
+                budget,
+                chosen: best_setting(&table).unwrap_or(chosen),
+                table,
+            }
+        })
+        .collect();
+    Ok(Tuning {
+        chosen,
+        table,
+        budgets: Vec::new(),
+        per_budget,
+    })
+}
+
+/// Mean score in `[0, 1]` of every setting: per task the mean over its prompts and the budgets
+/// in `budgets` (indices into the grid's budgets), then the mean over tasks (so the needle and
+/// passkey tasks weigh the same).
+pub fn score_table(
+    settings: &[TuneSetting],
+    n_budgets: usize,
+    budgets: std::ops::Range<usize>,
+    per_prompt: &[(String, Vec<f64>)],
+) -> Vec<(TuneSetting, f64)> {
+    let mut tasks: Vec<&str> = per_prompt.iter().map(|(t, _)| t.as_str()).collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    settings
+        .iter()
+        .enumerate()
+        .map(|(si, s)| {
+            let per_task: Vec<f64> = tasks
+                .iter()
+                .map(|t| {
+                    let v: Vec<f64> = per_prompt
+                        .iter()
+                        .filter(|(pt, _)| pt == t)
+                        .flat_map(|(_, sc)| {
+                            sc[si * n_budgets + budgets.start..si * n_budgets + budgets.end]
+                                .to_vec()
+                        })
+                        .collect();
+                    v.iter().sum::<f64>() / v.len().max(1) as f64
+                })
+                .collect();
+            let mean = per_task.iter().sum::<f64>() / per_task.len().max(1) as f64;
+            (*s, mean / 100.0)
+        })
+        .collect()
+}
+
+/// The best setting; ties go to the earliest in grid order (the simplest).
+pub fn best_setting(table: &[(TuneSetting, f64)]) -> Option<TuneSetting> {
+    let mut best: Option<(TuneSetting, f64)> = None;
+    for &(s, v) in table {
+        if best.is_none_or(|(_, b)| v > b + 1e-12) {
+            best = Some((s, v));
+        }
+    }
+    best.map(|(s, _)| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_weigh_the_same_and_ties_go_to_the_simplest_setting() {
+        let grid = TuneGrid {
+            srh_heads: vec![1, 2],
+            windows: vec![8],
+            mixes: vec![0.0],
+            budgets: vec![64, 128],
+        };
+        let settings = grid.settings();
+        assert_eq!(settings.len(), 2);
+        // Scores per prompt: [s1@64, s1@128, s2@64, s2@128].
+        let per_prompt = vec![
+            ("needle".to_string(), vec![100.0, 100.0, 50.0, 100.0]),
+            ("needle".to_string(), vec![100.0, 100.0, 50.0, 100.0]),
+            ("passkey".to_string(), vec![0.0, 0.0, 100.0, 100.0]),
+        ];
+        let t = score_table(&settings, 2, 0..2, &per_prompt);
+        // s1: needle 100, passkey 0 → 0.5; s2: needle 75, passkey 100 → 0.875.
+        assert!((t[0].1 - 0.5).abs() < 1e-12);
+        assert!((t[1].1 - 0.875).abs() < 1e-12);
+        assert_eq!(best_setting(&t).unwrap().srh_heads, 2);
+        // At budget 64 alone: s1 0.5, s2 (50 + 100) / 2 = 0.75; at 128: s1 0.5, s2 1.0.
+        let t64 = score_table(&settings, 2, 0..1, &per_prompt);
+        assert!((t64[1].1 - 0.75).abs() < 1e-12);
+        let t128 = score_table(&settings, 2, 1..2, &per_prompt);
+        assert!((t128[1].1 - 1.0).abs() < 1e-12);
+        let tie = vec![(settings[0], 0.5), (settings[1], 0.5)];
+        assert_eq!(best_setting(&tie).unwrap().srh_heads, 1);
+    }
+}

@@ -1,0 +1,167 @@
+//! `compresskv demo`: the whole product on one screen — a long needle prompt answered with the
+//! full cache and with CompressKV, their answers, KV-cache bytes and times side by side.
+
+use anyhow::Context;
+use clap::Args;
+use compresskv_runtime::RuntimeDevice;
+use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
+use compresskv_runtime::eval::run::{Contender, run_contenders};
+use compresskv_runtime::generate::{CacheCompressor, GenerateOptions};
+use compresskv_runtime::loader::{fetch, load_model};
+use compresskv_runtime::press::engine::BudgetSpec;
+
+use super::press_args::PressTuning;
+use super::table::{Table, bytes};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Model id (fetched if missing), HF directory or .gguf file.
+    #[arg(long, default_value = "google/gemma-3-270m")]
+    pub model: String,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 4096)]
+    pub length: usize,
+    /// Needle depth in percent of the haystack.
+    #[arg(long, default_value_t = 50.0)]
+    pub depth: f64,
+    /// The compressed run: this method at this budget.
+    #[arg(long, default_value = "compresskv")]
+    pub method: String,
+    #[arg(long, default_value_t = 128)]
+    pub budget: usize,
+    #[command(flatten)]
+    pub tuning: PressTuning,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(device: &str, a: DemoArgs) -> anyhow::Result<()> {
+    let say = |s: &str| {
+        if !a.json {
+            println!("{s}");
+        }
+    };
+    if fetch::find_known_model(&a.model).is_some() && fetch::resolve_model(&a.model).is_err() {
+        say(&format!("fetching {} (once)…", a.model));
+        fetch::fetch_model(&a.model, &mut |l| say(&format!("  {l}")))?;
+    }
+    let haystack = super::eval_niah::load_haystack(None)?;
+    let device = RuntimeDevice::parse(device)?;
+    let lm = load_model(&a.model, &device)?;
+    let needle = Needle::san_francisco();
+    let tok = &lm.tokenizer;
+    let encode = |s: &str| tok.encode(s, false).expect("tokenizer encode");
+    let decode = |ids: &[u32]| tok.decode(ids).expect("tokenizer decode");
+    let sample = NiahBuilder::new(&haystack, &encode, &decode)
+        .with_bos(lm.spec.bos_token_id)
+        .peer_needle(&needle, a.length, a.depth)
+        .context("building the demo prompt")?;
+    let compressor = a
+        .tuning
+        .compressor(&lm, &a.method, BudgetSpec::Entries(a.budget))?;
+    let contenders = [
+        Contender {
+            method: "full".into(),
+            budget: None,
+            compressor: None,
+        },
+        Contender {
+            method: a.method.clone(),
+            budget: Some(a.budget),
+            compressor: Some(&compressor as &dyn CacheCompressor),
+        },
+    ];
+    let mut eos = lm.spec.eos_token_ids.clone();
+    eos.extend(lm.tokenizer.extra_eos_ids());
+    let opts = GenerateOptions {
+        max_new_tokens: sample.max_new_tokens,
+        eos_ids: eos,
+        stop_strings: vec!["\n".into()],
+        ..Default::default()
+    };
+    say(&format!(
+        "{}: {}-token prompt, needle at {}% (token {}); question: {}",
+        lm.id, a.length, a.depth, sample.needle_token_start, needle.question
+    ));
+    let outs = run_contenders(
+        &lm.model,
+        &lm.tokenizer,
+        &sample.prompt_ids,
+        &contenders,
+        &opts,
+    )?;
+    let rows: Vec<serde_json::Value> = contenders
+        .iter()
+        .zip(&outs)
+        .map(|(c, o)| {
+            serde_json::json!({
+                "method": c.method, "budget": c.budget, "answer": o.text.trim(),
+                "score": sample.score(&o.text),
+                "kv_cache_bytes": o.kv_cache_bytes, "kv_entries_per_layer": o.kv_entries_per_layer,
+                "prefill_ms": o.prefill_ms, "compress_ms": o.compress_ms, "decode_ms": o.decode_ms,
+                "decode_tokens_per_s": o.decode_tokens_per_s,
+            })
+        })
+        .collect();
+    if a.json {
+        return super::print_json(&serde_json::json!({
+            "model": lm.id, "prompt_tokens": sample.prompt_ids.len(), "depth": a.depth,
+            "question": needle.question, "expected": needle.answer, "runs": rows,
+        }));
+    }
+    println!("Q: {}", needle.question);
+    println!("expected: {}\n", needle.answer);
+    let mut t = Table::new([
+        "cache",
+        "answer",
+        "recall %",
+        "KV cache",
+        "prefill (shared)",
+        "compress",
+        "decode",
+    ]);
+    for (c, o) in contenders.iter().zip(&outs) {
+        t.row([
+            match c.budget {
+                Some(b) => format!("{} @ {b}", c.method),
+                None => "full".into(),
+            },
+            o.text.trim().to_string(),
+            format!("{:.0}", sample.score(&o.text)),
+            bytes(o.kv_cache_bytes),
+            format!("{:.1} s", o.prefill_ms / 1e3),
+            format!("{:.0} ms", o.compress_ms),
+            format!(
+                "{:.1} s ({:.1} tok/s)",
+                o.decode_ms / 1e3,
+                o.decode_tokens_per_s
+            ),
+        ]);
+    }
+    println!("{}", t.render());
+    let (f, c) = (&outs[0], &outs[1]);
+    let shrunk: Vec<String> = f
+        .kv_entries_per_layer
+        .iter()
+        .zip(&c.kv_entries_per_layer)
+        .enumerate()
+        .filter(|(_, (a, b))| b < a)
+        .map(|(l, (a, b))| format!("{l}: {a}→{b}"))
+        .collect();
+    println!(
+        "\nKV cache {} → {} ({:.1}x smaller). Compressed layers ({} of {}, entries): {}.",
+        bytes(f.kv_cache_bytes),
+        bytes(c.kv_cache_bytes),
+        f.kv_cache_bytes as f64 / c.kv_cache_bytes.max(1) as f64,
+        shrunk.len(),
+        f.kv_entries_per_layer.len(),
+        shrunk.join(", ")
+    );
+    if shrunk.len() < f.kv_entries_per_layer.len() {
+        println!(
+            "The other layers are sliding-window layers: they never hold more than their window \
+             (--sliding compress compresses them too)."
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! `compresskv profile tune` (and `profile --tune`): choose the CompressKV settings on
+//! held-out prompts and store them in the profile.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use compresskv_profiler::tune::{HeldOut, TuneGrid, held_out_prompts, tune, tune_checkpoint_path};
+use compresskv_runtime::RuntimeDevice;
+use compresskv_runtime::eval::niah::load_needles;
+use compresskv_runtime::loader::{LoadedModel, load_model};
+use compresskv_runtime::profile::{Profile, default_repo_profiles_dir, profile_file_name};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::table::Table;
+
+/// The held-out prompt set and the search grid.
+#[derive(Args, Debug, Clone)]
+pub struct TuneOptions {
+    /// Held-out needles jsonl (default: calibration-data/tune-needles.jsonl).
+    #[arg(long)]
+    pub tune_needles: Option<PathBuf>,
+    /// Held-out prompt lengths (tokens); differ from the calibration and evaluation grids.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1500, 3000])]
+    pub tune_lengths: Vec<usize>,
+    /// Held-out depths (percent).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![15.0, 45.0, 85.0])]
+    pub tune_depths: Vec<f64>,
+    /// Passkey prompts per held-out (length, depth).
+    #[arg(long, default_value_t = 1)]
+    pub tune_passkeys: usize,
+    /// Budgets the settings are scored at (mean entries per compressed layer).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256])]
+    pub tune_budgets: Vec<usize>,
+    /// Observation windows searched.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![8, 16, 32])]
+    pub tune_windows: Vec<usize>,
+    /// Mix weights λ searched (0 = pure SRH score).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.0, 0.25, 0.5])]
+    pub tune_mixes: Vec<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// Model id, HF directory or .gguf file.
+    #[arg(long)]
+    pub model: String,
+    /// The profile to tune (default: the repository's profiles/<org>--<name>.ron).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Haystack directory (default: the fetched essays).
+    #[arg(long)]
+    pub haystack: Option<String>,
+    #[command(flatten)]
+    pub options: TuneOptions,
+    /// Continue an interrupted tune run from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(device: &str, a: TuneArgs) -> anyhow::Result<()> {
+    let device = RuntimeDevice::parse(device)?;
+    let lm = load_model(&a.model, &device)?;
+    let path = a
+        .profile
+        .clone()
+        .unwrap_or_else(|| default_repo_profiles_dir().join(profile_file_name(&lm.id)));
+    let mut profile = Profile::load(&path).with_context(|| {
+        format!(
+            "loading the profile to tune ({}); make one first with `compresskv profile --model {}`",
+            path.display(),
+            a.model
+        )
+    })?;
+    profile.check_matches(&lm.spec, &lm.id, None)?;
+    tune_profile(
+        &lm,
+        &mut profile,
+        a.haystack.as_deref(),
+        &a.options,
+        &path,
+        a.resume,
+        a.json,
+    )?;
+    profile.save_atomic(&path)?;
+    let _ = std::fs::remove_file(tune_checkpoint_path(&path));
+    if a.json {
+        super::print_json(&serde_json::json!({
+            "out": path, "model_id": profile.model_id, "tuning": profile.tuning,
+        }))
+    } else {
+        println!("wrote {}", path.display());
+        print_tuning(&profile);
+        Ok(())
+    }
+}
+
+/// Runs the tune step on `profile` (checkpointing next to `out`) and stores the result in it.
+pub fn tune_profile(
+    lm: &LoadedModel,
+    profile: &mut Profile,
+    haystack: Option<&str>,
+    o: &TuneOptions,
+    out: &Path,
+    resume: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let needles_path = o.tune_needles.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration-data/tune-needles.jsonl")
+    });
+    let needles = load_needles(&needles_path)
+        .with_context(|| format!("reading --tune-needles {}", needles_path.display()))?;
+    let hay = super::eval_niah::load_haystack(haystack)?;
+    let held = HeldOut {
+        needles,
+        lengths: o.tune_lengths.clone(),
+        depths: o.tune_depths.clone(),
+        passkeys: o.tune_passkeys,
+        seed: 1_000,
+    };
+    let prompts = held_out_prompts(lm, &hay, &held)?;
+    let grid = TuneGrid {
+        srh_heads: (1..=lm.spec.n_heads).collect(),
+        windows: o.tune_windows.clone(),
+        mixes: o.tune_mixes.clone(),
+        budgets: o.tune_budgets.clone(),
+    };
+    anyhow::ensure!(
+        !grid.windows.is_empty() && !grid.mixes.is_empty() && !grid.budgets.is_empty(),
+        "--tune-windows, --tune-mixes and --tune-budgets must not be empty"
+    );
+    let bar = ProgressBar::new(prompts.len() as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} tune prompts {msg}",
+    )?);
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let started = std::time::Instant::now();
+    let tuning = tune(
+        lm,
+        profile,
+        &prompts,
+        &grid,
+        &tune_checkpoint_path(out),
+        resume,
+        &mut |i, _, msg| {
+            bar.set_position(i as u64);
+            bar.set_message(msg.to_string());
+        },
+    )?;
+    bar.finish_and_clear();
+    profile.tuning = Some(tuning);
+    profile.provenance.grid = format!(
+        "{}; tune: {} held-out prompts ({} needles x lengths {:?} x depths {:?}, {} passkey(s) \
+         each), srh_heads 1..={} x windows {:?} x mixes {:?} at budgets {:?}, {:.0} s",
+        profile
+            .provenance
+            .grid
+            .split("; tune:")
+            .next()
+            .unwrap_or_default(),
+        prompts.len(),
+        held.needles.len(),
+        held.lengths,
+        held.depths,
+        held.passkeys,
+        lm.spec.n_heads,
+        grid.windows,
+        grid.mixes,
+        grid.budgets,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The chosen settings per budget and the best few of the overall table.
+pub fn print_tuning(p: &Profile) {
+    let Some(t) = &p.tuning else {
+        println!(
+            "not tuned (run `compresskv profile tune --model {}`)",
+            p.model_id
+        );
+        return;
+    };
+    let mut tab = Table::new(["budget", "srh heads", "window", "mix", "held-out score"]);
+    let score_of = |table: &[(compresskv_runtime::profile::TuneSetting, f64)], s| {
+        table
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map_or("-".into(), |(_, v)| format!("{:.1}", 100.0 * v))
+    };
+    tab.row([
+        "all (mean)".to_string(),
+        t.chosen.srh_heads.to_string(),
+        t.chosen.window.to_string(),
+        t.chosen.mix.to_string(),
+        score_of(&t.table, t.chosen),
+    ]);
+    for c in &t.per_budget {
+        tab.row([
+            c.budget.to_string(),
+            c.chosen.srh_heads.to_string(),
+            c.chosen.window.to_string(),
+            c.chosen.mix.to_string(),
+            score_of(&c.table, c.chosen),
+        ]);
+    }
+    println!("{}", tab.render());
+}

@@ -1,0 +1,126 @@
+//! `compresskv eval niah` end to end on a tiny model: rows, resume, reproducibility, PNGs.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::shared_dir;
+
+fn niah(model: &Path, hay: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "eval",
+        "niah",
+        "--model",
+        model.to_str().unwrap(),
+        "--haystack",
+        hay.to_str().unwrap(),
+        "--lengths",
+        "320,448",
+        "--depths",
+        "0,50,100",
+        "--methods",
+        "full,streamingllm,snapkv,pyramidkv,adakv",
+        "--budgets",
+        "24,48",
+        "--window",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn rows(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn niah_runs_resumes_and_reproduces_with_heatmaps() {
+    let Some(shared) = shared_dir() else { return };
+    let model = shared.join("reference/tiny/tiny-llama");
+    let hay = shared.join("datasets/compresskv-paper/needle/PaulGrahamEssays");
+    let tmp = std::env::temp_dir().join(format!("ckv-e2e-niah-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (a, b) = (tmp.join("a"), tmp.join("b"));
+
+    for task in ["needle", "passkey"] {
+        let s = niah(&model, &hay, &a, &["--task", task]);
+        let file = a.join(format!("niah-{task}.jsonl"));
+        let r = rows(&file);
+        // 2 lengths × 3 depths × (full + 4 methods × 2 budgets).
+        assert_eq!(r.len(), 6 * 9, "{task}");
+        for row in &r {
+            let score = row["score"].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&score));
+            assert_eq!(
+                row["prompt_tokens"], row["length"],
+                "peer prompts are exactly `length`"
+            );
+            if row["method"] != "full" {
+                assert!(row["kv_cache_bytes"].as_u64() < row["kv_cache_bytes_full"].as_u64());
+            }
+        }
+        let summary = s["summary"].as_array().unwrap();
+        assert_eq!(summary.len(), 9);
+        assert_eq!(summary[0]["method"], "full");
+        // One heatmap per method×budget, real PNGs.
+        let pngs = s["heatmaps"].as_array().unwrap();
+        assert_eq!(pngs.len(), 9);
+        for p in pngs {
+            let bytes = std::fs::read(p.as_str().unwrap()).unwrap();
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        }
+        // Resume: a second run adds nothing and summarises the same rows.
+        let s2 = niah(&model, &hay, &a, &["--task", task]);
+        assert_eq!(rows(&file).len(), r.len());
+        assert_eq!(s2["summary"], s["summary"]);
+        // Same seed, fresh directory: the same prompts and answers.
+        niah(&model, &hay, &b, &["--task", task]);
+        let rb = rows(&b.join(format!("niah-{task}.jsonl")));
+        let key = |v: &serde_json::Value| {
+            (
+                v["method"].to_string(),
+                v["budget"].to_string(),
+                v["length"].to_string(),
+                v["depth"].to_string(),
+                v["answer"].to_string(),
+                v["reference"].to_string(),
+            )
+        };
+        let mut ka: Vec<_> = r.iter().map(key).collect();
+        let mut kb: Vec<_> = rb.iter().map(key).collect();
+        ka.sort();
+        kb.sort();
+        assert_eq!(ka, kb, "{task}: same seed must give the same rows");
+    }
+    // Another seed changes the passkeys.
+    let c = tmp.join("c");
+    niah(
+        &model,
+        &hay,
+        &c,
+        &["--task", "passkey", "--seed", "7", "--methods", "full"],
+    );
+    let keys = |p: &Path| -> Vec<String> {
+        rows(p)
+            .iter()
+            .filter(|r| r["method"] == "full")
+            .map(|r| r["reference"].to_string())
+            .collect()
+    };
+    assert_ne!(
+        keys(&a.join("niah-passkey.jsonl")),
+        keys(&c.join("niah-passkey.jsonl"))
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
