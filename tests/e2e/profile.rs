@@ -342,3 +342,124 @@ fn profile_import_paper_and_show_budgets_png() {
     assert!(!ok && !dir.join("bad.ron").exists(), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `profile tune` through the CLI on the tiny Gemma 3: the grid is searched, the result (overall
+/// and per budget) lands in the profile, a rerun with `--resume` reuses the checkpoint and gives
+/// the same tuning, and `generate --method compresskv` runs with the tuned profile.
+#[test]
+fn profile_tune_tiny_model_cli() {
+    let Some(shared) = shared_dir() else { return };
+    let (lm, needles, hay) = tiny(&shared);
+    let dir = temp("tiny-tune");
+    let mut quiet = |_: usize, _: usize, _: &str| {};
+    let ck = dir.join("p.ron.partial.jsonl");
+    let (p, _) = profile_model(
+        &lm,
+        &needles,
+        &hay,
+        &opts(None, false),
+        &ck,
+        b"x",
+        &mut quiet,
+    )
+    .unwrap();
+    let path = dir.join("tiny.ron");
+    p.save_atomic(&path).unwrap();
+    let model = shared.join("reference/tiny/tiny-gemma3");
+    let tune = |extra: &[&str]| {
+        let mut args = vec![
+            "profile",
+            "tune",
+            "--model",
+            model.to_str().unwrap(),
+            "--profile",
+            path.to_str().unwrap(),
+            "--haystack",
+            shared
+                .join("reference/tiny")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+            "--tune-lengths",
+            "384",
+            "--tune-depths",
+            "40,80",
+            "--tune-windows",
+            "4,8",
+            "--tune-mixes",
+            "0,0.5",
+            "--tune-budgets",
+            "24,48",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    tune(&[]);
+    let tuned = Profile::load(&path).unwrap();
+    let t = tuned.tuning.clone().expect("tuning stored");
+    // 4 heads × 2 windows × 2 mixes, scored overall and per budget.
+    assert_eq!(t.table.len(), 16);
+    assert_eq!(
+        t.per_budget.iter().map(|c| c.budget).collect::<Vec<_>>(),
+        vec![24, 48]
+    );
+    assert!(t.per_budget.iter().all(|c| c.table.len() == 16));
+    assert!(t.table.iter().any(|(s, _)| *s == t.chosen));
+    let best = t.table.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    let chosen_score = t.table.iter().find(|(s, _)| *s == t.chosen).unwrap().1;
+    assert_eq!(chosen_score, best, "the chosen setting scores best");
+    // The SRH scores are untouched.
+    assert_eq!(tuned.srh_scores, p.srh_scores);
+
+    // A checkpoint from a killed run is reused by --resume: same tuning.
+    let ck = path.with_extension("ron.tune.partial.jsonl");
+    assert!(
+        !ck.exists(),
+        "the checkpoint is removed after a finished run"
+    );
+    let lines: Vec<String> = (0..2)
+        .map(|i| {
+            serde_json::json!({"grid": "srh_heads [1, 2, 3, 4] x window [4, 8] x mix [0.0, 0.5] x budgets [24, 48]",
+                "prompt": i, "task": "needle", "scores": vec![100.0; 32]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&ck, lines.join("\n") + "\n").unwrap();
+    tune(&["--resume"]);
+    let resumed = Profile::load(&path).unwrap().tuning.unwrap();
+    // The two injected prompts score 100 for every setting, so no setting scores lower and
+    // some score higher: the checkpoint was used instead of rerunning them.
+    assert!(resumed.table.iter().zip(&t.table).all(|(a, b)| a.1 >= b.1));
+    assert!(resumed.table.iter().zip(&t.table).any(|(a, b)| a.1 > b.1));
+
+    let text = std::fs::read_to_string(shared.join("reference/tiny/train_text.txt")).unwrap();
+    let prompt: String = text.chars().take(1500).collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+        .args([
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            &prompt,
+            "--method",
+            "compresskv",
+            "--budget",
+            "24",
+            "--profile",
+            path.to_str().unwrap(),
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(dir).unwrap();
+}

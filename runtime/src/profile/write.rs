@@ -138,6 +138,21 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
             w.line(2, "],");
             let s = format!("budgets: {},", w.list(&t.budgets)?);
             w.line(2, &s);
+            w.line(2, "per_budget: [");
+            for c in &t.per_budget {
+                w.line(3, "(");
+                w.field(4, "budget", &c.budget)?;
+                let s = format!("chosen: {},", w.setting(&c.chosen)?);
+                w.line(4, &s);
+                w.line(4, "table: [");
+                for (s, v) in &c.table {
+                    let s = format!("({}, {}),", w.setting(s)?, w.val(v)?);
+                    w.line(5, &s);
+                }
+                w.line(4, "],");
+                w.line(3, "),");
+            }
+            w.line(2, "],");
             w.line(1, ")),");
         }
     }
