@@ -236,18 +236,15 @@ pub fn run(device: &str, a: NiahArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
-    // Only this run's grid is summarised (the file may hold rows of other grids).
-    let wanted: HashSet<RowKey> = samples
+    // The summary covers every method in the file (e.g. earlier `--variant` runs) on this
+    // run's prompts; rows of other lengths, depths or samples are left out.
+    let wanted: HashSet<(usize, u64, usize)> = samples
         .iter()
-        .flat_map(|(idx, s)| {
-            compressors
-                .iter()
-                .map(move |(m, b, _)| row_key(m, *b, s.length, s.depth, *idx))
-        })
+        .map(|(idx, s)| (s.length, s.depth.to_bits(), *idx))
         .collect();
     let rows: Vec<NiahRow> = rows
         .into_iter()
-        .filter(|r| wanted.contains(&r.key()))
+        .filter(|r| wanted.contains(&(r.length, r.depth.to_bits(), r.sample)))
         .collect();
     let summary = summarize(&rows, &a.lengths);
     let pngs = write_heatmaps(&a, &rows)?;
