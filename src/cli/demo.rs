@@ -29,6 +29,9 @@ pub struct DemoArgs {
     pub method: String,
     #[arg(long, default_value_t = 128)]
     pub budget: usize,
+    /// Haystack directory (default: the fetched Paul Graham essays, fetched if missing).
+    #[arg(long)]
+    pub haystack: Option<String>,
     #[command(flatten)]
     pub tuning: PressTuning,
     #[arg(long)]
@@ -45,7 +48,7 @@ pub fn run(device: &str, a: DemoArgs) -> anyhow::Result<()> {
         say(&format!("fetching {} (once)…", a.model));
         fetch::fetch_model(&a.model, &mut |l| say(&format!("  {l}")))?;
     }
-    let haystack = super::eval_niah::load_haystack(None)?;
+    let haystack = super::eval_niah::load_haystack(a.haystack.as_deref())?;
     let device = RuntimeDevice::parse(device)?;
     let lm = load_model(&a.model, &device)?;
     let needle = Needle::san_francisco();

@@ -124,3 +124,86 @@ fn niah_runs_resumes_and_reproduces_with_heatmaps() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `bench` and `demo` end to end on a tiny model with `--json`.
+#[test]
+fn bench_and_demo_report_every_field() {
+    let Some(shared) = shared_dir() else { return };
+    let model = shared.join("reference/tiny/tiny-llama");
+    let hay = shared.join("datasets/compresskv-paper/needle/PaulGrahamEssays");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let b = run(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--haystack",
+        hay.to_str().unwrap(),
+        "--lengths",
+        "320,448",
+        "--methods",
+        "full,snapkv",
+        "--budget",
+        "48",
+        "--window",
+        "4",
+        "--decode-tokens",
+        "4",
+        "--repeats",
+        "2",
+        "--json",
+    ]);
+    let rows = b["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        for f in [
+            "method",
+            "length",
+            "prefill_ms",
+            "compress_ms",
+            "decode_tokens_per_s",
+            "kv_cache_bytes",
+            "peak_rss_bytes",
+            "decode_bytes_per_token",
+        ] {
+            assert!(!r[f].is_null(), "{f} missing in {r}");
+        }
+        assert!(r["prefill_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        let (kv, full) = (
+            r["kv_cache_bytes"].as_u64(),
+            r["kv_cache_bytes_full"].as_u64(),
+        );
+        if r["method"] == "full" {
+            assert_eq!(kv, full);
+        } else {
+            assert!(kv < full);
+        }
+    }
+    let d = run(&[
+        "demo",
+        "--model",
+        model.to_str().unwrap(),
+        "--length",
+        "400",
+        "--method",
+        "snapkv",
+        "--budget",
+        "48",
+        "--window",
+        "4",
+        "--haystack",
+        hay.to_str().unwrap(),
+        "--json",
+    ]);
+    let runs = d["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["method"], "full");
+    assert!(runs[1]["kv_cache_bytes"].as_u64() < runs[0]["kv_cache_bytes"].as_u64());
+}
