@@ -3,7 +3,7 @@
 //! Real Gemma 3 270M attention block (4 query heads, 1 KV head, head_dim 256) on a synthetic
 //! cache of 4K / 16K / 32K entries. Needs the model: `compresskv fetch`.
 //!
-//! `cargo bench -p compresskv-runtime --bench selection`
+//! `cargo bench --manifest-path bench/Cargo.toml --bench selection`
 
 use burn::tensor::{Distribution, Tensor};
 use compresskv_runtime::cache::KvCache;
