@@ -21,7 +21,7 @@ pub struct TuneOptions {
     #[arg(long)]
     pub tune_needles: Option<PathBuf>,
     /// Held-out prompt lengths (tokens); differ from the calibration and evaluation grids. One
-    /// length keeps the tune of Gemma 3 270M to ~15 minutes on 2 CPU cores.
+    /// length keeps the tune of Gemma 3 270M to ~15–25 minutes on 2 CPU cores.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1500])]
     pub tune_lengths: Vec<usize>,
     /// Held-out depths (percent).
