@@ -180,13 +180,9 @@ impl ErrorProbe {
             if cands.is_empty() {
                 continue;
             }
-            let q = capture.queries[l]
-                .as_ref()
+            let (q, qpos) = capture
+                .tail(l, self.settings.window)
                 .expect("window queries captured for every layer");
-            let t = q.dims()[2];
-            let w = self.settings.window.clamp(1, t);
-            let q = q.clone().narrow(2, t - w, w);
-            let qpos = &capture.positions[capture.positions.len() - w..];
             let lc = &cache.layers[l];
             let view = LayerView {
                 layer: l,

@@ -26,7 +26,9 @@ use compresskv_runtime::press::{
 use compresskv_runtime::profile::{BudgetChoice, Profile, TuneSetting, Tuning};
 use serde::{Deserialize, Serialize};
 
-use crate::calibrate::CalibError;
+// The held-out needle prompts use the calibration's question form (no book wrapper), so the
+// evaluation protocols stay unseen.
+use crate::calibrate::{CalibError, QUESTION_TEMPLATE};
 
 /// What `--tune` searches.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,10 +88,6 @@ pub struct HeldOut {
     pub seed: u64,
 }
 
-/// Question wrapper of the held-out needle prompts: the calibration's form (no book wrapper),
-/// so the evaluation protocols stay unseen.
-const QUESTION: &str = "\nBased on the content of the book, Question: {q}\nAnswer:";
-
 /// Builds the held-out prompts: needle prompts (needles rotate over the grid) and landmark
 /// passkey prompts, each `length` tokens.
 pub fn held_out_prompts(
@@ -117,7 +115,7 @@ pub fn held_out_prompts(
                 .custom_needle(
                     "",
                     &format!(" {}", n.needle),
-                    &QUESTION.replace("{q}", &n.question),
+                    &QUESTION_TEMPLATE.replace("{q}", &n.question),
                     &n.answer,
                     length,
                     depth,

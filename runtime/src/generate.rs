@@ -221,7 +221,8 @@ pub fn prefill(
     })
 }
 
-/// Prefill, compress (if a compressor is given), then decode.
+/// Prefill, compress (if a compressor is given), then decode. The cache is compressed in place:
+/// the evicted entries are freed before decoding starts.
 pub fn generate(
     model: &dyn CausalLM,
     tokenizer: &TextTokenizer,
@@ -230,8 +231,18 @@ pub fn generate(
     compressor: Option<&dyn CacheCompressor>,
 ) -> Result<GenerateOutput, GenerateError> {
     let window = compressor.map_or(0, |c| c.window());
-    let pre = prefill(model, prompt_ids, window, opts.max_new_tokens)?;
-    continue_from(model, tokenizer, &pre, opts, compressor)
+    let mut pre = prefill(model, prompt_ids, window, opts.max_new_tokens)?;
+    let cache = std::mem::replace(&mut pre.cache, KvCache::new(model.spec()));
+    let (cache, compression, compress_ms) = compress_into(model, &pre, cache, compressor)?;
+    finish(
+        model,
+        tokenizer,
+        &pre,
+        cache,
+        compression,
+        compress_ms,
+        opts,
+    )
 }
 
 /// Compresses a copy of a prefilled cache and decodes from it; `pre` is left untouched so
@@ -243,17 +254,64 @@ pub fn continue_from(
     opts: &GenerateOptions,
     compressor: Option<&dyn CacheCompressor>,
 ) -> Result<GenerateOutput, GenerateError> {
-    let dev = model.device();
-    let (mut cache, compression, compress_ms) = compress_copy(model, pre, compressor)?;
+    let (cache, compression, compress_ms) = compress_copy(model, pre, compressor)?;
+    finish(model, tokenizer, pre, cache, compression, compress_ms, opts)
+}
+
+/// Decodes from `cache` and reports it together with the prefill and compression figures.
+fn finish(
+    model: &dyn CausalLM,
+    tokenizer: &TextTokenizer,
+    pre: &Prefilled,
+    cache: KvCache,
+    compression: Option<CompressionReport>,
+    compress_ms: f64,
+    opts: &GenerateOptions,
+) -> Result<GenerateOutput, GenerateError> {
     let kv_cache_bytes = cache.bytes();
     let kv_entries_per_layer = cache.entries_per_layer();
+    let d = decode(model, tokenizer, cache, &pre.first_logits, opts)?;
+    Ok(GenerateOutput {
+        text: d.text,
+        token_ids: d.token_ids,
+        prompt_tokens: pre.prompt_tokens,
+        prefill_ms: pre.prefill_ms,
+        compress_ms,
+        decode_ms: d.decode_ms,
+        decode_tokens_per_s: d.decode_tokens_per_s,
+        kv_cache_bytes_full: pre.kv_cache_bytes_full,
+        kv_cache_bytes,
+        kv_entries_per_layer,
+        compression,
+        stop_reason: d.stop_reason,
+    })
+}
 
+/// What [`decode`] produced.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub decode_ms: f64,
+    pub decode_tokens_per_s: f64,
+    pub stop_reason: StopReason,
+}
+
+/// The decode loop: samples the first token from `first_logits` (the prompt's last logits),
+/// then feeds one token at a time through `cache` until EOS, a stop string or the limit.
+pub fn decode(
+    model: &dyn CausalLM,
+    tokenizer: &TextTokenizer,
+    mut cache: KvCache,
+    first_logits: &[f32],
+    opts: &GenerateOptions,
+) -> Result<Decoded, GenerateError> {
     let mut sampler = Sampler::new(opts.temperature, opts.top_p, opts.seed);
     let mut out_ids = Vec::new();
     let mut stop_reason = StopReason::MaxTokens;
     let mut text = String::new();
-    let t2 = Instant::now();
-    let mut next = sampler.sample(&pre.first_logits);
+    let t = Instant::now();
+    let mut next = sampler.sample(first_logits);
     let mut decoded_steps = 0usize;
     while out_ids.len() < opts.max_new_tokens {
         if opts.eos_ids.contains(&next) {
@@ -282,27 +340,20 @@ pub fn continue_from(
         decoded_steps += 1;
         next = sampler.sample(&l);
     }
-    dev.sync();
-    let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
+    model.device().sync();
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
     if stop_reason != StopReason::StopString {
         text = tokenizer.decode(&out_ids)?;
     }
-    Ok(GenerateOutput {
+    Ok(Decoded {
         text,
         token_ids: out_ids,
-        prompt_tokens: pre.prompt_tokens,
-        prefill_ms: pre.prefill_ms,
-        compress_ms,
         decode_ms,
         decode_tokens_per_s: if decoded_steps > 0 {
             decoded_steps as f64 / (decode_ms / 1e3)
         } else {
             0.0
         },
-        kv_cache_bytes_full: pre.kv_cache_bytes_full,
-        kv_cache_bytes,
-        kv_entries_per_layer,
-        compression,
         stop_reason,
     })
 }
@@ -314,7 +365,16 @@ pub fn compress_copy(
     pre: &Prefilled,
     compressor: Option<&dyn CacheCompressor>,
 ) -> Result<(KvCache, Option<CompressionReport>, f64), GenerateError> {
-    let mut cache = pre.cache.clone();
+    compress_into(model, pre, pre.cache.clone(), compressor)
+}
+
+/// Compresses `cache` (the prefill's cache or a copy of it) with `pre`'s captured queries.
+fn compress_into(
+    model: &dyn CausalLM,
+    pre: &Prefilled,
+    mut cache: KvCache,
+    compressor: Option<&dyn CacheCompressor>,
+) -> Result<(KvCache, Option<CompressionReport>, f64), GenerateError> {
     let Some(c) = compressor else {
         return Ok((cache, None, 0.0));
     };

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::fidelity::fidelity;
 use compresskv_runtime::eval::longbench::{
     LongBenchConfig, LongBenchSample, load_samples, official_max_new_tokens, stops_at_newline,
@@ -19,13 +20,11 @@ use compresskv_runtime::eval::longbench::{
 };
 use compresskv_runtime::eval::metrics::{dataset_score, metric_for_dataset, score_prediction};
 use compresskv_runtime::generate::{
-    CacheCompressor, GenerateOptions, Prefilled, compress_copy, continue_from, prefill,
-    teacher_forced_logprobs,
+    CacheCompressor, GenerateOptions, compress_copy, decode, prefill, teacher_forced_logprobs,
 };
 use compresskv_runtime::loader::{LoadedModel, TextTokenizer, load_model};
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{Compressor, method_names};
-use compresskv_runtime::{RuntimeDevice, WindowCapture};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -451,17 +450,8 @@ fn run_sample(
                 t.elapsed().as_secs_f64() * 1e3,
             )
         };
-        // Decode from the compressed copy: `continue_from` without a compressor only clones the
-        // cache, so the capture is not needed here.
-        let view = Prefilled {
-            cache,
-            capture: WindowCapture::new(1, lm.spec.n_layers),
-            first_logits: first_logits.clone(),
-            prompt_tokens: pre.prompt_tokens,
-            prefill_ms: pre.prefill_ms,
-            kv_cache_bytes_full: pre.kv_cache_bytes_full,
-        };
-        let out = continue_from(model, tok, &view, &opts, None)?;
+        let kv_bytes_kept = cache.bytes();
+        let out = decode(model, tok, cache, &first_logits, &opts)?;
         let score = score_prediction(
             ds,
             &out.text,
@@ -489,7 +479,7 @@ fn run_sample(
                 .unwrap_or_default()
                 .to_string(),
             kv_bytes_full: pre.kv_cache_bytes_full,
-            kv_bytes_kept: out.kv_cache_bytes,
+            kv_bytes_kept,
             prefill_ms: pre.prefill_ms,
             compress_ms,
             decode_ms: out.decode_ms,

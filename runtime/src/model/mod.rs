@@ -88,6 +88,16 @@ impl WindowCapture {
         }
     }
 
+    /// The last `window` captured queries of `layer` (fewer if fewer were captured) and their
+    /// positions: one prefill can serve methods with different observation windows.
+    pub fn tail(&self, layer: usize, window: usize) -> Option<(Tensor<4>, &[i64])> {
+        let q = self.queries[layer].as_ref()?;
+        let t = q.dims()[2];
+        let w = window.clamp(1, t);
+        let pos = &self.positions[self.positions.len().saturating_sub(w)..];
+        Some((q.clone().narrow(2, t - w, w), pos))
+    }
+
     pub(crate) fn push(&mut self, layer: usize, q: Tensor<4>) {
         let q = match self.queries[layer].take() {
             Some(prev) => Tensor::cat(vec![prev, q], 2),

@@ -172,15 +172,9 @@ impl CacheCompressor for Compressor {
                 if lc.positions().len() <= budget {
                     continue;
                 }
-                let q = capture.queries[l]
-                    .as_ref()
+                let (q, qpos) = capture
+                    .tail(l, self.params.window)
                     .ok_or("no observation-window queries were captured")?;
-                // The prefill may have captured more queries than this method's window (one
-                // prefill shared by several methods): score with the last `window` only.
-                let t = q.dims()[2];
-                let w = self.params.window.clamp(1, t);
-                let q = q.clone().narrow(2, t - w, w);
-                let qpos = &capture.positions[capture.positions.len().saturating_sub(w)..];
                 let view = LayerView {
                     layer: l,
                     spec,
