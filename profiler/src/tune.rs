@@ -1,15 +1,17 @@
 //! `compresskv profile --tune` (beyond the paper): pick the CompressKV settings that retrieve
-//! best on held-out prompts.
+//! best on held-out prompts, per budget.
 //!
-//! The SRH ranking says which heads look at evidence, not how many of them to trust or how long
-//! an observation window to use. A reference run on Gemma 3 270M (shared/notes/peer-baseline.md)
-//! shows the trade-off: the top-1 SRH alone keeps ~85% needle recall at every budget but drops
-//! passkey digits; more heads or a blend with the all-heads score help at large budgets and hurt
-//! at small ones. So we search a small grid — SRH heads 1..=n_heads × observation window
-//! {8, 16, 32} × mix λ ∈ {0, 0.25, 0.5} — on prompts that did not score the heads (other
-//! needles, other depths and lengths, plus a passkey task), and keep the setting with the best
-//! mean score over budgets 64/128/256 and both tasks. Every prompt is prefilled once and every
-//! setting × budget decodes from its own compressed copy of that cache.
+//! The SRH ranking says which heads look at evidence, not how many of them to trust, whether
+//! to let the other heads in, or how closely layer budgets should follow the layer errors. A
+//! reference run on Gemma 3 270M (shared/notes/peer-baseline.md) shows the trade-off: the top-1
+//! SRH alone keeps ~85% needle recall at every budget but drops passkey digits; all heads
+//! (SnapKV's score) win at large budgets and collapse at small ones. So we search a small grid
+//! — SRH heads 1..=n_heads × observation window × score mix λ × rank union u
+//! ([`compresskv_runtime::press::compresskv::rank_union`]) × layer-budget error weight — on
+//! prompts that did not score the heads (other needles, depths and lengths, plus a passkey
+//! task), and keep the best setting at each budget (needle and passkey weigh the same). Every
+//! prompt is prefilled once and every setting × budget decodes from its own compressed copy of
+//! that cache.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,21 +38,12 @@ pub struct TuneGrid {
     pub srh_heads: Vec<usize>,
     pub windows: Vec<usize>,
     pub mixes: Vec<f64>,
+    pub unions: Vec<f64>,
+    pub error_weights: Vec<f64>,
     pub budgets: Vec<usize>,
 }
 
 impl TuneGrid {
-    /// The issue's grid: every head count, windows {8, 16, 32}, λ ∈ {0, 0.25, 0.5}, budgets
-    /// 64/128/256.
-    pub fn for_heads(n_heads: usize) -> Self {
-        TuneGrid {
-            srh_heads: (1..=n_heads).collect(),
-            windows: vec![8, 16, 32],
-            mixes: vec![0.0, 0.25, 0.5],
-            budgets: vec![64, 128, 256],
-        }
-    }
-
     /// Settings in search order: the paper's setting (fewest heads, smallest window, no mix)
     /// first, so ties go to the simplest setting.
     pub fn settings(&self) -> Vec<TuneSetting> {
@@ -58,11 +51,17 @@ impl TuneGrid {
         for &srh_heads in &self.srh_heads {
             for &window in &self.windows {
                 for &mix in &self.mixes {
-                    v.push(TuneSetting {
-                        srh_heads,
-                        window,
-                        mix,
-                    });
+                    for &union in &self.unions {
+                        for &error_weight in &self.error_weights {
+                            v.push(TuneSetting {
+                                srh_heads,
+                                window,
+                                mix,
+                                union,
+                                error_weight,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -71,15 +70,28 @@ impl TuneGrid {
 
     fn describe(&self) -> String {
         format!(
-            "srh_heads {:?} x window {:?} x mix {:?} x budgets {:?}",
-            self.srh_heads, self.windows, self.mixes, self.budgets
+            "srh_heads {:?} x window {:?} x mix {:?} x union {:?} x error_weight {:?} x budgets \
+             {:?}",
+            self.srh_heads, self.windows, self.mixes, self.unions, self.error_weights, self.budgets
         )
     }
+}
+
+/// The prompt format of the held-out set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TuneProtocol {
+    /// `eval niah`'s peer format (book wrapper, "The pass key is NNNNN. Remember it.") with the
+    /// held-out needles and keys: settings are validated on the task format they will be judged
+    /// on, never on the evaluation's needle, keys, lengths or depths.
+    Peer,
+    /// The SRH calibration's question form and landmark passkeys: no evaluation format at all.
+    Calibration,
 }
 
 /// The held-out prompt set.
 #[derive(Debug, Clone)]
 pub struct HeldOut {
+    pub protocol: TuneProtocol,
     pub needles: Vec<Needle>,
     pub lengths: Vec<usize>,
     pub depths: Vec<f64>,
@@ -88,8 +100,8 @@ pub struct HeldOut {
     pub seed: u64,
 }
 
-/// Builds the held-out prompts: needle prompts (needles rotate over the grid) and landmark
-/// passkey prompts, each `length` tokens.
+/// Builds the held-out prompts: needle prompts (needles rotate over the grid) and passkey
+/// prompts, each `length` tokens, in `h.protocol`'s format.
 pub fn held_out_prompts(
     lm: &LoadedModel,
     haystack: &Haystack,
@@ -111,22 +123,28 @@ pub fn held_out_prompts(
         for &depth in &h.depths {
             let n = &h.needles[k % h.needles.len()];
             k += 1;
-            let mut s = b
-                .custom_needle(
+            let mut s = match h.protocol {
+                TuneProtocol::Peer => b.peer_needle(n, length, depth),
+                TuneProtocol::Calibration => b.custom_needle(
                     "",
                     &format!(" {}", n.needle),
                     &QUESTION_TEMPLATE.replace("{q}", &n.question),
                     &n.answer,
                     length,
                     depth,
-                )
-                .map_err(bad)?;
+                ),
+            }
+            .map_err(bad)?;
             // Enough for the longest held-out answer; decoding stops at the sentence end.
             s.max_new_tokens = 20;
             out.push(s);
             for i in 0..h.passkeys {
                 let seed = sample_seed(h.seed.wrapping_add(i as u64), length, depth);
-                let mut p = b.landmark_passkey(length, depth, seed).map_err(bad)?;
+                let mut p = match h.protocol {
+                    TuneProtocol::Peer => b.peer_passkey(length, depth, seed),
+                    TuneProtocol::Calibration => b.landmark_passkey(length, depth, seed),
+                }
+                .map_err(bad)?;
                 p.max_new_tokens = 8;
                 out.push(p);
             }
@@ -140,8 +158,20 @@ pub fn held_out_prompts(
 struct TuneCheckpoint {
     grid: String,
     prompt: usize,
+    /// sha256 of the prompt's token ids, so a resumed run with another held-out set (protocol,
+    /// lengths, needles) reruns the prompt instead of reusing its scores.
+    #[serde(default)]
+    prompt_hash: Option<String>,
     task: String,
     scores: Vec<f64>,
+    /// The full cache's score on the prompt (absent in checkpoints made before it).
+    #[serde(default)]
+    full: Option<f64>,
+}
+
+fn prompt_hash(s: &NiahSample) -> String {
+    let bytes: Vec<u8> = s.prompt_ids.iter().flat_map(|t| t.to_le_bytes()).collect();
+    compresskv_runtime::profile::sha256_hex(&bytes)
 }
 
 /// The checkpoint file of a tune run whose profile goes to `out`.
@@ -170,16 +200,17 @@ pub fn tune(
     let bounds = Bounds {
         min: profile.defaults.min_budget,
         max_factor: profile.defaults.max_budget_factor,
+        error_weight: 1.0, // set per setting below
     };
-    // With every head trusted, the SRH score is the all-heads score and λ changes nothing:
+    // With every head trusted, the SRH score is the all-heads score and λ, u change nothing:
     // such settings share one compressor (and one decode) per window and budget.
-    let canonical = |s: &TuneSetting| TuneSetting {
-        mix: if s.srh_heads >= lm.spec.n_heads {
-            0.0
-        } else {
-            s.mix
-        },
-        ..*s
+    let canonical = |s: &TuneSetting| {
+        let all = s.srh_heads >= lm.spec.n_heads;
+        TuneSetting {
+            mix: if all { 0.0 } else { s.mix },
+            union: if all { 0.0 } else { s.union },
+            ..*s
+        }
     };
     let mut unique: Vec<(TuneSetting, usize)> = Vec::new();
     let mut slot = Vec::new();
@@ -204,6 +235,7 @@ pub fn tune(
                 kernel: profile.defaults.kernel,
                 srh_heads: s.srh_heads,
                 mix: s.mix,
+                union: s.union,
                 ..PressParams::default()
             };
             compressors.push(
@@ -212,7 +244,10 @@ pub fn tune(
                     params,
                     BudgetSpec::Entries(b),
                     SlidingPolicy::Keep,
-                    bounds,
+                    Bounds {
+                        error_weight: s.error_weight,
+                        ..bounds
+                    },
                     Some(head_profile.clone()),
                     &lm.spec,
                 )
@@ -228,6 +263,10 @@ pub fn tune(
             if let Ok(c) = serde_json::from_str::<TuneCheckpoint>(line)
                 && c.grid == grid_key
                 && c.scores.len() == slot.len()
+                && c.prompt < prompts.len()
+                && c.prompt_hash
+                    .as_ref()
+                    .is_none_or(|h| *h == prompt_hash(&prompts[c.prompt]))
             {
                 done.insert(c.prompt, c);
             }
@@ -243,20 +282,24 @@ pub fn tune(
     let mut eos = lm.spec.eos_token_ids.clone();
     eos.extend(lm.tokenizer.extra_eos_ids());
 
-    // (task, scores per compressor) per prompt.
-    let mut per_prompt: Vec<(String, Vec<f64>)> = Vec::new();
+    // (task, scores per compressor, full-cache score) per prompt.
+    let mut per_prompt: Vec<(String, Vec<f64>, Option<f64>)> = Vec::new();
     for (i, s) in prompts.iter().enumerate() {
         let task = format!("{:?}", s.task).to_lowercase();
-        let scores = match done.remove(&i) {
-            Some(c) => c.scores,
+        let (scores, full) = match done.remove(&i) {
+            Some(c) => (c.scores, c.full),
             None => {
-                let contenders: Vec<Contender<'_>> = compressors
-                    .iter()
-                    .map(|c| Contender {
+                let full = Contender {
+                    method: "full".into(),
+                    budget: None,
+                    compressor: None,
+                };
+                let contenders: Vec<Contender<'_>> = std::iter::once(full)
+                    .chain(compressors.iter().map(|c| Contender {
                         method: "compresskv".into(),
                         budget: None,
                         compressor: Some(c as &dyn CacheCompressor),
-                    })
+                    }))
                     .collect();
                 // Only the first sentence is scored (needle recall, the passkey digits), so
                 // decoding stops there: most of the tune time is decode.
@@ -269,18 +312,21 @@ pub fn tune(
                 let outs =
                     run_contenders(&lm.model, &lm.tokenizer, &s.prompt_ids, &contenders, &opts)
                         .map_err(|e| CalibError::Input(format!("tune prompt {i}: {e}")))?;
-                let unique_scores: Vec<f64> = outs.iter().map(|o| s.score(&o.text)).collect();
+                let full = s.score(&outs[0].text);
+                let unique_scores: Vec<f64> = outs[1..].iter().map(|o| s.score(&o.text)).collect();
                 let scores: Vec<f64> = slot.iter().map(|&u| unique_scores[u]).collect();
                 let line = serde_json::to_string(&TuneCheckpoint {
                     grid: grid_key.clone(),
                     prompt: i,
+                    prompt_hash: Some(prompt_hash(s)),
                     task: task.clone(),
                     scores: scores.clone(),
+                    full: Some(full),
                 })
                 .expect("serialisable");
                 writeln!(ck, "{line}").map_err(io)?;
                 ck.flush().map_err(io)?;
-                scores
+                (scores, Some(full))
             }
         };
         let best = scores.iter().cloned().fold(0.0, f64::max);
@@ -292,8 +338,9 @@ pub fn tune(
                 s.length, s.depth
             ),
         );
-        per_prompt.push((task, scores));
+        per_prompt.push((task, scores, full));
     }
+    let per_prompt = relative_to_full(per_prompt);
     let nb = grid.budgets.len();
     let table = score_table(&settings, nb, 0..nb, &per_prompt);
     let chosen = best_setting(&table).ok_or_else(|| {
@@ -318,6 +365,25 @@ pub fn tune(
         budgets: Vec::new(),
         per_budget,
     })
+}
+
+/// Scores as a share of the full cache's: a prompt the full cache does not answer says nothing
+/// about what compression kept (a compressed cache that scores there scored by luck), so it is
+/// dropped, and a score above the full cache's counts as the full cache's. Prompts without a
+/// full-cache score (old checkpoints) keep their raw scores. If the full cache answers none of
+/// the prompts (e.g. a random-weight test model), the raw scores are all there is.
+fn relative_to_full(per_prompt: Vec<(String, Vec<f64>, Option<f64>)>) -> Vec<(String, Vec<f64>)> {
+    let answered = per_prompt.iter().any(|(_, _, f)| f.is_none_or(|f| f > 0.0));
+    per_prompt
+        .into_iter()
+        .filter_map(|(task, scores, full)| match full {
+            Some(f) if answered && f <= 0.0 => None,
+            Some(f) if answered => {
+                Some((task, scores.iter().map(|&x| 100.0 * x.min(f) / f).collect()))
+            }
+            _ => Some((task, scores)),
+        })
+        .collect()
 }
 
 /// Mean score in `[0, 1]` of every setting: per task the mean over its prompts and the budgets
@@ -377,6 +443,8 @@ mod tests {
             srh_heads: vec![1, 2],
             windows: vec![8],
             mixes: vec![0.0],
+            unions: vec![0.0],
+            error_weights: vec![1.0],
             budgets: vec![64, 128],
         };
         let settings = grid.settings();
@@ -399,5 +467,27 @@ mod tests {
         assert!((t128[1].1 - 1.0).abs() < 1e-12);
         let tie = vec![(settings[0], 0.5), (settings[1], 0.5)];
         assert_eq!(best_setting(&tie).unwrap().srh_heads, 1);
+    }
+
+    #[test]
+    fn scores_are_relative_to_the_full_cache() {
+        let p = |t: &str, s: Vec<f64>, f: Option<f64>| (t.to_string(), s, f);
+        let rel = relative_to_full(vec![
+            p("needle", vec![50.0, 100.0], Some(50.0)), // capped at the full cache's score
+            p("needle", vec![100.0, 0.0], Some(0.0)),   // full cache fails: dropped
+            p("passkey", vec![0.0, 100.0], Some(100.0)),
+            p("passkey", vec![25.0, 75.0], None), // old checkpoint: raw
+        ]);
+        assert_eq!(
+            rel,
+            vec![
+                ("needle".to_string(), vec![100.0, 100.0]),
+                ("passkey".to_string(), vec![0.0, 100.0]),
+                ("passkey".to_string(), vec![25.0, 75.0]),
+            ]
+        );
+        // Nothing answered by the full cache: raw scores.
+        let raw = relative_to_full(vec![p("needle", vec![10.0], Some(0.0))]);
+        assert_eq!(raw, vec![("needle".to_string(), vec![10.0])]);
     }
 }

@@ -233,7 +233,7 @@ pub fn run(device: &str, a: LongbenchArgs) -> anyhow::Result<()> {
 
     let settings = format!(
         "model={} max_length={} profile={} window={:?} kernel={:?} srh_heads={:?} mix={:?} \
-         sliding={:?}",
+         union={:?} error_weight={:?} sliding={:?}",
         lm.id,
         a.max_length,
         a.tuning.profile,
@@ -241,6 +241,8 @@ pub fn run(device: &str, a: LongbenchArgs) -> anyhow::Result<()> {
         a.tuning.kernel,
         a.tuning.srh_heads,
         a.tuning.mix,
+        a.tuning.union,
+        a.tuning.error_weight,
         a.tuning.sliding
     );
     std::fs::create_dir_all(&a.out)

@@ -51,6 +51,14 @@ pub struct PressTuning {
     /// CompressKV: blend with the all-heads score (0 = pure SRH, the paper).
     #[arg(long)]
     pub mix: Option<f64>,
+    /// CompressKV: share of the kept entries ranked by all heads, merged with the SRH ranking
+    /// (0 = pure SRH, the paper).
+    #[arg(long)]
+    pub union: Option<f64>,
+    /// CompressKV: how far layer budgets follow the profile's layer errors (1 = the paper,
+    /// 0 = uniform).
+    #[arg(long)]
+    pub error_weight: Option<f64>,
     /// Sliding-window layers: keep them (default) or compress them too.
     #[arg(long, value_enum, default_value = "keep")]
     pub sliding: Sliding,
@@ -98,8 +106,10 @@ impl PressTuning {
             params.kernel = eff.kernel;
             params.srh_heads = eff.srh_heads;
             params.mix = eff.mix;
+            params.union = eff.union;
             bounds.min = eff.min_budget;
             bounds.max_factor = eff.max_budget_factor;
+            bounds.error_weight = eff.error_weight;
             profile = Some(hp);
         } else {
             params.srh_heads = (lm.spec.n_heads / 8).max(1);
@@ -115,6 +125,17 @@ impl PressTuning {
         }
         if let Some(m) = self.mix {
             params.mix = m;
+        }
+        if let Some(u) = self.union {
+            params.union = u;
+        }
+        if let Some(w) = self.error_weight {
+            anyhow::ensure!(
+                w.is_finite() && (0.0..=1.0).contains(&w),
+                "--error-weight {w} must be between 0 (uniform layer budgets) and 1 (from the \
+                 layer errors)"
+            );
+            bounds.error_weight = w;
         }
         let sliding = match self.sliding {
             Sliding::Keep => SlidingPolicy::Keep,

@@ -269,7 +269,8 @@ fn calibrate(device: &str, a: RunArgs) -> anyhow::Result<()> {
 /// the profiler measures exactly the layers the runtime compresses under its default
 /// `--sliding keep` (Gemma 3's global layers); without layer errors, every layer, uniformly.
 fn budgets_of(p: &Profile, b: usize) -> anyhow::Result<(Vec<Option<usize>>, Option<String>)> {
-    let d = &p.defaults;
+    // The settings the runtime would use at this budget (tuned window and error weight).
+    let d = p.effective_at(Some(b), &Default::default());
     if b <= d.window {
         bail!(
             "--budget {b} is not larger than the profile's observation window ({}), which is \
@@ -286,6 +287,7 @@ fn budgets_of(p: &Profile, b: usize) -> anyhow::Result<(Vec<Option<usize>>, Opti
     let bounds = Bounds {
         min: d.min_budget,
         max_factor: d.max_budget_factor,
+        error_weight: d.error_weight,
     };
     let (budgets, note) =
         layer_budgets(Allocator::ErrorAware, &layers, b, d.window, bounds, errors);

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_profiler::tune::{HeldOut, TuneGrid, held_out_prompts, tune, tune_checkpoint_path};
+use compresskv_profiler::tune::{
+    HeldOut, TuneGrid, TuneProtocol, held_out_prompts, tune, tune_checkpoint_path,
+};
 use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::niah::load_needles;
 use compresskv_runtime::loader::{LoadedModel, load_model};
@@ -14,18 +16,31 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::table::Table;
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneProtocolArg {
+    /// `eval niah`'s peer prompt format with the held-out needles and other passkeys.
+    Peer,
+    /// The SRH calibration's question form and landmark passkeys.
+    Calibration,
+}
+
 /// The held-out prompt set and the search grid.
 #[derive(Args, Debug, Clone)]
 pub struct TuneOptions {
+    /// Prompt format of the held-out set: the task format the settings will be judged on
+    /// (`peer`, with needles, keys, lengths and depths the evaluation never uses) or the
+    /// calibration's (`calibration`).
+    #[arg(long, value_enum, default_value = "peer")]
+    pub tune_protocol: TuneProtocolArg,
     /// Held-out needles jsonl (default: calibration-data/tune-needles.jsonl).
     #[arg(long)]
     pub tune_needles: Option<PathBuf>,
-    /// Held-out prompt lengths (tokens); differ from the calibration and evaluation grids. One
-    /// length keeps the tune of Gemma 3 270M to ~15–25 minutes on 2 CPU cores.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![1500])]
+    /// Held-out prompt lengths (tokens); differ from the calibration and evaluation grids but
+    /// span the evaluation's range.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1200, 2600, 3800])]
     pub tune_lengths: Vec<usize>,
     /// Held-out depths (percent).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![15.0, 45.0, 85.0])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10.0, 40.0, 65.0, 90.0])]
     pub tune_depths: Vec<f64>,
     /// Passkey prompts per held-out (length, depth).
     #[arg(long, default_value_t = 1)]
@@ -33,12 +48,20 @@ pub struct TuneOptions {
     /// Budgets the settings are scored at (mean entries per compressed layer).
     #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256])]
     pub tune_budgets: Vec<usize>,
-    /// Observation windows searched.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![8, 16, 32])]
+    /// Observation windows searched. The default grid spends its time on more held-out
+    /// prompts rather than on windows and mixes: on Gemma 3 270M a first tune over windows
+    /// {8, 16, 32} × mixes {0, 0.25, 0.5} chose window 8 and no mix at every budget.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![8])]
     pub tune_windows: Vec<usize>,
     /// Mix weights λ searched (0 = pure SRH score).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![0.0, 0.25, 0.5])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.0])]
     pub tune_mixes: Vec<f64>,
+    /// Rank-union shares searched (0 = pure SRH ranking).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.0, 0.25, 0.5, 0.75])]
+    pub tune_unions: Vec<f64>,
+    /// Layer-budget error weights searched (1 = budgets from the layer errors, 0 = uniform).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1.0, 0.0])]
+    pub tune_error_weights: Vec<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +138,10 @@ pub fn tune_profile(
         .with_context(|| format!("reading --tune-needles {}", needles_path.display()))?;
     let hay = super::eval_niah::load_haystack(haystack)?;
     let held = HeldOut {
+        protocol: match o.tune_protocol {
+            TuneProtocolArg::Peer => TuneProtocol::Peer,
+            TuneProtocolArg::Calibration => TuneProtocol::Calibration,
+        },
         needles,
         lengths: o.tune_lengths.clone(),
         depths: o.tune_depths.clone(),
@@ -126,11 +153,26 @@ pub fn tune_profile(
         srh_heads: (1..=lm.spec.n_heads).collect(),
         windows: o.tune_windows.clone(),
         mixes: o.tune_mixes.clone(),
+        unions: o.tune_unions.clone(),
+        error_weights: o.tune_error_weights.clone(),
         budgets: o.tune_budgets.clone(),
     };
     anyhow::ensure!(
-        !grid.windows.is_empty() && !grid.mixes.is_empty() && !grid.budgets.is_empty(),
-        "--tune-windows, --tune-mixes and --tune-budgets must not be empty"
+        !grid.windows.is_empty()
+            && !grid.mixes.is_empty()
+            && !grid.unions.is_empty()
+            && !grid.error_weights.is_empty()
+            && !grid.budgets.is_empty(),
+        "--tune-windows, --tune-mixes, --tune-unions, --tune-error-weights and --tune-budgets \
+         must not be empty"
+    );
+    anyhow::ensure!(
+        grid.mixes
+            .iter()
+            .chain(&grid.unions)
+            .chain(&grid.error_weights)
+            .all(|x| x.is_finite() && (0.0..=1.0).contains(x)),
+        "--tune-mixes, --tune-unions and --tune-error-weights take values between 0 and 1"
     );
     let bar = ProgressBar::new(prompts.len() as u64);
     bar.set_style(ProgressStyle::with_template(
@@ -155,8 +197,9 @@ pub fn tune_profile(
     bar.finish_and_clear();
     profile.tuning = Some(tuning);
     profile.provenance.grid = format!(
-        "{}; tune: {} held-out prompts ({} needles x lengths {:?} x depths {:?}, {} passkey(s) \
-         each), srh_heads 1..={} x windows {:?} x mixes {:?} at budgets {:?}, {:.0} s",
+        "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
+         passkey(s) each), srh_heads 1..={} x windows {:?} x mixes {:?} x unions {:?} x error weights {:?} \
+         at budgets {:?}, {:.0} s",
         profile
             .provenance
             .grid
@@ -164,6 +207,7 @@ pub fn tune_profile(
             .next()
             .unwrap_or_default(),
         prompts.len(),
+        held.protocol,
         held.needles.len(),
         held.lengths,
         held.depths,
@@ -171,6 +215,8 @@ pub fn tune_profile(
         lm.spec.n_heads,
         grid.windows,
         grid.mixes,
+        grid.unions,
+        grid.error_weights,
         grid.budgets,
         started.elapsed().as_secs_f64()
     );
@@ -186,7 +232,15 @@ pub fn print_tuning(p: &Profile) {
         );
         return;
     };
-    let mut tab = Table::new(["budget", "srh heads", "window", "mix", "held-out score"]);
+    let mut tab = Table::new([
+        "budget",
+        "srh heads",
+        "window",
+        "mix",
+        "union",
+        "error weight",
+        "held-out score",
+    ]);
     let score_of = |table: &[(compresskv_runtime::profile::TuneSetting, f64)], s| {
         table
             .iter()
@@ -198,6 +252,8 @@ pub fn print_tuning(p: &Profile) {
         t.chosen.srh_heads.to_string(),
         t.chosen.window.to_string(),
         t.chosen.mix.to_string(),
+        t.chosen.union.to_string(),
+        t.chosen.error_weight.to_string(),
         score_of(&t.table, t.chosen),
     ]);
     for c in &t.per_budget {
@@ -206,6 +262,8 @@ pub fn print_tuning(p: &Profile) {
             c.chosen.srh_heads.to_string(),
             c.chosen.window.to_string(),
             c.chosen.mix.to_string(),
+            c.chosen.union.to_string(),
+            c.chosen.error_weight.to_string(),
             score_of(&c.table, c.chosen),
         ]);
     }

@@ -47,6 +47,7 @@ fn run(
         Bounds {
             min: 6,
             max_factor: 3.0,
+            error_weight: 1.0,
         },
         Some(test_profile(lm)),
         &lm.spec,

@@ -176,6 +176,7 @@ fn profile_tiny_model_end_to_end_and_resume() {
         Bounds {
             min: p.defaults.min_budget.min(12),
             max_factor: p.defaults.max_budget_factor,
+            error_weight: 1.0,
         },
         Some(hp),
         &lm.spec,
@@ -389,6 +390,10 @@ fn profile_tune_tiny_model_cli() {
             "4,8",
             "--tune-mixes",
             "0,0.5",
+            "--tune-unions",
+            "0,0.5",
+            "--tune-error-weights",
+            "1",
             "--tune-budgets",
             "24,48",
             "--json",
@@ -404,13 +409,13 @@ fn profile_tune_tiny_model_cli() {
     tune(&[]);
     let tuned = Profile::load(&path).unwrap();
     let t = tuned.tuning.clone().expect("tuning stored");
-    // 4 heads × 2 windows × 2 mixes, scored overall and per budget.
-    assert_eq!(t.table.len(), 16);
+    // 4 heads × 2 windows × 2 mixes × 2 unions, scored overall and per budget.
+    assert_eq!(t.table.len(), 32);
     assert_eq!(
         t.per_budget.iter().map(|c| c.budget).collect::<Vec<_>>(),
         vec![24, 48]
     );
-    assert!(t.per_budget.iter().all(|c| c.table.len() == 16));
+    assert!(t.per_budget.iter().all(|c| c.table.len() == 32));
     assert!(t.table.iter().any(|(s, _)| *s == t.chosen));
     let best = t.table.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let chosen_score = t.table.iter().find(|(s, _)| *s == t.chosen).unwrap().1;
@@ -426,8 +431,8 @@ fn profile_tune_tiny_model_cli() {
     );
     let lines: Vec<String> = (0..2)
         .map(|i| {
-            serde_json::json!({"grid": "srh_heads [1, 2, 3, 4] x window [4, 8] x mix [0.0, 0.5] x budgets [24, 48]",
-                "prompt": i, "task": "needle", "scores": vec![100.0; 32]})
+            serde_json::json!({"grid": "srh_heads [1, 2, 3, 4] x window [4, 8] x mix [0.0, 0.5] x union [0.0, 0.5] x error_weight [1.0] x budgets [24, 48]",
+                "prompt": i, "task": "needle", "scores": vec![100.0; 64]})
             .to_string()
         })
         .collect();

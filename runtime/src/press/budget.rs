@@ -17,6 +17,10 @@ pub enum Allocator {
 pub struct Bounds {
     pub min: usize,
     pub max_factor: f64,
+    /// How far the shares follow the layer errors: `w·share + (1 − w)/L` (1 = the paper,
+    /// 0 = uniform). Tuned per budget, because a share measured at one budget need not be the
+    /// right one at every budget.
+    pub error_weight: f64,
 }
 
 impl Default for Bounds {
@@ -24,6 +28,7 @@ impl Default for Bounds {
         Bounds {
             min: 32,
             max_factor: 3.0,
+            error_weight: 1.0,
         }
     }
 }
@@ -76,11 +81,16 @@ pub fn pyramid(n: usize, b: usize, window: usize) -> Vec<usize> {
 
 /// CompressKV: `budget_l = min + round(share_l × (L·B − L·min))`, clipped to
 /// `[min, max_factor·B]`, then corrected one entry at a time (by share order) until the total
-/// is exactly `L·B`.
+/// is exactly `L·B`. The shares are the normalised errors pulled toward `1/L` by
+/// `bounds.error_weight`.
 pub fn error_aware(errors: &[f64], b: usize, bounds: Bounds) -> Vec<usize> {
     let n = errors.len();
     let total_err: f64 = errors.iter().sum();
-    let shares: Vec<f64> = errors.iter().map(|e| e / total_err).collect();
+    let w = bounds.error_weight.clamp(0.0, 1.0);
+    let shares: Vec<f64> = errors
+        .iter()
+        .map(|e| w * e / total_err + (1.0 - w) / n as f64)
+        .collect();
     let min = bounds.min.min(b);
     let max = ((bounds.max_factor * b as f64).floor() as usize).max(b);
     let spare = (n * b - n * min) as f64;
@@ -185,6 +195,26 @@ mod tests {
         assert_eq!(out[0], 192);
         assert_eq!(out.iter().sum::<usize>(), 512);
         assert!(out[1..].iter().all(|&x| (45..=46).contains(&x)), "{out:?}");
+    }
+
+    #[test]
+    fn error_weight_pulls_the_shares_toward_uniform() {
+        let errs = [5.0, 3.0, 2.0];
+        let at = |w: f64| {
+            error_aware(
+                &errs,
+                100,
+                Bounds {
+                    error_weight: w,
+                    ..Bounds::default()
+                },
+            )
+        };
+        assert_eq!(at(1.0), vec![134, 93, 73]);
+        assert_eq!(at(0.0), vec![100, 100, 100]);
+        // w = 0.5: shares 0.4167/0.3167/0.2667 → 32 + 85 (85.0), 32 + 65 (64.6), 32 + 54
+        // (54.4) = 300.
+        assert_eq!(at(0.5), vec![117, 97, 86]);
     }
 
     #[test]

@@ -4,7 +4,12 @@
 //! errors. "CompressKV: Semantic Retrieval Heads Know What Tokens are Not Important Before
 //! Generation", arXiv:2508.02401.
 //!
-//! `mix` (beyond the paper) blends in the all-heads score: `(1 − λ)·srh + λ·all`.
+//! Beyond the paper, two ways to let the other heads in, chosen per budget by `profile tune`:
+//! `mix` blends the scores, `(1 − λ)·srh + λ·all`; `union` merges the rankings, so a share `u`
+//! of the kept entries follows the all-heads ranking and `1 − u` the SRH ranking
+//! ([`rank_union`]). A sharp retrieval head finds the evidence span at small budgets, but on
+//! Gemma 3 270M it misses digits of a passkey that the all-heads score keeps; the union keeps
+//! both heads' best entries instead of averaging them away.
 
 use super::{Allocator, HeadProfile, LayerView, Press, PressError, PressParams, Scores, snapkv};
 use crate::spec::ModelSpec;
@@ -34,6 +39,42 @@ pub fn srh_scores(per_q: &[Vec<f32>], heads: &[usize], mix: f64) -> Vec<f32> {
         .collect()
 }
 
+/// Rank-level union of two score lists over the entries before the `window`: entry `i` gets
+/// `−min(rank_srh(i) / (1 − u), rank_all(i) / u)`, so the top `k` of the result is (up to
+/// overlaps) the top `(1 − u)·k` of `srh` plus the top `u·k` of `all`, whatever `k` is. The
+/// window entries (always kept) get the highest score. `u = 0` ranks by `srh` alone.
+pub fn rank_union(srh: &[f32], all: &[f32], u: f64, window: usize) -> Vec<f32> {
+    let t = srh.len();
+    let prefix = t - window.min(t);
+    let ranks = |s: &[f32]| {
+        let mut idx: Vec<usize> = (0..prefix).collect();
+        idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+        let mut r = vec![0usize; prefix];
+        for (k, &i) in idx.iter().enumerate() {
+            r[i] = k;
+        }
+        r
+    };
+    let (rs, ra) = (ranks(srh), ranks(all));
+    let mut out: Vec<f32> = (0..prefix)
+        .map(|i| {
+            let a = if u >= 1.0 {
+                f64::INFINITY
+            } else {
+                rs[i] as f64 / (1.0 - u)
+            };
+            let b = if u <= 0.0 {
+                f64::INFINITY
+            } else {
+                ra[i] as f64 / u
+            };
+            -(a.min(b)) as f32
+        })
+        .collect();
+    out.extend(std::iter::repeat_n(f32::MAX, t - prefix));
+    out
+}
+
 impl Press for CompressKv {
     fn name(&self) -> &'static str {
         "compresskv"
@@ -46,10 +87,16 @@ impl Press for CompressKv {
         let k = view.params.srh_heads.clamp(1, view.spec.n_heads);
         let heads = &profile.srh_ranking[view.layer][..k];
         let per_q = snapkv::head_scores(view);
-        Ok(Some(Scores::Shared(srh_scores(
-            &per_q,
-            heads,
-            view.params.mix,
+        let scores = srh_scores(&per_q, heads, view.params.mix);
+        if view.params.union <= 0.0 || k == view.spec.n_heads {
+            return Ok(Some(Scores::Shared(scores)));
+        }
+        let all: Vec<usize> = (0..view.spec.n_heads).collect();
+        Ok(Some(Scores::Shared(rank_union(
+            &scores,
+            &srh_scores(&per_q, &all, 0.0),
+            view.params.union,
+            view.params.window,
         ))))
     }
 
@@ -74,6 +121,12 @@ impl Press for CompressKv {
                 p.srh_ranking.first().map_or(0, Vec::len),
                 spec.n_layers,
                 spec.n_heads
+            )));
+        }
+        if !(params.union.is_finite() && (0.0..=1.0).contains(&params.union)) {
+            return Err(PressError::BadBudget(format!(
+                "--union {} must be between 0 (SRH ranking only) and 1 (all-heads ranking only)",
+                params.union
             )));
         }
         if params.srh_heads == 0 || params.srh_heads > spec.n_heads {
@@ -122,5 +175,37 @@ mod tests {
         let m = srh_scores(&per_q, &[2], 0.5);
         assert!((m[1] - (0.5 + 0.5 * 0.25)).abs() < 1e-6);
         assert!((m[3] - (0.05 + 0.5 * 0.775)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rank_union_takes_each_rankings_best_entries() {
+        // 7 entries + window 1. SRH order: 0, 1, 2, …; all-heads order: 5, 4, 3, ….
+        let srh = [0.9, 0.8, 0.7, 0.1, 0.05, 0.0, 0.3, 0.0];
+        let all = [0.0, 0.05, 0.1, 0.3, 0.7, 0.9, 0.2, 0.0];
+        let w = 1;
+        let keep = |u: f64, budget: usize| {
+            select(
+                &Scores::Shared(rank_union(&srh, &all, u, w)),
+                budget,
+                w,
+                1,
+                Split::PerHeadEqual,
+            )
+        };
+        // u = 0.5, 4 picks: two from each ranking (ties alternate by index).
+        assert_eq!(keep(0.5, 5), KeepSet::Shared(vec![0, 1, 4, 5, 7]));
+        // u = 0 is the SRH ranking, u = 1 the all-heads ranking.
+        assert_eq!(keep(0.0, 3), KeepSet::Shared(vec![0, 1, 7]));
+        assert_eq!(keep(1.0, 3), KeepSet::Shared(vec![4, 5, 7]));
+        // u = 0.25, 4 picks: three from SRH (ranks 0, 1, 2 → 0, 1.33, 2.67), one from all
+        // (rank 0 → 0).
+        assert_eq!(keep(0.25, 5), KeepSet::Shared(vec![0, 1, 2, 5, 7]));
+        // An entry both rankings like counts once and frees a slot.
+        let both = [0.9, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let s = rank_union(&both, &both, 0.5, w);
+        assert_eq!(
+            select(&Scores::Shared(s), 3, w, 1, Split::PerHeadEqual),
+            KeepSet::Shared(vec![0, 2, 7])
+        );
     }
 }

@@ -49,6 +49,9 @@ pub struct PressParams {
     pub srh_heads: usize,
     /// CompressKV: blend with the all-heads score (0 = pure SRH, the paper).
     pub mix: f64,
+    /// CompressKV: share of the kept entries taken in the all-heads ranking, merged with the
+    /// SRH ranking (0 = pure SRH, the paper).
+    pub union: f64,
     /// StreamingLLM: attention-sink tokens kept at the start.
     pub sinks: usize,
 }
@@ -60,6 +63,7 @@ impl Default for PressParams {
             kernel: 5,
             srh_heads: 1,
             mix: 0.0,
+            union: 0.0,
             sinks: 4,
         }
     }

@@ -112,6 +112,16 @@ pub struct Defaults {
     pub max_budget_factor: f64,
     /// Mix between SRH scores (0) and all-head scores (1).
     pub mix: f64,
+    /// Share of the kept entries ranked by all heads, merged with the SRH ranking (0 = none).
+    #[serde(default)]
+    pub union: f64,
+    /// How far layer budgets follow the layer errors (1 = the paper, 0 = uniform).
+    #[serde(default = "one")]
+    pub error_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Defaults {
@@ -124,6 +134,8 @@ impl Defaults {
             min_budget: 32,
             max_budget_factor: 3.0,
             mix: 0.0,
+            union: 0.0,
+            error_weight: 1.0,
         }
     }
 }
@@ -178,6 +190,12 @@ pub struct TuneSetting {
     pub srh_heads: usize,
     pub window: usize,
     pub mix: f64,
+    /// Rank-level union with the all-heads ranking (absent in profiles made before it).
+    #[serde(default)]
+    pub union: f64,
+    /// Layer budgets: weight of the error shares against uniform (absent = 1, the paper).
+    #[serde(default = "one")]
+    pub error_weight: f64,
 }
 
 /// How the profile was made. Nothing machine-local (no absolute paths).
@@ -205,6 +223,8 @@ pub struct Overrides {
     pub window: Option<usize>,
     pub kernel: Option<usize>,
     pub mix: Option<f64>,
+    pub union: Option<f64>,
+    pub error_weight: Option<f64>,
 }
 
 /// Settings in force: defaults, overridden by tuning, overridden by the command line.
@@ -214,6 +234,8 @@ pub struct Effective {
     pub window: usize,
     pub kernel: usize,
     pub mix: f64,
+    pub union: f64,
+    pub error_weight: f64,
     pub min_budget: usize,
     pub max_budget_factor: f64,
 }
@@ -413,7 +435,14 @@ impl Profile {
             }
         }
         let d = &self.defaults;
-        check_setting("defaults", d.srh_heads, d.window, d.mix, fp.n_heads)?;
+        let ds = TuneSetting {
+            srh_heads: d.srh_heads,
+            window: d.window,
+            mix: d.mix,
+            union: d.union,
+            error_weight: d.error_weight,
+        };
+        check_setting("defaults", &ds, fp.n_heads)?;
         if d.kernel == 0 {
             return Err("defaults.kernel is 0 (must be ≥ 1)".into());
         }
@@ -428,15 +457,9 @@ impl Profile {
         }
         if let Some(t) = &self.tuning {
             let c = &t.chosen;
-            check_setting("tuning.chosen", c.srh_heads, c.window, c.mix, fp.n_heads)?;
+            check_setting("tuning.chosen", c, fp.n_heads)?;
             for (i, (s, recall)) in t.table.iter().enumerate() {
-                check_setting(
-                    &format!("tuning.table[{i}]"),
-                    s.srh_heads,
-                    s.window,
-                    s.mix,
-                    fp.n_heads,
-                )?;
+                check_setting(&format!("tuning.table[{i}]"), s, fp.n_heads)?;
                 if !recall.is_finite() || !(0.0..=1.0).contains(recall) {
                     return Err(format!(
                         "tuning.table[{i}] has mean recall {recall} (must be in [0, 1])"
@@ -449,15 +472,9 @@ impl Profile {
                     return Err(format!("{at} has budget 0"));
                 }
                 let s = &c.chosen;
-                check_setting(&at, s.srh_heads, s.window, s.mix, fp.n_heads)?;
+                check_setting(&at, s, fp.n_heads)?;
                 for (j, (s, v)) in c.table.iter().enumerate() {
-                    check_setting(
-                        &format!("{at}.table[{j}]"),
-                        s.srh_heads,
-                        s.window,
-                        s.mix,
-                        fp.n_heads,
-                    )?;
+                    check_setting(&format!("{at}.table[{j}]"), s, fp.n_heads)?;
                     if !v.is_finite() || !(0.0..=1.0).contains(v) {
                         return Err(format!(
                             "{at}.table[{j}] has mean score {v} (must be in [0, 1])"
@@ -672,6 +689,8 @@ impl Profile {
             window: d.window,
             kernel: d.kernel,
             mix: d.mix,
+            union: d.union,
+            error_weight: d.error_weight,
             min_budget: d.min_budget,
             max_budget_factor: d.max_budget_factor,
         };
@@ -680,6 +699,8 @@ impl Profile {
             e.srh_heads = c.srh_heads;
             e.window = c.window;
             e.mix = c.mix;
+            e.union = c.union;
+            e.error_weight = c.error_weight;
         }
         if let Some(v) = overrides.srh_heads {
             e.srh_heads = v;
@@ -692,6 +713,12 @@ impl Profile {
         }
         if let Some(v) = overrides.mix {
             e.mix = v;
+        }
+        if let Some(v) = overrides.union {
+            e.union = v;
+        }
+        if let Some(v) = overrides.error_weight {
+            e.error_weight = v;
         }
         e
     }
@@ -732,6 +759,25 @@ impl Profile {
                 what: "--mix",
                 problem: format!("{m} is outside [0, 1]"),
                 fix: "pass a value between 0 (SRH heads only) and 1 (all heads)".into(),
+            });
+        }
+        if let Some(u) = overrides.union
+            && !(u.is_finite() && (0.0..=1.0).contains(&u))
+        {
+            return Err(ProfileError::BadOverride {
+                what: "--union",
+                problem: format!("{u} is outside [0, 1]"),
+                fix: "pass the share of kept entries ranked by all heads, between 0 and 1".into(),
+            });
+        }
+        if let Some(w) = overrides.error_weight
+            && !(w.is_finite() && (0.0..=1.0).contains(&w))
+        {
+            return Err(ProfileError::BadOverride {
+                what: "--error-weight",
+                problem: format!("{w} is outside [0, 1]"),
+                fix: "pass 1 (layer budgets from the eviction errors), 0 (uniform) or between"
+                    .into(),
             });
         }
         Ok(self.effective(overrides))
@@ -808,13 +854,14 @@ fn check_matrix(what: &str, m: &[Vec<f64>], n_layers: usize, n_heads: usize) -> 
     Ok(())
 }
 
-fn check_setting(
-    what: &str,
-    srh_heads: usize,
-    window: usize,
-    mix: f64,
-    n_heads: usize,
-) -> Result<(), String> {
+fn check_setting(what: &str, s: &TuneSetting, n_heads: usize) -> Result<(), String> {
+    let TuneSetting {
+        srh_heads,
+        window,
+        mix,
+        union,
+        error_weight,
+    } = *s;
     if srh_heads == 0 || srh_heads > n_heads {
         return Err(format!(
             "{what}.srh_heads is {srh_heads} (must be in 1..={n_heads})"
@@ -825,6 +872,14 @@ fn check_setting(
     }
     if !mix.is_finite() || !(0.0..=1.0).contains(&mix) {
         return Err(format!("{what}.mix is {mix} (must be in [0, 1])"));
+    }
+    if !union.is_finite() || !(0.0..=1.0).contains(&union) {
+        return Err(format!("{what}.union is {union} (must be in [0, 1])"));
+    }
+    if !error_weight.is_finite() || !(0.0..=1.0).contains(&error_weight) {
+        return Err(format!(
+            "{what}.error_weight is {error_weight} (must be in [0, 1])"
+        ));
     }
     Ok(())
 }
@@ -1043,6 +1098,8 @@ mod tests {
                     srh_heads: 2,
                     window: 16,
                     mix: 0.25,
+                    union: 0.5,
+                    error_weight: 1.0,
                 },
                 table: vec![
                     (
@@ -1050,6 +1107,8 @@ mod tests {
                             srh_heads: 1,
                             window: 8,
                             mix: 0.0,
+                            union: 0.0,
+                            error_weight: 1.0,
                         },
                         0.5,
                     ),
@@ -1058,6 +1117,8 @@ mod tests {
                             srh_heads: 2,
                             window: 16,
                             mix: 0.25,
+                            union: 0.0,
+                            error_weight: 1.0,
                         },
                         0.875,
                     ),
@@ -1069,12 +1130,16 @@ mod tests {
                         srh_heads: 4,
                         window: 8,
                         mix: 0.5,
+                        union: 0.0,
+                        error_weight: 1.0,
                     },
                     table: vec![(
                         TuneSetting {
                             srh_heads: 4,
                             window: 8,
                             mix: 0.5,
+                            union: 0.0,
+                            error_weight: 1.0,
                         },
                         0.9,
                     )],
@@ -1513,6 +1578,8 @@ mod tests {
             min_budget: 32,
             max_budget_factor: 3.0,
             mix: 0.0,
+            union: 0.0,
+            error_weight: 1.0,
         };
         let tuning = p.tuning.take();
         let none = Overrides::default();
@@ -1523,6 +1590,8 @@ mod tests {
                 window: 8,
                 kernel: 5,
                 mix: 0.0,
+                union: 0.0,
+                error_weight: 1.0,
                 min_budget: 32,
                 max_budget_factor: 3.0
             }
@@ -1535,9 +1604,12 @@ mod tests {
             window: None,
             kernel: Some(7),
             mix: Some(1.0),
+            union: Some(0.5),
+            error_weight: Some(0.0),
         };
         let e = p.effective(&o);
         assert_eq!((e.srh_heads, e.window, e.mix, e.kernel), (3, 16, 1.0, 7));
+        assert_eq!((e.union, e.error_weight), (0.5, 0.0));
         assert_eq!((e.min_budget, e.max_budget_factor), (32, 3.0));
         let o = Overrides {
             window: Some(32),
@@ -1586,6 +1658,20 @@ mod tests {
                 },
                 "--mix",
             ),
+            (
+                Overrides {
+                    union: Some(1.5),
+                    ..Overrides::default()
+                },
+                "--union",
+            ),
+            (
+                Overrides {
+                    error_weight: Some(-0.1),
+                    ..Overrides::default()
+                },
+                "--error-weight",
+            ),
         ] {
             let m = p.effective_checked(&o).unwrap_err().to_string();
             assert!(m.contains(want) && m.contains("Fix:"), "{m}");
@@ -1611,12 +1697,26 @@ mod tests {
     }
 
     #[test]
+    fn settings_from_before_union_and_error_weight_keep_the_papers_behaviour() {
+        let s: TuneSetting = ron::from_str("(srh_heads: 1, window: 8, mix: 0.0)").unwrap();
+        assert_eq!((s.union, s.error_weight), (0.0, 1.0));
+        let d: Defaults = ron::from_str(
+            "(srh_heads: 1, window: 8, kernel: 5, min_budget: 32, max_budget_factor: 3.0, \
+             mix: 0.0)",
+        )
+        .unwrap();
+        assert_eq!((d.union, d.error_weight), (0.0, 1.0));
+    }
+
+    #[test]
     fn tuned_setting_follows_the_nearest_tuned_budget() {
         let t = Tuning {
             chosen: TuneSetting {
                 srh_heads: 1,
                 window: 8,
                 mix: 0.0,
+                union: 0.0,
+                error_weight: 1.0,
             },
             table: vec![],
             budgets: vec![],
@@ -1628,6 +1728,8 @@ mod tests {
                         srh_heads,
                         window: 8,
                         mix: 0.0,
+                        union: 0.0,
+                        error_weight: 1.0,
                     },
                     table: vec![],
                 })

@@ -50,10 +50,12 @@ impl W<'_> {
 
     fn setting(&self, s: &TuneSetting) -> Result<String, ProfileError> {
         Ok(format!(
-            "(srh_heads: {}, window: {}, mix: {})",
+            "(srh_heads: {}, window: {}, mix: {}, union: {}, error_weight: {})",
             s.srh_heads,
             s.window,
-            self.val(&s.mix)?
+            self.val(&s.mix)?,
+            self.val(&s.union)?,
+            self.val(&s.error_weight)?
         ))
     }
 
@@ -123,6 +125,8 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
     w.field(2, "min_budget", &d.min_budget)?;
     w.field(2, "max_budget_factor", &d.max_budget_factor)?;
     w.field(2, "mix", &d.mix)?;
+    w.field(2, "union", &d.union)?;
+    w.field(2, "error_weight", &d.error_weight)?;
     w.line(1, "),");
     match &p.tuning {
         None => w.line(1, "tuning: None,"),
