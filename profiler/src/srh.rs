@@ -111,11 +111,11 @@ pub fn word_recall(answer: &str, reference: &str) -> f64 {
     }
     let mut hit = 0;
     for w in &r {
-        if let Some(c) = avail.get_mut(w) {
-            if *c > 0 {
-                *c -= 1;
-                hit += 1;
-            }
+        if let Some(c) = avail.get_mut(w)
+            && *c > 0
+        {
+            *c -= 1;
+            hit += 1;
         }
     }
     hit as f64 / r.len() as f64

@@ -47,8 +47,15 @@ pub enum LoadError {
     ExtraTensors(Vec<String>),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// Boxed: fetch errors carry pip's output and would make every `Result<_, LoadError>` large.
     #[error(transparent)]
-    Fetch(#[from] fetch::FetchError),
+    Fetch(Box<fetch::FetchError>),
+}
+
+impl From<fetch::FetchError> for LoadError {
+    fn from(e: fetch::FetchError) -> Self {
+        LoadError::Fetch(Box::new(e))
+    }
 }
 
 impl LoadError {

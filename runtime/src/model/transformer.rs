@@ -83,11 +83,11 @@ impl Attention {
         // trimmed to the first query's window; later queries of a chunk need an explicit mask.
         let mut is_causal = s > 1;
         let mut mask = None;
-        if let AttentionKind::Sliding(w) = self.kind {
-            if s > 1 {
-                mask = Some(window_mask(q_pos, &g.positions, Some(w), &q.device()));
-                is_causal = false;
-            }
+        if let AttentionKind::Sliding(w) = self.kind
+            && s > 1
+        {
+            mask = Some(window_mask(q_pos, &g.positions, Some(w), &q.device()));
+            is_causal = false;
         }
         let (q, k, v, scale) = match self.backend {
             BackendKind::Flex => (q, k, v, Some(self.scale)),
@@ -413,17 +413,17 @@ impl Transformer {
                 // Keep only what the next query (at `start + s`) can see: at most the window.
                 lc.drop_before((start + s) as i64 - w as i64 + 1);
             }
-            if let Some(obs) = ctx.observer.as_deref_mut() {
-                if obs.wants(i) {
-                    obs.observe(AttentionEvent {
-                        layer: i,
-                        queries: &q,
-                        query_positions: &positions,
-                        cache: lc,
-                        attention: a,
-                        output: &o,
-                    });
-                }
+            if let Some(obs) = ctx.observer.as_deref_mut()
+                && obs.wants(i)
+            {
+                obs.observe(AttentionEvent {
+                    layer: i,
+                    queries: &q,
+                    query_positions: &positions,
+                    cache: lc,
+                    attention: a,
+                    output: &o,
+                });
             }
             if let Some(c) = ctx.capture.as_deref_mut() {
                 c.push(i, q);

@@ -93,7 +93,7 @@ impl Compressor {
         if params.window == 0 {
             return Err(PressError::BadBudget("--window must be at least 1".into()));
         }
-        if params.kernel == 0 || params.kernel % 2 == 0 {
+        if params.kernel == 0 || params.kernel.is_multiple_of(2) {
             return Err(PressError::BadBudget(format!(
                 "--kernel {} must be odd (same padding)",
                 params.kernel
