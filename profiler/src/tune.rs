@@ -153,6 +153,14 @@ pub fn held_out_prompts(
     Ok(out)
 }
 
+/// What a tune run found.
+#[derive(Debug, Clone)]
+pub struct TuneOutcome {
+    pub tuning: Tuning,
+    /// Held-out prompts left out because the full cache did not answer them.
+    pub dropped: usize,
+}
+
 /// One checkpoint line: a prompt's scores, one per (setting, budget) in grid order.
 #[derive(Debug, Serialize, Deserialize)]
 struct TuneCheckpoint {
@@ -190,7 +198,7 @@ pub fn tune(
     checkpoint: &Path,
     resume: bool,
     progress: &mut dyn FnMut(usize, usize, &str),
-) -> Result<Tuning, CalibError> {
+) -> Result<TuneOutcome, CalibError> {
     let io = |source| CalibError::Io {
         path: checkpoint.to_path_buf(),
         source,
@@ -340,7 +348,9 @@ pub fn tune(
         );
         per_prompt.push((task, scores, full));
     }
+    let n_prompts = per_prompt.len();
     let per_prompt = relative_to_full(per_prompt);
+    let dropped = n_prompts - per_prompt.len();
     let nb = grid.budgets.len();
     let table = score_table(&settings, nb, 0..nb, &per_prompt);
     let chosen = best_setting(&table).ok_or_else(|| {
@@ -359,11 +369,14 @@ pub fn tune(
             }
         })
         .collect();
-    Ok(Tuning {
-        chosen,
-        table,
-        budgets: Vec::new(),
-        per_budget,
+    Ok(TuneOutcome {
+        tuning: Tuning {
+            chosen,
+            table,
+            budgets: Vec::new(),
+            per_budget,
+        },
+        dropped,
     })
 }
 

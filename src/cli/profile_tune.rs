@@ -42,8 +42,9 @@ pub struct TuneOptions {
     /// Held-out depths (percent).
     #[arg(long, value_delimiter = ',', default_values_t = vec![10.0, 40.0, 65.0, 90.0])]
     pub tune_depths: Vec<f64>,
-    /// Passkey prompts per held-out (length, depth).
-    #[arg(long, default_value_t = 1)]
+    /// Passkey prompts per held-out (length, depth). Passkeys score 0 or 100, so they need more
+    /// prompts than needles for the same resolution.
+    #[arg(long, default_value_t = 2)]
     pub tune_passkeys: usize,
     /// Budgets the settings are scored at (mean entries per compressed layer).
     #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256])]
@@ -182,7 +183,7 @@ pub fn tune_profile(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let started = std::time::Instant::now();
-    let tuning = tune(
+    let outcome = tune(
         lm,
         profile,
         &prompts,
@@ -195,11 +196,12 @@ pub fn tune_profile(
         },
     )?;
     bar.finish_and_clear();
-    profile.tuning = Some(tuning);
+    profile.tuning = Some(outcome.tuning);
     profile.provenance.grid = format!(
         "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
          passkey(s) each), srh_heads 1..={} x windows {:?} x mixes {:?} x unions {:?} x error weights {:?} \
-         at budgets {:?}, {:.0} s",
+         at budgets {:?}, scored relative to the full cache ({} prompt(s) it missed left out), \
+         {:.0} s",
         profile
             .provenance
             .grid
@@ -218,6 +220,7 @@ pub fn tune_profile(
         grid.unions,
         grid.error_weights,
         grid.budgets,
+        outcome.dropped,
         started.elapsed().as_secs_f64()
     );
     Ok(())
