@@ -112,10 +112,7 @@ pub fn held_out_prompts(
             "no held-out needles for --tune: give a non-empty --tune-needles file".into(),
         ));
     }
-    let tok = &lm.tokenizer;
-    let encode = |s: &str| tok.encode(s, false).expect("tokenizer encode");
-    let decode = |ids: &[u32]| tok.decode(ids).expect("tokenizer decode");
-    let b = NiahBuilder::new(haystack, &encode, &decode).with_bos(lm.spec.bos_token_id);
+    let b = NiahBuilder::for_model(haystack, lm);
     let bad = |e: compresskv_runtime::eval::niah::NiahError| CalibError::Input(e.to_string());
     let mut out = Vec::new();
     let mut k = 0;

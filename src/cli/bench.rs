@@ -82,10 +82,7 @@ pub fn run(device: &str, a: BenchArgs) -> anyhow::Result<()> {
     let device = RuntimeDevice::parse(device)?;
     let lm = load_model(&a.model, &device)?;
     let haystack = super::eval_niah::load_haystack(a.haystack.as_deref())?;
-    let tok = &lm.tokenizer;
-    let encode = |s: &str| tok.encode(s, false).expect("tokenizer encode");
-    let decode = |ids: &[u32]| tok.decode(ids).expect("tokenizer decode");
-    let builder = NiahBuilder::new(&haystack, &encode, &decode).with_bos(lm.spec.bos_token_id);
+    let builder = NiahBuilder::for_model(&haystack, &lm);
     let needle = Needle::san_francisco();
 
     let mut compressors: Vec<(String, Option<Compressor>)> = Vec::new();
@@ -126,7 +123,7 @@ pub fn run(device: &str, a: BenchArgs) -> anyhow::Result<()> {
         for (_, c) in &compressors {
             continue_from(
                 &lm.model,
-                tok,
+                &lm.tokenizer,
                 &pre,
                 &opts,
                 c.as_ref().map(|c| c as &dyn CacheCompressor),
@@ -152,7 +149,7 @@ pub fn run(device: &str, a: BenchArgs) -> anyhow::Result<()> {
                 reset_peak_rss();
                 let o = continue_from(
                     &lm.model,
-                    tok,
+                    &lm.tokenizer,
                     &pre,
                     &opts,
                     c.as_ref().map(|c| c as &dyn CacheCompressor),

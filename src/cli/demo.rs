@@ -52,11 +52,7 @@ pub fn run(device: &str, a: DemoArgs) -> anyhow::Result<()> {
     let device = RuntimeDevice::parse(device)?;
     let lm = load_model(&a.model, &device)?;
     let needle = Needle::san_francisco();
-    let tok = &lm.tokenizer;
-    let encode = |s: &str| tok.encode(s, false).expect("tokenizer encode");
-    let decode = |ids: &[u32]| tok.decode(ids).expect("tokenizer decode");
-    let sample = NiahBuilder::new(&haystack, &encode, &decode)
-        .with_bos(lm.spec.bos_token_id)
+    let sample = NiahBuilder::for_model(&haystack, &lm)
         .peer_needle(&needle, a.length, a.depth)
         .context("building the demo prompt")?;
     let compressor = a

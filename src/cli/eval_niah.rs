@@ -330,10 +330,7 @@ fn build_samples(
     haystack: &Haystack,
     needles: &[Needle],
 ) -> anyhow::Result<Vec<(usize, NiahSample)>> {
-    let tok = &lm.tokenizer;
-    let encode = |s: &str| tok.encode(s, false).expect("tokenizer encode");
-    let decode = |ids: &[u32]| tok.decode(ids).expect("tokenizer decode");
-    let builder = NiahBuilder::new(haystack, &encode, &decode).with_bos(lm.spec.bos_token_id);
+    let builder = NiahBuilder::for_model(haystack, lm);
     let mut out = Vec::new();
     for &length in &a.lengths {
         for &depth in &a.depths {

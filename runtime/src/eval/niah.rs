@@ -501,20 +501,35 @@ struct Pieces<'s> {
 /// Builds samples from a haystack and a tokenizer.
 pub struct NiahBuilder<'a> {
     haystack: &'a Haystack,
-    encode: Encode<'a>,
-    decode: Decode<'a>,
+    encode: Box<dyn Fn(&str) -> Vec<u32> + 'a>,
+    decode: Box<dyn Fn(&[u32]) -> String + 'a>,
     bos: Option<u32>,
 }
 
 impl<'a> NiahBuilder<'a> {
     /// A builder without BOS.
-    pub fn new(haystack: &'a Haystack, encode: Encode<'a>, decode: Decode<'a>) -> Self {
+    pub fn new(
+        haystack: &'a Haystack,
+        encode: impl Fn(&str) -> Vec<u32> + 'a,
+        decode: impl Fn(&[u32]) -> String + 'a,
+    ) -> Self {
         NiahBuilder {
             haystack,
-            encode,
-            decode,
+            encode: Box::new(encode),
+            decode: Box::new(decode),
             bos: None,
         }
+    }
+
+    /// A builder with `model`'s tokenizer (no special tokens added) and its BOS first.
+    pub fn for_model(haystack: &'a Haystack, model: &'a crate::loader::LoadedModel) -> Self {
+        let tok = &model.tokenizer;
+        NiahBuilder::new(
+            haystack,
+            move |s: &str| tok.encode(s, false).expect("tokenizer encode"),
+            move |ids: &[u32]| tok.decode(ids).expect("tokenizer decode"),
+        )
+        .with_bos(model.spec.bos_token_id)
     }
 
     /// Put `bos` first in `prompt_ids`; it counts in `length`.
@@ -625,7 +640,7 @@ impl<'a> NiahBuilder<'a> {
             return Err(NiahError::TooShort { length, fixed });
         }
         let n = budget - needle_ids.len();
-        let hay = self.haystack.tokens(n, self.encode)?;
+        let hay = self.haystack.tokens(n, &*self.encode)?;
         let p = self.insertion_point(&hay, depth, Rounding::Floor);
         let (head, tail) = self.decode_split(&hay, p);
 
@@ -732,7 +747,7 @@ impl<'a> NiahBuilder<'a> {
             return Err(NiahError::TooShort { length, fixed });
         }
         let n = length - fixed;
-        let hay = self.haystack.tokens(n, self.encode)?;
+        let hay = self.haystack.tokens(n, &*self.encode)?;
         let p = self.insertion_point(&hay, depth, rounding);
 
         let mut prompt_ids = Vec::with_capacity(length);
