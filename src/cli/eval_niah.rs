@@ -184,7 +184,7 @@ pub fn run(device: &str, a: NiahArgs) -> anyhow::Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     for (idx, s) in &samples {
-        let todo: Vec<&(String, Option<usize>, Option<Compressor>)> = compressors
+        let todo: Vec<&MethodAtBudget> = compressors
             .iter()
             .filter(|(m, b, _)| !done.contains(&row_key(m, *b, s.length, s.depth, *idx)))
             .collect();
@@ -362,11 +362,11 @@ fn build_samples(
     Ok(out)
 }
 
-/// (method, budget, compressor): `full` once without a budget, every other method per budget.
-fn build_compressors(
-    a: &NiahArgs,
-    lm: &LoadedModel,
-) -> anyhow::Result<Vec<(String, Option<usize>, Option<Compressor>)>> {
+/// One method at one budget: (row label, budget, compressor); `full` has neither.
+type MethodAtBudget = (String, Option<usize>, Option<Compressor>);
+
+/// `full` once without a budget, every other method per budget.
+fn build_compressors(a: &NiahArgs, lm: &LoadedModel) -> anyhow::Result<Vec<MethodAtBudget>> {
     let mut out = Vec::new();
     for m in &a.methods {
         if m == "full" {

@@ -41,7 +41,7 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Profile a model once (Semantic Retrieval Heads, layer eviction errors) into
     /// profiles/<org>--<name>.ron.
-    Profile(profile::ProfileArgs),
+    Profile(Box<profile::ProfileArgs>),
     /// Speed and memory per method and prompt length (prefill, compression, decode, KV, RSS).
     Bench(bench::BenchArgs),
     /// Evaluate methods side by side: `niah` (needle / passkey retrieval), `longbench`.
@@ -53,7 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(&cli.device, a),
         Command::Generate(a) => generate::run(&cli.device, a),
         Command::Fetch(a) => fetch::run(a),
-        Command::Profile(a) => profile::run(&cli.device, a),
+        Command::Profile(a) => profile::run(&cli.device, *a),
         Command::Bench(a) => bench::run(&cli.device, a),
         Command::Eval(a) => eval::run(&cli.device, a),
     }

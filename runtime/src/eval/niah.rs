@@ -498,11 +498,14 @@ struct Pieces<'s> {
     suffix: &'s str,
 }
 
+type BoxedEncode<'a> = Box<dyn Fn(&str) -> Vec<u32> + 'a>;
+type BoxedDecode<'a> = Box<dyn Fn(&[u32]) -> String + 'a>;
+
 /// Builds samples from a haystack and a tokenizer.
 pub struct NiahBuilder<'a> {
     haystack: &'a Haystack,
-    encode: Box<dyn Fn(&str) -> Vec<u32> + 'a>,
-    decode: Box<dyn Fn(&[u32]) -> String + 'a>,
+    encode: BoxedEncode<'a>,
+    decode: BoxedDecode<'a>,
     bos: Option<u32>,
 }
 
@@ -912,7 +915,7 @@ mod tests {
         let tok = WordTok::default();
         let enc = |s: &str| tok.encode(s);
         let dec = |ids: &[u32]| tok.decode(ids);
-        let b = NiahBuilder::new(h, &enc, &dec).with_bos(bos);
+        let b = NiahBuilder::new(h, enc, dec).with_bos(bos);
         f(&b, &tok)
     }
 
