@@ -752,33 +752,32 @@ impl Profile {
                 fix: "pass a kernel of at least 1 (the default is 5; 1 disables pooling)".into(),
             });
         }
-        if let Some(m) = overrides.mix
-            && !(m.is_finite() && (0.0..=1.0).contains(&m))
-        {
-            return Err(ProfileError::BadOverride {
-                what: "--mix",
-                problem: format!("{m} is outside [0, 1]"),
-                fix: "pass a value between 0 (SRH heads only) and 1 (all heads)".into(),
-            });
-        }
-        if let Some(u) = overrides.union
-            && !(u.is_finite() && (0.0..=1.0).contains(&u))
-        {
-            return Err(ProfileError::BadOverride {
-                what: "--union",
-                problem: format!("{u} is outside [0, 1]"),
-                fix: "pass the share of kept entries ranked by all heads, between 0 and 1".into(),
-            });
-        }
-        if let Some(w) = overrides.error_weight
-            && !(w.is_finite() && (0.0..=1.0).contains(&w))
-        {
-            return Err(ProfileError::BadOverride {
-                what: "--error-weight",
-                problem: format!("{w} is outside [0, 1]"),
-                fix: "pass 1 (layer budgets from the eviction errors), 0 (uniform) or between"
-                    .into(),
-            });
+        for (what, value, fix) in [
+            (
+                "--mix",
+                overrides.mix,
+                "pass a value between 0 (SRH heads only) and 1 (all heads)",
+            ),
+            (
+                "--union",
+                overrides.union,
+                "pass the share of kept entries ranked by all heads, between 0 and 1",
+            ),
+            (
+                "--error-weight",
+                overrides.error_weight,
+                "pass 1 (layer budgets from the eviction errors), 0 (uniform) or between",
+            ),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && (0.0..=1.0).contains(&v))
+            {
+                return Err(ProfileError::BadOverride {
+                    what,
+                    problem: format!("{v} is outside [0, 1]"),
+                    fix: fix.into(),
+                });
+            }
         }
         Ok(self.effective(overrides))
     }
