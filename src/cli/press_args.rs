@@ -130,11 +130,6 @@ impl PressTuning {
             params.union = u;
         }
         if let Some(w) = self.error_weight {
-            anyhow::ensure!(
-                w.is_finite() && (0.0..=1.0).contains(&w),
-                "--error-weight {w} must be between 0 (uniform layer budgets) and 1 (from the \
-                 layer errors)"
-            );
             bounds.error_weight = w;
         }
         let sliding = match self.sliding {

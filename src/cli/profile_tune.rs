@@ -11,7 +11,9 @@ use compresskv_profiler::tune::{
 use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::niah::load_needles;
 use compresskv_runtime::loader::{LoadedModel, load_model};
-use compresskv_runtime::profile::{Profile, default_repo_profiles_dir, profile_file_name};
+use compresskv_runtime::profile::{
+    Profile, TuneSetting, default_repo_profiles_dir, profile_file_name,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::table::Table;
@@ -244,31 +246,26 @@ pub fn print_tuning(p: &Profile) {
         "error weight",
         "held-out score",
     ]);
-    let score_of = |table: &[(compresskv_runtime::profile::TuneSetting, f64)], s| {
+    let score_of = |table: &[(TuneSetting, f64)], s| {
         table
             .iter()
             .find(|(x, _)| *x == s)
             .map_or("-".into(), |(_, v)| format!("{:.1}", 100.0 * v))
     };
-    tab.row([
-        "all (mean)".to_string(),
-        t.chosen.srh_heads.to_string(),
-        t.chosen.window.to_string(),
-        t.chosen.mix.to_string(),
-        t.chosen.union.to_string(),
-        t.chosen.error_weight.to_string(),
-        score_of(&t.table, t.chosen),
-    ]);
-    for c in &t.per_budget {
+    let mut row = |label: String, s: TuneSetting, table: &[(TuneSetting, f64)]| {
         tab.row([
-            c.budget.to_string(),
-            c.chosen.srh_heads.to_string(),
-            c.chosen.window.to_string(),
-            c.chosen.mix.to_string(),
-            c.chosen.union.to_string(),
-            c.chosen.error_weight.to_string(),
-            score_of(&c.table, c.chosen),
-        ]);
+            label,
+            s.srh_heads.to_string(),
+            s.window.to_string(),
+            s.mix.to_string(),
+            s.union.to_string(),
+            s.error_weight.to_string(),
+            score_of(table, s),
+        ])
+    };
+    row("all (mean)".into(), t.chosen, &t.table);
+    for c in &t.per_budget {
+        row(c.budget.to_string(), c.chosen, &c.table);
     }
     println!("{}", tab.render());
 }

@@ -99,6 +99,13 @@ impl Compressor {
                 params.kernel
             )));
         }
+        if !(bounds.error_weight.is_finite() && (0.0..=1.0).contains(&bounds.error_weight)) {
+            return Err(PressError::BadBudget(format!(
+                "--error-weight {} must be between 0 (uniform layer budgets) and 1 (from the \
+                 layer errors)",
+                bounds.error_weight
+            )));
+        }
         press.check(spec, profile.as_ref(), &params)?;
         Ok(Compressor {
             press,
