@@ -6,7 +6,7 @@
 //! reference run on Gemma 3 270M (shared/notes/peer-baseline.md) shows the trade-off: the top-1
 //! SRH alone keeps ~85% needle recall at every budget but drops passkey digits; all heads
 //! (SnapKV's score) win at large budgets and collapse at small ones. So we search a small grid
-//! — SRH heads 1..=n_heads × observation window × score mix λ × rank union u
+//! — SRH heads 1..=n_heads × observation window × pooling kernel × score mix λ × rank union u
 //! ([`compresskv_runtime::press::compresskv::rank_union`]) × layer-budget error weight — on
 //! prompts that did not score the heads (other needles, depths and lengths, plus a passkey
 //! task), and keep the best setting at each budget (needle and passkey weigh the same). Every
@@ -37,6 +37,7 @@ use crate::calibrate::{CalibError, QUESTION_TEMPLATE};
 pub struct TuneGrid {
     pub srh_heads: Vec<usize>,
     pub windows: Vec<usize>,
+    pub kernels: Vec<usize>,
     pub mixes: Vec<f64>,
     pub unions: Vec<f64>,
     pub error_weights: Vec<f64>,
@@ -50,16 +51,19 @@ impl TuneGrid {
         let mut v = Vec::new();
         for &srh_heads in &self.srh_heads {
             for &window in &self.windows {
-                for &mix in &self.mixes {
-                    for &union in &self.unions {
-                        for &error_weight in &self.error_weights {
-                            v.push(TuneSetting {
-                                srh_heads,
-                                window,
-                                mix,
-                                union,
-                                error_weight,
-                            });
+                for &kernel in &self.kernels {
+                    for &mix in &self.mixes {
+                        for &union in &self.unions {
+                            for &error_weight in &self.error_weights {
+                                v.push(TuneSetting {
+                                    srh_heads,
+                                    window,
+                                    kernel,
+                                    mix,
+                                    union,
+                                    error_weight,
+                                });
+                            }
                         }
                     }
                 }
@@ -70,9 +74,15 @@ impl TuneGrid {
 
     fn describe(&self) -> String {
         format!(
-            "srh_heads {:?} x window {:?} x mix {:?} x union {:?} x error_weight {:?} x budgets \
-             {:?}",
-            self.srh_heads, self.windows, self.mixes, self.unions, self.error_weights, self.budgets
+            "srh_heads {:?} x window {:?} x kernel {:?} x mix {:?} x union {:?} x error_weight {:?} \
+             x budgets {:?}",
+            self.srh_heads,
+            self.windows,
+            self.kernels,
+            self.mixes,
+            self.unions,
+            self.error_weights,
+            self.budgets
         )
     }
 }
@@ -237,7 +247,7 @@ pub fn tune(
         {
             let params = PressParams {
                 window: s.window,
-                kernel: profile.defaults.kernel,
+                kernel: s.kernel,
                 srh_heads: s.srh_heads,
                 mix: s.mix,
                 union: s.union,
@@ -452,6 +462,7 @@ mod tests {
         let grid = TuneGrid {
             srh_heads: vec![1, 2],
             windows: vec![8],
+            kernels: vec![5],
             mixes: vec![0.0],
             unions: vec![0.0],
             error_weights: vec![1.0],

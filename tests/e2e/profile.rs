@@ -388,6 +388,8 @@ fn profile_tune_tiny_model_cli() {
             "40,80",
             "--tune-windows",
             "4,8",
+            "--tune-kernels",
+            "3,5",
             "--tune-mixes",
             "0,0.5",
             "--tune-unions",
@@ -409,13 +411,19 @@ fn profile_tune_tiny_model_cli() {
     tune(&[]);
     let tuned = Profile::load(&path).unwrap();
     let t = tuned.tuning.clone().expect("tuning stored");
-    // 4 heads × 2 windows × 2 mixes × 2 unions, scored overall and per budget.
-    assert_eq!(t.table.len(), 32);
+    // 4 heads × 2 windows × 2 kernels × 2 mixes × 2 unions, scored overall and per budget.
+    assert_eq!(t.table.len(), 64);
     assert_eq!(
         t.per_budget.iter().map(|c| c.budget).collect::<Vec<_>>(),
         vec![24, 48]
     );
-    assert!(t.per_budget.iter().all(|c| c.table.len() == 32));
+    assert!(t.per_budget.iter().all(|c| c.table.len() == 64));
+    // The tuned kernel is what the runtime uses at that budget.
+    let c48 = t.per_budget[1].chosen;
+    assert_eq!(
+        tuned.effective_at(Some(48), &Default::default()).kernel,
+        c48.kernel
+    );
     assert!(t.table.iter().any(|(s, _)| *s == t.chosen));
     let best = t.table.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let chosen_score = t.table.iter().find(|(s, _)| *s == t.chosen).unwrap().1;
@@ -431,8 +439,8 @@ fn profile_tune_tiny_model_cli() {
     );
     let lines: Vec<String> = (0..2)
         .map(|i| {
-            serde_json::json!({"grid": "srh_heads [1, 2, 3, 4] x window [4, 8] x mix [0.0, 0.5] x union [0.0, 0.5] x error_weight [1.0] x budgets [24, 48]",
-                "prompt": i, "task": "needle", "scores": vec![100.0; 64]})
+            serde_json::json!({"grid": "srh_heads [1, 2, 3, 4] x window [4, 8] x kernel [3, 5] x mix [0.0, 0.5] x union [0.0, 0.5] x error_weight [1.0] x budgets [24, 48]",
+                "prompt": i, "task": "needle", "scores": vec![100.0; 128]})
             .to_string()
         })
         .collect();

@@ -124,6 +124,10 @@ fn one() -> f64 {
     1.0
 }
 
+fn five() -> usize {
+    5
+}
+
 impl Defaults {
     /// The standard defaults for a model with `n_heads` query heads.
     pub fn for_heads(n_heads: usize) -> Defaults {
@@ -189,6 +193,10 @@ impl Tuning {
 pub struct TuneSetting {
     pub srh_heads: usize,
     pub window: usize,
+    /// Average-pooling kernel over the scores (absent = 5, the kernel every earlier tune ran
+    /// with). Wider kernels keep whole evidence spans rather than their peak tokens.
+    #[serde(default = "five")]
+    pub kernel: usize,
     pub mix: f64,
     /// Rank-level union with the all-heads ranking (absent in profiles made before it).
     #[serde(default)]
@@ -438,14 +446,12 @@ impl Profile {
         let ds = TuneSetting {
             srh_heads: d.srh_heads,
             window: d.window,
+            kernel: d.kernel,
             mix: d.mix,
             union: d.union,
             error_weight: d.error_weight,
         };
         check_setting("defaults", &ds, fp.n_heads)?;
-        if d.kernel == 0 {
-            return Err("defaults.kernel is 0 (must be ≥ 1)".into());
-        }
         if d.min_budget == 0 {
             return Err("defaults.min_budget is 0 (must be ≥ 1)".into());
         }
@@ -698,6 +704,7 @@ impl Profile {
             let c = t.setting_for(budget);
             e.srh_heads = c.srh_heads;
             e.window = c.window;
+            e.kernel = c.kernel;
             e.mix = c.mix;
             e.union = c.union;
             e.error_weight = c.error_weight;
@@ -857,6 +864,7 @@ fn check_setting(what: &str, s: &TuneSetting, n_heads: usize) -> Result<(), Stri
     let TuneSetting {
         srh_heads,
         window,
+        kernel,
         mix,
         union,
         error_weight,
@@ -868,6 +876,11 @@ fn check_setting(what: &str, s: &TuneSetting, n_heads: usize) -> Result<(), Stri
     }
     if window == 0 {
         return Err(format!("{what}.window is 0 (must be ≥ 1)"));
+    }
+    if kernel == 0 || kernel.is_multiple_of(2) {
+        return Err(format!(
+            "{what}.kernel is {kernel} (must be odd: 1 = no pooling, 5 = the paper's)"
+        ));
     }
     if !mix.is_finite() || !(0.0..=1.0).contains(&mix) {
         return Err(format!("{what}.mix is {mix} (must be in [0, 1])"));
@@ -1096,6 +1109,7 @@ mod tests {
                 chosen: TuneSetting {
                     srh_heads: 2,
                     window: 16,
+                    kernel: 9,
                     mix: 0.25,
                     union: 0.5,
                     error_weight: 1.0,
@@ -1105,6 +1119,7 @@ mod tests {
                         TuneSetting {
                             srh_heads: 1,
                             window: 8,
+                            kernel: 5,
                             mix: 0.0,
                             union: 0.0,
                             error_weight: 1.0,
@@ -1115,6 +1130,7 @@ mod tests {
                         TuneSetting {
                             srh_heads: 2,
                             window: 16,
+                            kernel: 5,
                             mix: 0.25,
                             union: 0.0,
                             error_weight: 1.0,
@@ -1128,6 +1144,7 @@ mod tests {
                     chosen: TuneSetting {
                         srh_heads: 4,
                         window: 8,
+                        kernel: 5,
                         mix: 0.5,
                         union: 0.0,
                         error_weight: 1.0,
@@ -1136,6 +1153,7 @@ mod tests {
                         TuneSetting {
                             srh_heads: 4,
                             window: 8,
+                            kernel: 5,
                             mix: 0.5,
                             union: 0.0,
                             error_weight: 1.0,
@@ -1340,6 +1358,10 @@ mod tests {
             ),
             (Box::new(|p| p.defaults.window = 0), "defaults.window is 0"),
             (Box::new(|p| p.defaults.kernel = 0), "defaults.kernel is 0"),
+            (
+                Box::new(|p| p.tuning.as_mut().unwrap().chosen.kernel = 4),
+                "tuning.chosen.kernel is 4 (must be odd",
+            ),
             (
                 Box::new(|p| p.defaults.srh_heads = 5),
                 "defaults.srh_heads is 5 (must be in 1..=4)",
@@ -1595,9 +1617,9 @@ mod tests {
                 max_budget_factor: 3.0
             }
         );
-        p.tuning = tuning; // chosen: 2 heads, window 16, mix 0.25
+        p.tuning = tuning; // chosen: 2 heads, window 16, kernel 9, mix 0.25
         let e = p.effective(&none);
-        assert_eq!((e.srh_heads, e.window, e.mix, e.kernel), (2, 16, 0.25, 5));
+        assert_eq!((e.srh_heads, e.window, e.mix, e.kernel), (2, 16, 0.25, 9));
         let o = Overrides {
             srh_heads: Some(3),
             window: None,
@@ -1696,9 +1718,9 @@ mod tests {
     }
 
     #[test]
-    fn settings_from_before_union_and_error_weight_keep_the_papers_behaviour() {
+    fn settings_from_before_union_error_weight_and_kernel_keep_the_papers_behaviour() {
         let s: TuneSetting = ron::from_str("(srh_heads: 1, window: 8, mix: 0.0)").unwrap();
-        assert_eq!((s.union, s.error_weight), (0.0, 1.0));
+        assert_eq!((s.union, s.error_weight, s.kernel), (0.0, 1.0, 5));
         let d: Defaults = ron::from_str(
             "(srh_heads: 1, window: 8, kernel: 5, min_budget: 32, max_budget_factor: 3.0, \
              mix: 0.0)",
@@ -1713,6 +1735,7 @@ mod tests {
             chosen: TuneSetting {
                 srh_heads: 1,
                 window: 8,
+                kernel: 5,
                 mix: 0.0,
                 union: 0.0,
                 error_weight: 1.0,
@@ -1726,6 +1749,7 @@ mod tests {
                     chosen: TuneSetting {
                         srh_heads,
                         window: 8,
+                        kernel: 5,
                         mix: 0.0,
                         union: 0.0,
                         error_weight: 1.0,

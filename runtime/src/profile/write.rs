@@ -50,9 +50,10 @@ impl W<'_> {
 
     fn setting(&self, s: &TuneSetting) -> Result<String, ProfileError> {
         Ok(format!(
-            "(srh_heads: {}, window: {}, mix: {}, union: {}, error_weight: {})",
+            "(srh_heads: {}, window: {}, kernel: {}, mix: {}, union: {}, error_weight: {})",
             s.srh_heads,
             s.window,
+            s.kernel,
             self.val(&s.mix)?,
             self.val(&s.union)?,
             self.val(&s.error_weight)?
