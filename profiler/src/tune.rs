@@ -371,7 +371,7 @@ pub fn tune(
             let table = score_table(&settings, nb, bi..bi + 1, &per_prompt);
             BudgetChoice {
                 budget,
-                chosen: best_setting(&table).unwrap_or(chosen),
+                chosen: best_setting_or(&table, chosen),
                 table,
             }
         })
@@ -442,6 +442,18 @@ pub fn score_table(
         .collect()
 }
 
+/// The best setting at one budget; a tie with `overall` (the best over all budgets) goes to
+/// `overall`, which more prompts back, and other ties to the earliest in grid order. When
+/// several settings saturate a budget's held-out score, the earliest may be one that only just
+/// does (a narrow kernel at a large budget) where the overall choice holds at every budget.
+pub fn best_setting_or(table: &[(TuneSetting, f64)], overall: TuneSetting) -> TuneSetting {
+    let best = table.iter().map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max);
+    match table.iter().find(|(s, _)| *s == overall) {
+        Some((_, v)) if *v >= best - 1e-12 => overall,
+        _ => best_setting(table).unwrap_or(overall),
+    }
+}
+
 /// The best setting; ties go to the earliest in grid order (the simplest).
 pub fn best_setting(table: &[(TuneSetting, f64)]) -> Option<TuneSetting> {
     let mut best: Option<(TuneSetting, f64)> = None;
@@ -488,6 +500,10 @@ mod tests {
         assert!((t128[1].1 - 1.0).abs() < 1e-12);
         let tie = vec![(settings[0], 0.5), (settings[1], 0.5)];
         assert_eq!(best_setting(&tie).unwrap().srh_heads, 1);
+        // A budget's tie goes to the overall choice; a strictly better setting still wins.
+        assert_eq!(best_setting_or(&tie, settings[1]).srh_heads, 2);
+        let better = vec![(settings[0], 0.75), (settings[1], 0.5)];
+        assert_eq!(best_setting_or(&better, settings[1]).srh_heads, 1);
     }
 
     #[test]

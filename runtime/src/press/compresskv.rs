@@ -10,6 +10,11 @@
 //! ([`rank_union`]). A sharp retrieval head finds the evidence span at small budgets, but on
 //! Gemma 3 270M it misses digits of a passkey that the all-heads score keeps; the union keeps
 //! both heads' best entries instead of averaging them away.
+//!
+//! The average-pooling kernel (`PressParams::kernel`, shared with SnapKV; the profile's tune
+//! picks it per budget) decides how much of the evidence survives: a retrieval head peaks on a
+//! few tokens of the needle, a narrow kernel keeps those peaks with holes between them (the
+//! answer loses words or digits), a wide one keeps the sentence around each peak.
 
 use super::{Allocator, HeadProfile, LayerView, Press, PressError, PressParams, Scores, snapkv};
 use crate::spec::ModelSpec;
