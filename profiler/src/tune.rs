@@ -447,7 +447,10 @@ pub fn score_table(
 /// several settings saturate a budget's held-out score, the earliest may be one that only just
 /// does (a narrow kernel at a large budget) where the overall choice holds at every budget.
 pub fn best_setting_or(table: &[(TuneSetting, f64)], overall: TuneSetting) -> TuneSetting {
-    let best = table.iter().map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max);
+    let best = table
+        .iter()
+        .map(|(_, v)| *v)
+        .fold(f64::NEG_INFINITY, f64::max);
     match table.iter().find(|(s, _)| *s == overall) {
         Some((_, v)) if *v >= best - 1e-12 => overall,
         _ => best_setting(table).unwrap_or(overall),
