@@ -241,7 +241,7 @@ impl AttentionObserver for ErrorProbe {
         let g = &groups[0];
         let s = ev.query_positions.len();
         let t = g.len();
-        let (k, v) = (g.k.clone(), g.v.clone());
+        let (k, v) = (g.k(), g.v());
         let d = k.dims()[2];
         let new_k = k.narrow(2, d - s, s);
         let new_v = v.narrow(2, d - s, s);

@@ -23,15 +23,66 @@ impl BackendKind {
     }
 }
 
+/// How the CPU computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Weights stay in their stored block format (GGUF quants, bf16/f16) and the matmuls,
+    /// activations and attention run on the runtime's own CPU kernels (`model::kernels`).
+    #[default]
+    Fast,
+    /// Everything dequantized to f32 and computed by Burn: the reference the golden tests
+    /// check, and what the GPU backends always do.
+    Exact,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fast => "fast",
+            Precision::Exact => "exact",
+        }
+    }
+}
+
+/// Load-time conversion of the weight matrices for the fast path (`--weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// As stored in the file.
+    #[default]
+    Native,
+    Q8_0,
+    F16,
+    F32,
+}
+
+impl WeightFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Native => "native",
+            WeightFormat::Q8_0 => "q8_0",
+            WeightFormat::F16 => "f16",
+            WeightFormat::F32 => "f32",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RuntimeDevice {
     pub device: Device,
     pub kind: BackendKind,
+    pub precision: Precision,
+    pub weights: WeightFormat,
 }
 
 impl std::fmt::Debug for RuntimeDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RuntimeDevice({})", self.kind.name())
+        write!(
+            f,
+            "RuntimeDevice({}, {}, weights {})",
+            self.kind.name(),
+            self.precision.name(),
+            self.weights.name()
+        )
     }
 }
 
@@ -43,13 +94,48 @@ impl std::fmt::Debug for RuntimeDevice {
 pub struct DeviceError(String, String);
 
 impl RuntimeDevice {
+    fn new(device: Device, kind: BackendKind) -> Self {
+        RuntimeDevice {
+            device,
+            kind,
+            precision: Precision::default(),
+            weights: WeightFormat::default(),
+        }
+    }
+
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    pub fn with_weights(mut self, weights: WeightFormat) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// Whether the model runs on the runtime's CPU kernels (quantized weights in memory) rather
+    /// than on Burn ops in f32.
+    pub fn uses_cpu_kernels(&self) -> bool {
+        self.kind == BackendKind::Flex && self.precision == Precision::Fast
+    }
+
+    /// One line for reports: backend, precision and, on the kernel path, the SIMD level.
+    pub fn describe(&self) -> String {
+        if self.uses_cpu_kernels() {
+            format!(
+                "{}, fast kernels ({}, weights {})",
+                self.kind.name(),
+                crate::model::kernels::simd::active().name(),
+                self.weights.name()
+            )
+        } else {
+            format!("{}, exact f32", self.kind.name())
+        }
+    }
     /// The CPU device (burn-flex, f32).
     #[cfg(feature = "flex")]
     pub fn cpu() -> Self {
-        RuntimeDevice {
-            device: Device::flex(),
-            kind: BackendKind::Flex,
-        }
+        RuntimeDevice::new(Device::flex(), BackendKind::Flex)
     }
 
     /// Names accepted by [`RuntimeDevice::parse`] in this build.
@@ -93,20 +179,17 @@ impl RuntimeDevice {
                         .map(|s| s.parse().map_err(|_| unavailable()))
                         .transpose()?
                         .unwrap_or(0);
-                    return Ok(RuntimeDevice {
-                        device: Device::cuda(idx),
-                        kind: BackendKind::Cuda,
-                    });
+                    return Ok(RuntimeDevice::new(Device::cuda(idx), BackendKind::Cuda));
                 }
                 #[allow(unreachable_code)]
                 Err(unavailable())
             }
             "wgpu" => {
                 #[cfg(feature = "wgpu")]
-                return Ok(RuntimeDevice {
-                    device: Device::wgpu(burn::tensor::DeviceKind::default()),
-                    kind: BackendKind::Wgpu,
-                });
+                return Ok(RuntimeDevice::new(
+                    Device::wgpu(burn::tensor::DeviceKind::default()),
+                    BackendKind::Wgpu,
+                ));
                 #[allow(unreachable_code)]
                 Err(unavailable())
             }

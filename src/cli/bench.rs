@@ -8,7 +8,6 @@
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
 use compresskv_runtime::generate::{CacheCompressor, GenerateOptions, continue_from, prefill};
 use compresskv_runtime::loader::load_model;
@@ -71,7 +70,7 @@ pub struct BenchRow {
     pub repeats: usize,
 }
 
-pub fn run(device: &str, a: BenchArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
     anyhow::ensure!(a.decode_tokens >= 2, "--decode-tokens must be at least 2");
     let say = |s: &str| {
@@ -79,7 +78,7 @@ pub fn run(device: &str, a: BenchArgs) -> anyhow::Result<()> {
             eprintln!("{s}");
         }
     };
-    let device = RuntimeDevice::parse(device)?;
+    let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
     let haystack = super::eval_niah::load_haystack(a.haystack.as_deref())?;
     let builder = NiahBuilder::for_model(&haystack, &lm);
@@ -195,7 +194,10 @@ pub fn run(device: &str, a: BenchArgs) -> anyhow::Result<()> {
 
     if a.json {
         return super::print_json(&serde_json::json!({
-            "model": lm.id, "device": device.kind.name(), "budget": a.budget,
+            "model": lm.id, "device": device.describe(), "precision": device.precision.name(),
+            "weight_formats": lm.model.kernel_formats().iter().map(|(f, n, b)| serde_json::json!({
+                "format": f, "tensors": n, "bytes": b })).collect::<Vec<_>>(),
+            "budget": a.budget,
             "decode_tokens": a.decode_tokens, "repeats": a.repeats,
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "memory_bandwidth_bytes_per_s": bandwidth, "decode_weight_bytes": weights,
@@ -242,7 +244,7 @@ pub fn run(device: &str, a: BenchArgs) -> anyhow::Result<()> {
         "{} on {}, {} threads; median of {} repeats after a warm-up; decode of {} tokens; \
          prefill shared by the methods of a length. Decode reads {} of weights per token{}.",
         lm.id,
-        device.kind.name(),
+        device.describe(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
 use compresskv_runtime::generate::{CacheCompressor, GenerateOptions};
@@ -38,7 +37,7 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-pub fn run(device: &str, a: DemoArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
     let say = |s: &str| {
         if !a.json {
             println!("{s}");
@@ -49,7 +48,7 @@ pub fn run(device: &str, a: DemoArgs) -> anyhow::Result<()> {
         fetch::fetch_model(&a.model, &mut |l| say(&format!("  {l}")))?;
     }
     let haystack = super::eval_niah::load_haystack(a.haystack.as_deref())?;
-    let device = RuntimeDevice::parse(device)?;
+    let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
     let needle = Needle::san_francisco();
     let sample = NiahBuilder::for_model(&haystack, &lm)

@@ -17,7 +17,7 @@ pub enum EvalCommand {
     Longbench(super::eval_longbench::LongbenchArgs),
 }
 
-pub fn run(device: &str, a: EvalArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, a: EvalArgs) -> anyhow::Result<()> {
     match a.cmd {
         EvalCommand::Niah(a) => super::eval_niah::run(device, a),
         EvalCommand::Longbench(a) => super::eval_longbench::run(device, a),

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::fidelity::fidelity;
 use compresskv_runtime::eval::longbench::{
     LongBenchConfig, LongBenchSample, load_samples, official_max_new_tokens, stops_at_newline,
@@ -144,9 +143,9 @@ struct SummaryRow {
     kv_bytes_kept: f64,
 }
 
-pub fn run(device: &str, a: LongbenchArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
     let t_start = Instant::now();
-    let device = RuntimeDevice::parse(device)?;
+    let device = device.runtime()?;
     let data_dir = find_data_dir(&a.data)?;
     let available = jsonl_names(&data_dir);
     let datasets: Vec<String> = if a.datasets.is_empty() {

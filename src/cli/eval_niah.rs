@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::niah::{
     Haystack, Needle, NiahBuilder, NiahSample, PaperOptions, load_needles, sample_seed,
 };
@@ -151,9 +150,9 @@ pub struct SummaryRow {
     pub mean_kv_cache_bytes: f64,
 }
 
-pub fn run(device: &str, a: NiahArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, a: NiahArgs) -> anyhow::Result<()> {
     validate(&a)?;
-    let device = RuntimeDevice::parse(device)?;
+    let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
     let haystack = load_haystack(a.haystack.as_deref())?;
     let needles = match &a.needles {

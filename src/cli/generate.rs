@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::generate::{GenerateOptions, generate};
 use compresskv_runtime::loader::load_model;
 
@@ -41,8 +40,8 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-pub fn run(device: &str, a: GenerateArgs) -> anyhow::Result<()> {
-    let device = RuntimeDevice::parse(device)?;
+pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
+    let device = device.runtime()?;
     let prompt = match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -82,9 +81,11 @@ pub fn run(device: &str, a: GenerateArgs) -> anyhow::Result<()> {
         println!("{}{}", prompt, out.text);
         eprintln!();
         let mut t = Table::new([
+            "method",
             "prompt tokens",
             "new tokens",
             "prefill",
+            "compress",
             "decode",
             "KV cache",
         ]);

@@ -15,6 +15,8 @@ mod profile_tune;
 mod table;
 
 use clap::{Parser, Subcommand};
+use compresskv_runtime::RuntimeDevice;
+use compresskv_runtime::device::{Precision, WeightFormat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,11 +25,66 @@ use clap::{Parser, Subcommand};
     about = "Long-context LLM inference with a compressed KV cache (CompressKV)"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where and how the model computes (global flags of every command).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
     /// Compute device: cpu, cuda[:N], wgpu, or auto.
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
-    #[command(subcommand)]
-    pub command: Command,
+    /// `fast`: weights stay quantized in memory and run on the CPU kernels; `exact`: everything
+    /// in f32 through Burn (the reference the golden tests check; GPUs always use it).
+    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::Fast)]
+    pub precision: PrecisionArg,
+    /// Convert the weight matrices at load (fast path): keep the file's format (`native`), or
+    /// requantize to q8_0, f16 or f32.
+    #[arg(long, global = true, value_enum, default_value_t = WeightsArg::Native)]
+    pub weights: WeightsArg,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum PrecisionArg {
+    Fast,
+    Exact,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum WeightsArg {
+    Native,
+    #[value(name = "q8_0")]
+    Q8_0,
+    F16,
+    F32,
+}
+
+impl DeviceArgs {
+    pub fn runtime(&self) -> anyhow::Result<RuntimeDevice> {
+        let precision = match self.precision {
+            PrecisionArg::Fast => Precision::Fast,
+            PrecisionArg::Exact => Precision::Exact,
+        };
+        let weights = match self.weights {
+            WeightsArg::Native => WeightFormat::Native,
+            WeightsArg::Q8_0 => WeightFormat::Q8_0,
+            WeightsArg::F16 => WeightFormat::F16,
+            WeightsArg::F32 => WeightFormat::F32,
+        };
+        if precision == Precision::Exact && weights != WeightFormat::Native {
+            anyhow::bail!(
+                "--weights {} applies to the fast CPU kernels; --precision exact computes in f32 \
+                 from the file's weights (drop one of the two flags)",
+                weights.name()
+            );
+        }
+        Ok(RuntimeDevice::parse(&self.device)?
+            .with_precision(precision)
+            .with_weights(weights))
+    }
 }
 
 #[derive(Subcommand, Debug)]

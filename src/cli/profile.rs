@@ -8,7 +8,6 @@ use compresskv_profiler::calibrate::{
     ErrorPlan, Grid, QA_MAX_NEW, RunOptions, load_haystack, load_needles, load_qa, profile_model,
 };
 use compresskv_profiler::layer_error::ErrorSettings;
-use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::loader::hf_config::spec_from_hf_config;
 use compresskv_runtime::loader::{fetch, load_model};
 use compresskv_runtime::press::budget::{Allocator, Bounds};
@@ -137,7 +136,7 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-pub fn run(device: &str, a: ProfileArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, a: ProfileArgs) -> anyhow::Result<()> {
     match a.sub {
         Some(ProfileSub::Show(s)) => show(s),
         Some(ProfileSub::ImportPaper(i)) => import(i),
@@ -146,11 +145,11 @@ pub fn run(device: &str, a: ProfileArgs) -> anyhow::Result<()> {
     }
 }
 
-fn calibrate(device: &str, a: RunArgs) -> anyhow::Result<()> {
+fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
     let model = a
         .model
         .context("--model is required (e.g. --model google/gemma-3-270m)")?;
-    let device = RuntimeDevice::parse(device)?;
+    let device = device.runtime()?;
     let lm = load_model(&model, &device)?;
     let needles_path = a.needles.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration-data/needles.jsonl")

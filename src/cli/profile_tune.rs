@@ -8,7 +8,6 @@ use clap::Args;
 use compresskv_profiler::tune::{
     HeldOut, TuneGrid, TuneProtocol, held_out_prompts, tune, tune_checkpoint_path,
 };
-use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::eval::niah::load_needles;
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::profile::{
@@ -94,8 +93,8 @@ pub struct TuneArgs {
     pub json: bool,
 }
 
-pub fn run(device: &str, a: TuneArgs) -> anyhow::Result<()> {
-    let device = RuntimeDevice::parse(device)?;
+pub fn run(device: &super::DeviceArgs, a: TuneArgs) -> anyhow::Result<()> {
+    let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
     let path = a
         .profile

@@ -28,8 +28,8 @@ impl Table {
         let line = |cells: &[String]| {
             cells
                 .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+                .zip(&w)
+                .map(|(c, &width)| format!("{c:<width$}"))
                 .collect::<Vec<_>>()
                 .join("  ")
                 .trim_end()

@@ -6,7 +6,9 @@ use compresskv_runtime::loader::load_hf_dir;
 use compresskv_runtime::model::transformer::Transformer;
 use compresskv_runtime::{CausalLM, ForwardCtx, KvCache};
 
-use crate::common::{cpu, json, max_abs_diff, shared_dir};
+use compresskv_runtime::RuntimeDevice;
+
+use crate::common::{cpu, cpu_fast, json, max_abs_diff, shared_dir};
 
 const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
 
@@ -21,13 +23,25 @@ fn logits_rows(model: &mut Transformer, ids: &[u32], last: usize, chunk: usize) 
     (0..n).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
 }
 
+/// Both paths on every architecture: the exact f32 path (Burn), and the CPU kernels on the
+/// weights as stored (f32 here, so the same tolerance holds).
 #[test]
 fn tiny_models_match_reference_logits_tokens_and_greedy() {
     let Some(shared) = shared_dir() else { return };
+    let devices = [("exact", cpu()), ("fast", cpu_fast())];
     for arch in ARCHS {
+        for (path, device) in &devices {
+            check_tiny(&shared, arch, path, device);
+        }
+    }
+}
+
+fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &RuntimeDevice) {
+    let tag = format!("{arch} ({path})");
+    {
         let dir = shared.join(format!("reference/tiny/tiny-{arch}"));
         let golden = json(&dir.join("golden.json"));
-        let mut lm = load_hf_dir(&dir, &cpu()).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let mut lm = load_hf_dir(&dir, device).unwrap_or_else(|e| panic!("{tag}: {e}"));
         for (pi, p) in golden["prompts"].as_array().unwrap().iter().enumerate() {
             let ids: Vec<u32> = p["ids"]
                 .as_array()
@@ -39,7 +53,7 @@ fn tiny_models_match_reference_logits_tokens_and_greedy() {
                 .tokenizer
                 .encode(p["text"].as_str().unwrap(), true)
                 .unwrap();
-            assert_eq!(ours, ids, "{arch} prompt {pi}: tokenizer ids");
+            assert_eq!(ours, ids, "{tag} prompt {pi}: tokenizer ids");
 
             let reference: Vec<Vec<f32>> = p["last3_logits"]
                 .as_array()
@@ -61,7 +75,7 @@ fn tiny_models_match_reference_logits_tokens_and_greedy() {
                     let d = max_abs_diff(a, b);
                     assert!(
                         d < 1e-3,
-                        "{arch} prompt {pi} row {r} chunk {chunk}: max |Δ| = {d}"
+                        "{tag} prompt {pi} row {r} chunk {chunk}: max |Δ| = {d}"
                     );
                 }
             }
@@ -79,7 +93,7 @@ fn tiny_models_match_reference_logits_tokens_and_greedy() {
             let out = generate(&lm.model, &lm.tokenizer, &ids, &opts, None).unwrap();
             assert_eq!(
                 out.token_ids, want,
-                "{arch} prompt {pi}: greedy continuation"
+                "{tag} prompt {pi}: greedy continuation"
             );
         }
     }
@@ -88,10 +102,14 @@ fn tiny_models_match_reference_logits_tokens_and_greedy() {
 #[test]
 fn incremental_decode_equals_full_forward() {
     let Some(shared) = shared_dir() else { return };
-    for arch in ARCHS {
-        let dir = shared.join(format!("reference/tiny/tiny-{arch}"));
+    for (arch, device) in ARCHS.iter().flat_map(|a| [(a, cpu()), (a, cpu_fast())]) {
+        let arch = format!("{arch} ({})", device.precision.name());
+        let dir = shared.join(format!(
+            "reference/tiny/tiny-{}",
+            arch.split(' ').next().unwrap()
+        ));
         let golden = json(&dir.join("golden.json"));
-        let mut lm = load_hf_dir(&dir, &cpu()).unwrap();
+        let mut lm = load_hf_dir(&dir, &device).unwrap();
         // The longer prompt: for gemma3 it exceeds the sliding window (16).
         let p = golden["prompts"].as_array().unwrap().last().unwrap();
         let ids: Vec<u32> = p["ids"]

@@ -10,17 +10,67 @@
 //! splits the layer into one group per head, each with its own length — physically ragged, not
 //! masked.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::spec::{AttentionKind, ModelSpec};
+
+/// Where a group's K/V live.
+#[derive(Clone, Debug)]
+enum KvData {
+    /// Burn tensors `[1, h, T, D]` (the exact path and the GPU backends).
+    Tensor { k: Tensor<4>, v: Tensor<4> },
+    /// Host rows for the CPU kernels: one [`HeadRows`] per KV head of the group.
+    Host {
+        heads: Vec<HeadRows>,
+        d: usize,
+        device: Device,
+    },
+}
+
+/// One KV head's entries on the host, `[T, D]` row-major from row `start`. Appends are amortised
+/// O(1) (a growing `Vec`, not a re-concatenation of the whole cache every step), and sliding
+/// trims advance `start`, compacting only once the dead prefix outgrows the live rows.
+#[derive(Clone, Debug, Default)]
+struct HeadRows {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    start: usize,
+}
+
+impl HeadRows {
+    fn rows<'a>(&'a self, buf: &'a [f32], d: usize) -> &'a [f32] {
+        &buf[self.start * d..]
+    }
+
+    fn drop_front(&mut self, n: usize, d: usize) {
+        self.start += n;
+        let live = self.k.len() / d - self.start;
+        if self.start >= live.max(64) {
+            self.k.drain(..self.start * d);
+            self.v.drain(..self.start * d);
+            self.start = 0;
+        }
+    }
+
+    fn gather(&self, idx: &[usize], d: usize) -> HeadRows {
+        let (k, v) = (self.rows(&self.k, d), self.rows(&self.v, d));
+        let mut out = HeadRows {
+            k: Vec::with_capacity(idx.len() * d),
+            v: Vec::with_capacity(idx.len() * d),
+            start: 0,
+        };
+        for &i in idx {
+            out.k.extend_from_slice(&k[i * d..(i + 1) * d]);
+            out.v.extend_from_slice(&v[i * d..(i + 1) * d]);
+        }
+        out
+    }
+}
 
 /// Cached K/V for a contiguous range of KV heads of one layer.
 #[derive(Clone, Debug)]
 pub struct HeadGroup {
-    /// `[B, h, T, D]`, after RoPE.
-    pub k: Tensor<4>,
-    /// `[B, h, T, D]`.
-    pub v: Tensor<4>,
+    data: KvData,
     /// Original position of each of the `T` entries, strictly increasing.
     pub positions: Vec<i64>,
     /// Index of this group's first KV head within the layer.
@@ -29,7 +79,10 @@ pub struct HeadGroup {
 
 impl HeadGroup {
     pub fn n_heads(&self) -> usize {
-        self.k.dims()[1]
+        match &self.data {
+            KvData::Tensor { k, .. } => k.dims()[1],
+            KvData::Host { heads, .. } => heads.len(),
+        }
     }
     pub fn len(&self) -> usize {
         self.positions.len()
@@ -37,23 +90,123 @@ impl HeadGroup {
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty()
     }
+    pub fn head_dim(&self) -> usize {
+        match &self.data {
+            KvData::Tensor { k, .. } => k.dims()[3],
+            KvData::Host { d, .. } => *d,
+        }
+    }
+
+    /// Keys `[1, h, T, D]` after RoPE (materialised from the host rows on the kernel path).
+    pub fn k(&self) -> Tensor<4> {
+        self.tensor(true)
+    }
+
+    /// Values `[1, h, T, D]`.
+    pub fn v(&self) -> Tensor<4> {
+        self.tensor(false)
+    }
+
+    fn tensor(&self, keys: bool) -> Tensor<4> {
+        match &self.data {
+            KvData::Tensor { k, v } => {
+                let x = if keys { k.clone() } else { v.clone() };
+                // An emptied group keeps one stale row so its tensor stays valid: never expose it.
+                let t = self.len();
+                let stored = x.dims()[2];
+                if stored == t {
+                    x
+                } else {
+                    x.narrow(2, stored - t, t)
+                }
+            }
+            KvData::Host { heads, d, device } => {
+                let mut data = Vec::with_capacity(heads.len() * self.len() * d);
+                for h in heads {
+                    data.extend_from_slice(h.rows(if keys { &h.k } else { &h.v }, *d));
+                }
+                Tensor::from_data(
+                    TensorData::new(data, [1, heads.len(), self.len(), *d]),
+                    device,
+                )
+            }
+        }
+    }
+
+    /// Head `h`'s (of this group) keys and values as host rows `[T, D]`, on the kernel path.
+    pub fn host_rows(&self, h: usize) -> Option<(&[f32], &[f32])> {
+        match &self.data {
+            KvData::Host { heads, d, .. } => {
+                let r = &heads[h];
+                Some((r.rows(&r.k, *d), r.rows(&r.v, *d)))
+            }
+            KvData::Tensor { .. } => None,
+        }
+    }
 
     fn keep_indices(&mut self, idx: &[usize]) {
         debug_assert!(idx.windows(2).all(|w| w[0] < w[1]), "indices sorted");
         if idx.len() == self.len() {
             return;
         }
-        let device = self.k.device();
-        let t = Tensor::<1, Int>::from_data(
-            TensorData::new(
-                idx.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                [idx.len()],
-            ),
-            &device,
-        );
-        self.k = self.k.clone().select(2, t.clone());
-        self.v = self.v.clone().select(2, t);
+        match &mut self.data {
+            KvData::Tensor { k, v } => {
+                let device = k.device();
+                let t = Tensor::<1, Int>::from_data(
+                    TensorData::new(
+                        idx.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                        [idx.len()],
+                    ),
+                    &device,
+                );
+                *k = k.clone().select(2, t.clone());
+                *v = v.clone().select(2, t);
+            }
+            KvData::Host { heads, d, .. } => {
+                for h in heads.iter_mut() {
+                    *h = h.gather(idx, *d);
+                }
+            }
+        }
         self.positions = idx.iter().map(|&i| self.positions[i]).collect();
+    }
+
+    /// This group's head `h` alone, as a group of its own (for per-head eviction).
+    fn single_head(&self, h: usize) -> HeadGroup {
+        let data = match &self.data {
+            KvData::Tensor { k, v } => KvData::Tensor {
+                k: k.clone().narrow(1, h, 1),
+                v: v.clone().narrow(1, h, 1),
+            },
+            KvData::Host { heads, d, device } => KvData::Host {
+                heads: vec![heads[h].clone()],
+                d: *d,
+                device: device.clone(),
+            },
+        };
+        HeadGroup {
+            data,
+            positions: self.positions.clone(),
+            first_head: self.first_head + h,
+        }
+    }
+
+    fn drop_front(&mut self, cut: usize) {
+        let t = self.len();
+        self.positions.drain(..cut);
+        match &mut self.data {
+            KvData::Tensor { k, v } => {
+                // Keep one (stale) row when emptied so the tensor stays valid; `len()` is 0.
+                let keep_from = if cut >= t { t - 1 } else { cut };
+                *k = k.clone().narrow(2, keep_from, t - keep_from);
+                *v = v.clone().narrow(2, keep_from, t - keep_from);
+            }
+            KvData::Host { heads, d, .. } => {
+                for h in heads.iter_mut() {
+                    h.drop_front(cut, *d);
+                }
+            }
+        }
     }
 }
 
@@ -121,8 +274,7 @@ impl LayerCache {
         debug_assert_eq!(k.dims()[2], positions.len());
         if self.groups.is_empty() {
             self.groups.push(HeadGroup {
-                k,
-                v,
+                data: KvData::Tensor { k, v },
                 positions: positions.to_vec(),
                 first_head: 0,
             });
@@ -139,12 +291,51 @@ impl LayerCache {
                     v.clone().narrow(1, g.first_head, g.n_heads()),
                 )
             };
-            if g.is_empty() {
-                g.k = kg;
-                g.v = vg;
+            let KvData::Tensor { k: gk, v: gv } = &mut g.data else {
+                panic!("a cache filled on the host gets host appends");
+            };
+            if g.positions.is_empty() {
+                *gk = kg;
+                *gv = vg;
             } else {
-                g.k = Tensor::cat(vec![g.k.clone(), kg], 2);
-                g.v = Tensor::cat(vec![g.v.clone(), vg], 2);
+                *gk = Tensor::cat(vec![gk.clone(), kg], 2);
+                *gv = Tensor::cat(vec![gv.clone(), vg], 2);
+            }
+            g.positions.extend_from_slice(positions);
+        }
+    }
+
+    /// Appends host K/V (the CPU kernel path): `k`, `v` are `[H_kv, S, D]` row-major.
+    pub fn append_host(
+        &mut self,
+        k: &[f32],
+        v: &[f32],
+        d: usize,
+        positions: &[i64],
+        device: &Device,
+    ) {
+        let s = positions.len();
+        debug_assert_eq!(k.len(), self.n_kv_heads * s * d);
+        if self.groups.is_empty() {
+            self.groups.push(HeadGroup {
+                data: KvData::Host {
+                    heads: vec![HeadRows::default(); self.n_kv_heads],
+                    d,
+                    device: device.clone(),
+                },
+                positions: Vec::new(),
+                first_head: 0,
+            });
+        }
+        for g in &mut self.groups {
+            debug_assert!(g.positions.last().is_none_or(|&p| p < positions[0]));
+            let KvData::Host { heads, .. } = &mut g.data else {
+                panic!("a cache filled with tensors gets tensor appends");
+            };
+            for (i, h) in heads.iter_mut().enumerate() {
+                let head = g.first_head + i;
+                h.k.extend_from_slice(&k[head * s * d..(head + 1) * s * d]);
+                h.v.extend_from_slice(&v[head * s * d..(head + 1) * s * d]);
             }
             g.positions.extend_from_slice(positions);
         }
@@ -155,19 +346,8 @@ impl LayerCache {
     pub fn drop_before(&mut self, min_pos: i64) {
         for g in &mut self.groups {
             let cut = g.positions.partition_point(|&p| p < min_pos);
-            if cut == 0 {
-                continue;
-            }
-            let t = g.len();
-            g.positions.drain(..cut);
-            if g.positions.is_empty() {
-                // Keep a zero-length group: burn tensors may not be empty on every backend, so
-                // store a one-entry tensor and rely on `positions` for the logical length.
-                g.k = g.k.clone().narrow(2, t - 1, 1);
-                g.v = g.v.clone().narrow(2, t - 1, 1);
-            } else {
-                g.k = g.k.clone().narrow(2, cut, t - cut);
-                g.v = g.v.clone().narrow(2, cut, t - cut);
+            if cut > 0 {
+                g.drop_front(cut);
             }
         }
     }
@@ -185,14 +365,8 @@ impl LayerCache {
                 let mut out = Vec::with_capacity(self.n_kv_heads);
                 for g in &self.groups {
                     for h in 0..g.n_heads() {
-                        let head = g.first_head + h;
-                        let mut hg = HeadGroup {
-                            k: g.k.clone().narrow(1, h, 1),
-                            v: g.v.clone().narrow(1, h, 1),
-                            positions: g.positions.clone(),
-                            first_head: head,
-                        };
-                        hg.keep_indices(&per_head[head]);
+                        let mut hg = g.single_head(h);
+                        hg.keep_indices(&per_head[hg.first_head]);
                         out.push(hg);
                     }
                 }
@@ -205,10 +379,7 @@ impl LayerCache {
     pub fn bytes(&self) -> usize {
         self.groups
             .iter()
-            .map(|g| {
-                let d = g.k.dims();
-                2 * d[0] * d[1] * g.len() * d[3] * std::mem::size_of::<f32>()
-            })
+            .map(|g| 2 * g.n_heads() * g.len() * g.head_dim() * std::mem::size_of::<f32>())
             .sum()
     }
 }
@@ -271,7 +442,7 @@ mod tests {
         assert_eq!(l.positions(), &[0, 3, 5, 6]);
         // Head 1, entry kept from slot 3: k values are base + (h*t + slot)*2 + d. Layout is
         // [1, 2, 4, 2] after the append: head 1 starts at 8, its second entry at 10.
-        let k: Vec<f32> = l.groups()[0].k.to_data().try_to_vec().unwrap();
+        let k: Vec<f32> = l.groups()[0].k().to_data().try_to_vec().unwrap();
         assert_eq!(
             &k[10..12],
             &[(6 + 3) as f32 * 2.0, (6 + 3) as f32 * 2.0 + 1.0]
@@ -298,6 +469,70 @@ mod tests {
         l.retain(&KeepSet::Shared(vec![0, 2, 4]));
         l.drop_before(2);
         assert_eq!(l.positions(), &[2, 4]);
-        assert_eq!(l.groups()[0].k.dims()[2], 2);
+        assert_eq!(l.groups()[0].k().dims()[2], 2);
+    }
+
+    /// Host storage (the kernel path) behaves exactly like tensor storage: appends, sliding
+    /// trims (incl. the lazy compaction), shared and per-head eviction give the same K/V.
+    #[test]
+    fn host_storage_matches_tensor_storage() {
+        let (h, d) = (2, 3);
+        let mut a = LayerCache::new(AttentionKind::Sliding(100), h);
+        let mut b = LayerCache::new(AttentionKind::Sliding(100), h);
+        let mut next = 0i64;
+        let mut push = |a: &mut LayerCache, b: &mut LayerCache, s: usize, next: &mut i64| {
+            let pos: Vec<i64> = (*next..*next + s as i64).collect();
+            *next += s as i64;
+            let base = pos[0] as f32 * 10.0;
+            let k: Vec<f32> = (0..h * s * d).map(|i| base + i as f32).collect();
+            let v: Vec<f32> = k.iter().map(|x| -x).collect();
+            a.append(
+                Tensor::from_data(TensorData::new(k.clone(), [1, h, s, d]), &dev()),
+                Tensor::from_data(TensorData::new(v.clone(), [1, h, s, d]), &dev()),
+                &pos,
+            );
+            b.append_host(&k, &v, d, &pos, &dev());
+        };
+        let same = |a: &LayerCache, b: &LayerCache| {
+            assert_eq!(a.groups().len(), b.groups().len());
+            for (ga, gb) in a.groups().iter().zip(b.groups()) {
+                assert_eq!(ga.positions, gb.positions);
+                let (ka, kb): (Vec<f32>, Vec<f32>) = (
+                    ga.k().to_data().try_to_vec().unwrap(),
+                    gb.k().to_data().try_to_vec().unwrap(),
+                );
+                assert_eq!(ka, kb);
+                let (va, vb): (Vec<f32>, Vec<f32>) = (
+                    ga.v().to_data().try_to_vec().unwrap(),
+                    gb.v().to_data().try_to_vec().unwrap(),
+                );
+                assert_eq!(va, vb);
+                for hh in 0..gb.n_heads() {
+                    let (k, _) = gb.host_rows(hh).unwrap();
+                    assert_eq!(k, &kb[hh * gb.len() * d..(hh + 1) * gb.len() * d]);
+                }
+            }
+            assert_eq!(a.bytes(), b.bytes());
+        };
+        push(&mut a, &mut b, 70, &mut next);
+        same(&a, &b);
+        // Many single-token steps with a trim each: the host rows compact lazily.
+        for _ in 0..150 {
+            push(&mut a, &mut b, 1, &mut next);
+            a.drop_before(next - 80);
+            b.drop_before(next - 80);
+        }
+        same(&a, &b);
+        let keep: Vec<usize> = (0..a.positions().len()).filter(|i| i % 3 == 0).collect();
+        a.retain(&KeepSet::Shared(keep.clone()));
+        b.retain(&KeepSet::Shared(keep));
+        same(&a, &b);
+        let n = a.positions().len();
+        let per_head = vec![vec![0, n - 1], (1..n).collect()];
+        a.retain(&KeepSet::PerHead(per_head.clone()));
+        b.retain(&KeepSet::PerHead(per_head));
+        same(&a, &b);
+        push(&mut a, &mut b, 2, &mut next);
+        same(&a, &b);
     }
 }

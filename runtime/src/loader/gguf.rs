@@ -25,6 +25,9 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::model::kernels::blocks::BlockFormat;
+use crate::model::kernels::qmatrix::WeightBytes;
+
 /// File magic, the first four bytes of every GGUF file.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 /// Data-section alignment used when `general.alignment` is absent.
@@ -414,6 +417,28 @@ impl GgmlType {
 
     /// Elements per block (ggml `blck_size`). Rows (`ne[0]`) must be a
     /// multiple of this.
+    /// The kernels' block format for this type, where the CPU kernels compute on it directly.
+    pub fn block_format(self) -> Option<BlockFormat> {
+        use GgmlType::*;
+        Some(match self {
+            F32 => BlockFormat::F32,
+            F16 => BlockFormat::F16,
+            BF16 => BlockFormat::BF16,
+            Q4_0 => BlockFormat::Q4_0,
+            Q4_1 => BlockFormat::Q4_1,
+            Q5_0 => BlockFormat::Q5_0,
+            Q5_1 => BlockFormat::Q5_1,
+            Q8_0 => BlockFormat::Q8_0,
+            Q2_K => BlockFormat::Q2_K,
+            Q3_K => BlockFormat::Q3_K,
+            Q4_K => BlockFormat::Q4_K,
+            Q5_K => BlockFormat::Q5_K,
+            Q6_K => BlockFormat::Q6_K,
+            Q8_K => BlockFormat::Q8_K,
+            _ => return None,
+        })
+    }
+
     pub fn block_size(self) -> usize {
         use GgmlType::*;
         match self {
@@ -600,7 +625,8 @@ impl TensorInfo {
 /// Backing storage: a read-only memory map for real files (weights are paged
 /// in lazily, nothing is copied), or an owned buffer for tests.
 enum Backing {
-    Mmap(memmap2::Mmap),
+    /// Shared so that weight matrices can borrow their bytes from the map (no copy).
+    Mmap(std::sync::Arc<memmap2::Mmap>),
     Owned(Vec<u8>),
 }
 
@@ -653,7 +679,10 @@ impl GgufFile {
         // llama.cpp), the file must not be truncated or rewritten while it is
         // open; doing so is outside what this reader can defend against.
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
-        Self::from_backing(Backing::Mmap(map), path.display().to_string())
+        Self::from_backing(
+            Backing::Mmap(std::sync::Arc::new(map)),
+            path.display().to_string(),
+        )
     }
 
     /// Parse an in-memory GGUF image (same code path as [`GgufFile::open`]).
@@ -782,6 +811,25 @@ impl GgufFile {
     /// Raw (still quantized) bytes of a tensor, borrowed from the map.
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
         self.bytes_of(self.require_tensor(name)?)
+    }
+
+    /// A tensor's bytes as a [`WeightBytes`]: borrowed from the memory map (shared, no copy)
+    /// when the file is mapped, else copied.
+    pub fn tensor_weight_bytes(&self, name: &str) -> Result<WeightBytes> {
+        let info = self.require_tensor(name)?;
+        let bytes = self.bytes_of(info)?;
+        Ok(match &self.backing {
+            Backing::Mmap(map) => {
+                // `bytes` is a sub-slice of the map: its offset is the pointer difference.
+                let start = bytes.as_ptr() as usize - map.as_ptr() as usize;
+                WeightBytes::Shared {
+                    buf: map.clone(),
+                    start,
+                    len: bytes.len(),
+                }
+            }
+            Backing::Owned(_) => WeightBytes::Owned(bytes.to_vec()),
+        })
     }
 
     /// Dequantize a whole tensor. Returns the values in row-major order and

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use super::gguf::{GgufFile, MetaValue};
 use super::spm::{SpmConfig, SpmTokenizer};
-use super::{LoadError, SourceKind, WeightSource};
+use super::{LoadError, RawTensor, SourceKind, WeightSource};
 use crate::spec::{
     Activation, Architecture, AttentionKind, LayerSpec, ModelSpec, RopeScaling, RopeSpec,
 };
 
-/// GGUF weights. Tensors are dequantized to f32 when loaded.
+/// GGUF weights: dequantized to f32 by `load` (the exact path, GPU backends), or kept in their
+/// block format and borrowed from the memory map by `load_raw` (the CPU kernels).
 pub struct GgufSource {
     pub file: GgufFile,
 }
@@ -37,6 +38,23 @@ impl WeightSource for GgufSource {
         self.file
             .tensor_f32(name)
             .map_err(|e| LoadError::Format(e.to_string()))
+    }
+    fn load_raw(&self, name: &str) -> Result<Option<RawTensor>, LoadError> {
+        let Some(info) = self.file.tensor_info(name) else {
+            return Ok(None);
+        };
+        let Some(format) = info.ggml_type.block_format() else {
+            return Ok(None);
+        };
+        let bytes = self
+            .file
+            .tensor_weight_bytes(name)
+            .map_err(|e| LoadError::Format(e.to_string()))?;
+        Ok(Some(RawTensor {
+            format,
+            shape: info.shape(),
+            bytes,
+        }))
     }
 }
 

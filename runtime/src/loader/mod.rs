@@ -12,6 +12,8 @@ pub mod tokenizer;
 use std::path::{Path, PathBuf};
 
 use crate::device::RuntimeDevice;
+use crate::model::kernels::blocks::BlockFormat;
+use crate::model::kernels::qmatrix::WeightBytes;
 use crate::model::{Transformer, build};
 use crate::spec::ModelSpec;
 pub use tokenizer::TextTokenizer;
@@ -74,12 +76,25 @@ pub enum SourceKind {
     Gguf,
 }
 
+/// A tensor in the block format it is stored in (no conversion), in PyTorch (row-major,
+/// `[out, in]`) order: what the CPU kernels compute on, so the weights stay compact in memory.
+pub struct RawTensor {
+    pub format: BlockFormat,
+    pub shape: Vec<usize>,
+    pub bytes: WeightBytes,
+}
+
 /// A set of named tensors, returned as f32 in PyTorch (row-major, `[out, in]`) layout.
 pub trait WeightSource {
     fn kind(&self) -> SourceKind;
     fn contains(&self, name: &str) -> bool;
     fn names(&self) -> Vec<String>;
     fn load(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), LoadError>;
+    /// The tensor in its stored format, borrowed from the file's memory map where possible;
+    /// `None` when the format has no CPU kernel (the caller falls back to [`Self::load`]).
+    fn load_raw(&self, _name: &str) -> Result<Option<RawTensor>, LoadError> {
+        Ok(None)
+    }
     /// Tensors that may be present without being used.
     fn ignorable(&self, _name: &str) -> bool {
         false

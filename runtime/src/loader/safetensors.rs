@@ -1,18 +1,22 @@
 //! Hugging Face safetensors weights: one `model.safetensors` or shards listed in
-//! `model.safetensors.index.json`, memory-mapped; f32/f16/bf16 converted to f32 once at load
-//! (burn-flex would otherwise convert bf16 on every matmul).
+//! `model.safetensors.index.json`, memory-mapped. The exact path converts f32/f16/bf16 to f32
+//! once at load (burn-flex would otherwise convert bf16 on every matmul); the CPU kernels keep
+//! bf16/f16 as stored and borrow the bytes from the map.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use super::{LoadError, SourceKind, WeightSource};
+use super::{LoadError, RawTensor, SourceKind, WeightSource};
+use crate::model::kernels::blocks::BlockFormat;
+use crate::model::kernels::qmatrix::WeightBytes;
 
 pub struct SafetensorsSource {
-    maps: Vec<(PathBuf, Mmap)>,
+    maps: Vec<(PathBuf, Arc<Mmap>)>,
     /// Tensor name → index into `maps`.
     index: BTreeMap<String, usize>,
 }
@@ -60,9 +64,22 @@ impl SafetensorsSource {
             for name in st.names() {
                 index.insert(name.to_string(), i);
             }
-            maps.push((path, mmap));
+            maps.push((path, Arc::new(mmap)));
         }
         Ok(SafetensorsSource { maps, index })
+    }
+}
+
+impl SafetensorsSource {
+    fn file_of(&self, name: &str) -> Result<&(PathBuf, Arc<Mmap>), LoadError> {
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| LoadError::MissingTensor {
+                name: name.into(),
+                expected: "present".into(),
+            })?;
+        Ok(&self.maps[i])
     }
 }
 
@@ -80,14 +97,7 @@ impl WeightSource for SafetensorsSource {
     }
 
     fn load(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), LoadError> {
-        let &i = self
-            .index
-            .get(name)
-            .ok_or_else(|| LoadError::MissingTensor {
-                name: name.into(),
-                expected: "present".into(),
-            })?;
-        let (path, mmap) = &self.maps[i];
+        let (path, mmap) = self.file_of(name)?;
         let st = SafeTensors::deserialize(mmap)
             .map_err(|e| LoadError::Format(format!("{}: {e}", path.display())))?;
         let view = st
@@ -115,6 +125,33 @@ impl WeightSource for SafetensorsSource {
             }
         };
         Ok((data, view.shape().to_vec()))
+    }
+
+    fn load_raw(&self, name: &str) -> Result<Option<RawTensor>, LoadError> {
+        let (path, mmap) = self.file_of(name)?;
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| LoadError::Format(format!("{}: {e}", path.display())))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| LoadError::Format(format!("{}: {name}: {e}", path.display())))?;
+        let format = match view.dtype() {
+            Dtype::F32 => BlockFormat::F32,
+            Dtype::F16 => BlockFormat::F16,
+            Dtype::BF16 => BlockFormat::BF16,
+            _ => return Ok(None),
+        };
+        let data = view.data();
+        // `data` is a sub-slice of the map: borrow it instead of copying.
+        let start = data.as_ptr() as usize - mmap.as_ptr() as usize;
+        Ok(Some(RawTensor {
+            format,
+            shape: view.shape().to_vec(),
+            bytes: WeightBytes::Shared {
+                buf: mmap.clone(),
+                start,
+                len: data.len(),
+            },
+        }))
     }
 
     fn ignorable(&self, name: &str) -> bool {

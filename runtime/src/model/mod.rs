@@ -2,7 +2,9 @@
 //! how its weights are named and transformed; `transformer.rs` is the shared decoder they all
 //! build, driven by [`ModelSpec`].
 
+pub mod act;
 pub mod gemma3;
+pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod qwen;
@@ -170,6 +172,18 @@ pub trait Family {
     /// Hugging Face tensor name of a slot (`layer` is `None` for model-level slots).
     fn hf_name(&self, slot: Slot, layer: Option<usize>) -> String {
         standard_hf_name(slot, layer)
+    }
+    /// The order of a weight matrix's stored rows, where the family reorders them (Llama's GGUF
+    /// q/k permutation): output row `i` is stored row `order[i]`. Row reordering is the only
+    /// transform a matrix may need, so the CPU kernels can apply it to quantized rows.
+    fn row_order(
+        &self,
+        _spec: &ModelSpec,
+        _source: SourceKind,
+        _slot: Slot,
+        _rows: usize,
+    ) -> Option<Vec<usize>> {
+        None
     }
     /// Adjusts a loaded tensor (e.g. Gemma's `1 + w` norms, Llama's GGUF q/k permutation).
     fn transform(

@@ -6,16 +6,22 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use burn::tensor::activation::softmax;
-use burn::tensor::module::{attention, embedding};
+use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 
-use super::layers::{Linear, Mlp, RmsNorm, RopeTables};
+use super::act::{Act, Heads};
+use super::kernels::attention::{self as kernel_attention, AttnParams};
+use super::kernels::blocks::BlockFormat;
+use super::kernels::qmatrix::QMatrix;
+use super::kernels::qmatrix::WeightBytes;
+use super::layers::{Linear, LinearWeight, Mlp, RmsNorm, RopeTables};
 use super::{AttentionEvent, CausalLM, Family, ForwardCtx, Slot, family, gguf_name};
 use crate::cache::{HeadGroup, LayerCache};
-use crate::device::{BackendKind, RuntimeDevice};
+use crate::device::{BackendKind, RuntimeDevice, WeightFormat};
 use crate::loader::{LoadError, SourceKind, WeightSource};
 use crate::spec::{AttentionKind, ModelSpec, RopeSpec};
 
@@ -68,16 +74,8 @@ impl Attention {
         };
         let s = q_pos.len();
         let t = g.len();
-        let (k, v) = if g.k.dims()[2] == t {
-            (g.k.clone(), g.v.clone())
-        } else {
-            // A group that was emptied and refilled never reaches here; guard anyway.
-            let d = g.k.dims()[2];
-            (
-                g.k.clone().narrow(2, d - t, t),
-                g.v.clone().narrow(2, d - t, t),
-            )
-        };
+        let _ = t;
+        let (k, v) = (g.k(), g.v());
         // Mask: global layers only need causality, which the fused kernel does bottom-right
         // aligned (every cached entry precedes every new query). Sliding layers have been
         // trimmed to the first query's window; later queries of a chunk need an explicit mask.
@@ -130,9 +128,7 @@ impl Attention {
         let hk = g.n_heads();
         // [1, hk, G*S, D] x [1, hk, D, T]: no K repeat needed.
         let qg = q.reshape([1, hk, group * s, d]);
-        let mut scores = qg
-            .matmul(g.k.clone().swap_dims(2, 3))
-            .mul_scalar(self.scale);
+        let mut scores = qg.matmul(g.k().swap_dims(2, 3)).mul_scalar(self.scale);
         if let Some(c) = self.softcap {
             scores = scores.div_scalar(c).tanh().mul_scalar(c);
         }
@@ -148,19 +144,112 @@ impl Attention {
         self.o.forward(o.swap_dims(1, 2).reshape([b, s, h * d]))
     }
 
-    fn qkv(&self, x: Tensor<3>, rope: &RopeTables) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    /// The op-layer form of the output projection.
+    fn project_out_heads(&self, o: Heads) -> Act {
+        match o {
+            Heads::Tensor(t) => Act::Tensor(self.project_out(t)),
+            Heads::Host { data, h, s, d } => self.o.apply(Act::Host {
+                data: Heads::merge_rows(&data, h, s, d),
+                s,
+                c: h * d,
+            }),
+        }
+    }
+
+    /// Attention in the op layer: Burn's fused kernel on tensors, the CPU kernel on host rows.
+    fn attend_heads(&self, q: &Heads, q_pos: &[i64], cache: &LayerCache) -> Heads {
+        match q {
+            Heads::Tensor(t) => Heads::Tensor(self.attend(t, q_pos, cache)),
+            Heads::Host { data, h, s, d } => Heads::Host {
+                data: self.attend_host(data, *s, q_pos, cache),
+                h: *h,
+                s: *s,
+                d: *d,
+            },
+        }
+    }
+
+    /// Flash-style attention of host queries `[H_q, S, D]` over each KV head's own entries:
+    /// ragged groups need no padding, and masks are ranges because entries are sorted by
+    /// position.
+    fn attend_host(&self, q: &[f32], s: usize, q_pos: &[i64], cache: &LayerCache) -> Vec<f32> {
+        let d = self.head_dim;
+        let group = self.n_heads / self.n_kv_heads;
+        let mut out = vec![0.0f32; self.n_heads * s * d];
+        let params = AttnParams {
+            scale: self.scale as f32,
+            softcap: self.softcap.map(|c| c as f32),
+        };
+        let window = self.kind.window();
+        for g in cache.groups() {
+            let ranges: Vec<(usize, usize)> = q_pos
+                .iter()
+                .map(|&qp| {
+                    let hi = g.positions.partition_point(|&p| p <= qp);
+                    let lo =
+                        window.map_or(0, |w| g.positions.partition_point(|&p| p <= qp - w as i64));
+                    (lo.min(hi), hi)
+                })
+                .collect();
+            for h in 0..g.n_heads() {
+                let (k, v) = g
+                    .host_rows(h)
+                    .expect("the kernel path fills the cache on the host");
+                let rows = (g.first_head + h) * group * s..(g.first_head + h + 1) * group * s;
+                kernel_attention::attend(
+                    &q[rows.start * d..rows.end * d],
+                    k,
+                    v,
+                    d,
+                    &params,
+                    &|r| ranges[r % s],
+                    &mut out[rows.start * d..rows.end * d],
+                );
+            }
+        }
+        out
+    }
+
+    fn qkv_heads(&self, x: Act, rope: &RopeTables) -> (Heads, Heads, Heads) {
+        let (q, k, v) = match x {
+            Act::Tensor(t) => {
+                let (q, k, v) = self.qkv_raw(t);
+                (Heads::Tensor(q), Heads::Tensor(k), Heads::Tensor(v))
+            }
+            host => {
+                let s = host.seq_len();
+                let d = self.head_dim;
+                let split = |a: Act, h: usize| match a {
+                    Act::Host { data, .. } => Heads::split_rows(&data, s, h, d),
+                    Act::Tensor(t) => Heads::Tensor(t.reshape([1, s, h, d]).swap_dims(1, 2)),
+                };
+                (
+                    split(self.q.apply(host.clone()), self.n_heads),
+                    split(self.k.apply(host.clone()), self.n_kv_heads),
+                    split(self.v.apply(host), self.n_kv_heads),
+                )
+            }
+        };
+        let q = match &self.q_norm {
+            Some(n) => n.apply_heads(q),
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.apply_heads(k),
+            None => k,
+        };
+        (rope.apply_heads(q), rope.apply_heads(k), v)
+    }
+
+    /// q, k, v `[1, H, S, D]` before the q/k norms and RoPE.
+    fn qkv_raw(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [b, s, _] = x.dims();
         let split = |t: Tensor<3>, h: usize| t.reshape([b, s, h, self.head_dim]).swap_dims(1, 2);
-        let mut q = split(self.q.forward(x.clone()), self.n_heads);
-        let mut k = split(self.k.forward(x.clone()), self.n_kv_heads);
-        let v = split(self.v.forward(x), self.n_kv_heads);
-        if let Some(n) = &self.q_norm {
-            q = n.forward(q);
-        }
-        if let Some(n) = &self.k_norm {
-            k = n.forward(k);
-        }
-        (rope.apply(q), rope.apply(k), v)
+        (
+            split(self.q.forward(x.clone()), self.n_heads),
+            split(self.k.forward(x.clone()), self.n_kv_heads),
+            split(self.v.forward(x), self.n_kv_heads),
+        )
     }
 }
 
@@ -202,9 +291,10 @@ pub struct DecoderLayer {
 pub struct Transformer {
     spec: ModelSpec,
     device: RuntimeDevice,
-    embed: Tensor<2>,
-    /// `None` when tied to the embedding.
-    lm_head: Option<Tensor<2>>,
+    embed: LinearWeight,
+    /// Shares the embedding's weight when tied.
+    lm_head: Linear,
+    tied: bool,
     layers: Vec<DecoderLayer>,
     final_norm: RmsNorm,
     /// Distinct RoPE settings and which one each layer uses (Gemma 3 has two).
@@ -229,22 +319,19 @@ impl Transformer {
         };
         let (h, d) = (spec.hidden_size, spec.head_dim);
         let norm = |slot, layer, n| -> Result<RmsNorm, LoadError> {
-            Ok(RmsNorm {
-                gamma: w.take::<1>(slot, layer, [n])?,
-                eps: spec.rms_norm_eps,
-            })
+            Ok(RmsNorm::new(
+                w.take::<1>(slot, layer, [n])?,
+                spec.rms_norm_eps,
+            ))
         };
         let lin = |slot, layer, out: usize, inp: usize| -> Result<Linear, LoadError> {
-            Ok(Linear {
-                weight: w.take::<2>(slot, layer, [out, inp])?,
-                bias: None,
-            })
+            Ok(Linear::new(w.take_matrix(slot, layer, [out, inp])?))
         };
-        let embed = w.take::<2>(Slot::Embed, None, [spec.vocab_size, h])?;
-        let lm_head = if w.has(Slot::LmHead, None) {
-            Some(w.take::<2>(Slot::LmHead, None, [spec.vocab_size, h])?)
+        let embed = w.take_matrix(Slot::Embed, None, [spec.vocab_size, h])?;
+        let (lm_head, tied) = if w.has(Slot::LmHead, None) {
+            (lin(Slot::LmHead, None, spec.vocab_size, h)?, false)
         } else if spec.tie_embeddings {
-            None
+            (Linear::new(embed.clone()), true)
         } else {
             return Err(LoadError::MissingTensor {
                 name: w.name(Slot::LmHead, None),
@@ -261,9 +348,9 @@ impl Transformer {
             let mut k = lin(Slot::K, li, spec.kv_dim(), h)?;
             let mut v = lin(Slot::V, li, spec.kv_dim(), h)?;
             if spec.qkv_bias {
-                q.bias = Some(w.take::<1>(Slot::QBias, li, [spec.q_dim()])?);
-                k.bias = Some(w.take::<1>(Slot::KBias, li, [spec.kv_dim()])?);
-                v.bias = Some(w.take::<1>(Slot::VBias, li, [spec.kv_dim()])?);
+                q = q.with_bias(w.take::<1>(Slot::QBias, li, [spec.q_dim()])?);
+                k = k.with_bias(w.take::<1>(Slot::KBias, li, [spec.kv_dim()])?);
+                v = v.with_bias(w.take::<1>(Slot::VBias, li, [spec.kv_dim()])?);
             }
             let (q_norm, k_norm) = if spec.qk_norm {
                 (
@@ -332,6 +419,7 @@ impl Transformer {
             device: device.clone(),
             embed,
             lm_head,
+            tied,
             layers,
             final_norm,
             ropes,
@@ -343,31 +431,66 @@ impl Transformer {
         })
     }
 
-    /// Bytes of the weights held on the device (f32).
+    /// Bytes of the weight matrices in memory (f32 on the exact path, the stored block format
+    /// on the kernel path; a tied LM head counted once).
     pub fn weight_bytes(&self) -> usize {
-        let n2 = |t: &Tensor<2>| t.dims()[0] * t.dims()[1];
-        let lin = |l: &Linear| n2(&l.weight) + l.bias.as_ref().map_or(0, |b| b.dims()[0]);
-        let mut n = n2(&self.embed) + self.lm_head.as_ref().map_or(0, n2);
+        let lin = |l: &Linear| l.weight.byte_len() + l.bias.as_ref().map_or(0, |b| b.dims()[0] * 4);
+        let mut n = self.embed.byte_len() + if self.tied { 0 } else { lin(&self.lm_head) };
         for l in &self.layers {
             n += lin(&l.attn.q) + lin(&l.attn.k) + lin(&l.attn.v) + lin(&l.attn.o);
             n += lin(&l.mlp.gate) + lin(&l.mlp.up) + lin(&l.mlp.down);
         }
-        n * 4
+        n
     }
 
     /// Weight bytes one decode step reads: every layer's matrices and the LM head (the
     /// embedding lookup reads one row, so an untied input embedding does not count).
     pub fn decode_weight_bytes(&self) -> usize {
-        let untied_embed = self
-            .lm_head
-            .as_ref()
-            .map_or(0, |_| self.embed.dims()[0] * self.embed.dims()[1] * 4);
+        let untied_embed = if self.tied { 0 } else { self.embed.byte_len() };
         self.weight_bytes() - untied_embed
     }
 
     /// Bytes the LM head reads per decoded token (the dominant decode cost of small models).
     pub fn lm_head_bytes(&self) -> usize {
-        self.spec.vocab_size * self.spec.hidden_size * 4
+        self.lm_head.weight.byte_len()
+    }
+
+    /// Every weight matrix the forward pass multiplies by, named as in llama.cpp's GGUF files
+    /// (`output` is the LM head, tied or not).
+    pub fn matrices(&self) -> Vec<(String, &Linear)> {
+        let mut all = vec![("output".to_string(), &self.lm_head)];
+        for (i, l) in self.layers.iter().enumerate() {
+            let (a, m) = (&l.attn, &l.mlp);
+            for (name, lin) in [
+                ("attn_q", &a.q),
+                ("attn_k", &a.k),
+                ("attn_v", &a.v),
+                ("attn_output", &a.o),
+                ("ffn_gate", &m.gate),
+                ("ffn_up", &m.up),
+                ("ffn_down", &m.down),
+            ] {
+                all.push((format!("blk.{i}.{name}"), lin));
+            }
+        }
+        all
+    }
+
+    /// The matrices the CPU kernels run on, by block format: `(format name, tensors, bytes)`.
+    pub fn kernel_formats(&self) -> Vec<(&'static str, usize, usize)> {
+        let mut out: Vec<(&'static str, usize, usize)> = Vec::new();
+        for (_, l) in self.matrices() {
+            let Some(q) = l.kernel() else { continue };
+            let name = q.format().name();
+            match out.iter_mut().find(|e| e.0 == name) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += q.byte_len();
+                }
+                None => out.push((name, 1, q.byte_len())),
+            }
+        }
+        out
     }
 
     fn forward_chunk(
@@ -380,11 +503,8 @@ impl Transformer {
         let dev = &self.device.device;
         let s = tokens.len();
         let positions: Vec<i64> = (start..start + s).map(|p| p as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, s]),
-            dev,
-        );
-        let mut x = embedding(self.embed.clone(), ids);
+        // The kernel path keeps activations on the host from the embedding to the logits.
+        let mut x = self.embed.rows(tokens, dev);
         if let Some(sc) = self.spec.embed_scale {
             x = x.mul_scalar(sc);
         }
@@ -398,8 +518,8 @@ impl Transformer {
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let a = &layer.attn;
-            let (q, k, v) = a.qkv(
-                layer.attn_norm.forward(x.clone()),
+            let (q, k, v) = a.qkv_heads(
+                layer.attn_norm.apply(x.clone()),
                 &tables[self.rope_of_layer[i]],
             );
             let lc = &mut ctx.cache.layers[i];
@@ -407,8 +527,13 @@ impl Transformer {
                 // Entries no query of this chunk can see are gone for good.
                 lc.drop_before(start as i64 - w as i64 + 1);
             }
-            lc.append(k, v, &positions);
-            let o = a.attend(&q, &positions, lc);
+            match (k, v) {
+                (Heads::Host { data: k, d, .. }, Heads::Host { data: v, .. }) => {
+                    lc.append_host(&k, &v, d, &positions, dev)
+                }
+                (k, v) => lc.append(k.to_tensor(dev), v.to_tensor(dev), &positions),
+            }
+            let o = a.attend_heads(&q, &positions, lc);
             if let AttentionKind::Sliding(w) = a.kind {
                 // Keep only what the next query (at `start + s`) can see: at most the window.
                 lc.drop_before((start + s) as i64 - w as i64 + 1);
@@ -418,38 +543,40 @@ impl Transformer {
             {
                 obs.observe(AttentionEvent {
                     layer: i,
-                    queries: &q,
+                    queries: &q.to_tensor(dev),
                     query_positions: &positions,
                     cache: lc,
                     attention: a,
-                    output: &o,
+                    output: &o.to_tensor(dev),
                 });
             }
             if let Some(c) = ctx.capture.as_deref_mut() {
-                c.push(i, q);
+                c.push(i, q.tail_tensor(c.window, dev));
             }
-            let mut h = a.project_out(o);
+            let mut h = a.project_out_heads(o);
             if let Some(n) = &layer.post_attn_norm {
-                h = n.forward(h);
+                h = n.apply(h);
             }
-            x = x + h;
-            let mut m = layer.mlp.forward(layer.ffn_norm.forward(x.clone()));
+            x = x.add(h);
+            let mut m = layer.mlp.apply(layer.ffn_norm.apply(x.clone()));
             if let Some(n) = &layer.post_ffn_norm {
-                m = n.forward(m);
+                m = n.apply(m);
             }
-            x = x + m;
+            x = x.add(m);
         }
         let from = logits_from?;
-        let x = x.narrow(1, from, s - from);
-        Some(self.logits(x))
+        Some(self.logits(x.tail(s - from)))
     }
 
     /// `[1, n, hidden]` → `[n, vocab]`.
-    fn logits(&self, x: Tensor<3>) -> Tensor<2> {
-        let [_, n, h] = x.dims();
-        let x = self.final_norm.forward(x).reshape([n, h]);
-        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let mut logits = x.matmul(w.clone().transpose());
+    fn logits(&self, x: Act) -> Tensor<2> {
+        let n = x.seq_len();
+        let x = self.final_norm.apply(x);
+        let mut logits = self
+            .lm_head
+            .apply(x)
+            .into_tensor(&self.device.device)
+            .reshape([n, self.spec.vocab_size]);
         if let Some(c) = self.spec.final_logit_softcap {
             logits = logits.div_scalar(c).tanh().mul_scalar(c);
         }
@@ -523,6 +650,20 @@ impl Weights<'_> {
         layer: Option<usize>,
         expected: [usize; D],
     ) -> Result<Tensor<D>, LoadError> {
+        let data = self.take_f32(slot, layer, &expected)?;
+        Ok(Tensor::from_data(
+            TensorData::new(data, expected),
+            &self.device.device,
+        ))
+    }
+
+    /// A tensor as f32 after the family's transform, shape-checked.
+    fn take_f32(
+        &self,
+        slot: Slot,
+        layer: Option<usize>,
+        expected: &[usize],
+    ) -> Result<Vec<f32>, LoadError> {
         let name = self.name(slot, layer);
         if !self.source.contains(&name) {
             return Err(LoadError::MissingTensor {
@@ -542,10 +683,77 @@ impl Weights<'_> {
             .family
             .transform(self.spec, self.source.kind(), slot, data, &shape);
         self.consumed.borrow_mut().insert(name);
-        Ok(Tensor::from_data(
-            TensorData::new(data, expected),
-            &self.device.device,
-        ))
+        Ok(data)
+    }
+
+    /// A weight matrix `[out, in]`: on the CPU kernel path in its stored block format (or the
+    /// `--weights` conversion), borrowed from the file's map where no row reordering is needed;
+    /// otherwise dense f32.
+    fn take_matrix(
+        &self,
+        slot: Slot,
+        layer: Option<usize>,
+        expected: [usize; 2],
+    ) -> Result<LinearWeight, LoadError> {
+        if !self.device.uses_cpu_kernels() {
+            return Ok(LinearWeight::Dense(self.take::<2>(slot, layer, expected)?));
+        }
+        let name = self.name(slot, layer);
+        let [rows, cols] = expected;
+        let target = match self.device.weights {
+            WeightFormat::Native => None,
+            WeightFormat::Q8_0 => Some(BlockFormat::Q8_0),
+            WeightFormat::F16 => Some(BlockFormat::F16),
+            WeightFormat::F32 => Some(BlockFormat::F32),
+        };
+        let raw = if self.source.contains(&name) {
+            self.source.load_raw(&name)?
+        } else {
+            None
+        };
+        let label = name.clone();
+        let kernel_err = |e: crate::model::kernels::qmatrix::ShapeError| {
+            LoadError::Format(format!("tensor `{label}`: {}", e.0))
+        };
+        let q = match raw {
+            Some(raw) if target.is_none_or(|t| t == raw.format) => {
+                if raw.shape != expected {
+                    return Err(LoadError::Shape {
+                        name,
+                        expected: expected.to_vec(),
+                        found: raw.shape,
+                    });
+                }
+                let bytes = match self
+                    .family
+                    .row_order(self.spec, self.source.kind(), slot, rows)
+                {
+                    Some(order) => {
+                        let rb = raw.format.row_bytes(cols).ok_or_else(|| {
+                            LoadError::Format(format!(
+                                "tensor `{name}`: {cols} columns are not a whole number of {} blocks",
+                                raw.format.name()
+                            ))
+                        })?;
+                        let mut v = Vec::with_capacity(rows * rb);
+                        for &r in &order {
+                            v.extend_from_slice(&raw.bytes[r * rb..(r + 1) * rb]);
+                        }
+                        WeightBytes::Owned(v)
+                    }
+                    None => raw.bytes,
+                };
+                self.consumed.borrow_mut().insert(name);
+                QMatrix::new(raw.format, rows, cols, bytes).map_err(kernel_err)?
+            }
+            // No kernel for the stored format, or a conversion was asked for: through f32.
+            _ => {
+                let data = self.take_f32(slot, layer, &expected)?;
+                let format = target.unwrap_or(BlockFormat::F32);
+                QMatrix::from_f32(format, rows, cols, &data).map_err(kernel_err)?
+            }
+        };
+        Ok(LinearWeight::Kernel(Arc::new(q)))
     }
 
     fn check_all_consumed(&self) -> Result<(), LoadError> {

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""CompressKV and llama.cpp side by side on the same GGUF, in one run (the machines are noisy,
+so only ratios measured together mean anything).
+
+Runs `compresskv bench --json` and llama.cpp's `llama-bench` (built by
+../shared/tools/llama-bench/build.sh from the llama.cpp source that the PyPI sdist of
+llama-cpp-python vendors) on the same file with the same thread count, then prints both and the
+ratios as a table (and, with --json, one JSON object).
+
+Like for like: llama-bench prefills in 512-token micro-batches and computes logits for the last
+prompt token only (so does `compresskv bench`: one prefill, logits of the last token); its
+decode test (`-n 64 -d N`) decodes 64 tokens after N tokens of context, which is what
+`compresskv bench` measures after prefilling N tokens. llama.cpp keeps its KV cache in f16 with
+flash attention; ours is f32.
+
+Usage: scripts/bench_vs_llama.py [--lengths 1024,4096,16384] [--budget 128] [--repeats 3]
+           [--threads 2] [--model google/gemma-3-270m] [--json] [--out FILE]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = pathlib.Path(os.environ.get("COMPRESSKV_SHARED", ROOT.parent / "shared"))
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cmd, env=None):
+    log("$ " + " ".join(str(c) for c in cmd))
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, env=env, text=True)
+    return out.stdout
+
+
+def gguf_path(model):
+    home = pathlib.Path(os.environ.get("COMPRESSKV_HOME", pathlib.Path.home() / ".cache/compresskv"))
+    d = home / "models" / model.replace("/", "--")
+    files = sorted(d.glob("*.gguf"))
+    if not files:
+        sys.exit(f"no GGUF for {model} in {d}: run `cargo run --release -- fetch {model}` first")
+    return files[0]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="google/gemma-3-270m")
+    ap.add_argument("--lengths", default="1024,4096,16384")
+    ap.add_argument("--budget", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", help="also write the JSON result here")
+    a = ap.parse_args()
+    lengths = [int(x) for x in a.lengths.split(",")]
+
+    gguf = gguf_path(a.model)
+    build = SHARED / "tools/llama-bench/build.sh"
+    if not build.exists():
+        sys.exit(f"{build} not found (set COMPRESSKV_SHARED to the shared/ directory)")
+    llama = run(["bash", str(build)]).strip().splitlines()[-1]
+
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    ours = json.loads(
+        run(
+            ["cargo", "run", "--release", "-q", "--", "bench", "--model", a.model,
+             "--lengths", a.lengths, "--methods", "full,compresskv", "--budget", str(a.budget),
+             "--decode-tokens", str(a.decode_tokens), "--repeats", str(a.repeats), "--json"],
+            env=env,
+        )
+    )
+    prefill_lengths = [n for n in lengths if n <= 4096]
+    theirs = []
+    lines = run([llama, "-m", str(gguf), "-t", str(a.threads), "-p",
+                 ",".join(map(str, prefill_lengths)), "-n", "0", "-r", str(a.repeats),
+                 "-o", "jsonl"])
+    lines += run([llama, "-m", str(gguf), "-t", str(a.threads), "-p", "0", "-n",
+                  str(a.decode_tokens), "-d", ",".join(map(str, lengths)), "-r",
+                  str(a.repeats), "-o", "jsonl"])
+    for line in lines.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            theirs.append(json.loads(line))
+
+    def llama_prefill(n):
+        return next((r["avg_ts"] for r in theirs if r["n_prompt"] == n and r["n_gen"] == 0), None)
+
+    def llama_decode(n):
+        return next((r["avg_ts"] for r in theirs
+                     if r["n_prompt"] == 0 and r["n_gen"] > 0 and r.get("n_depth", 0) == n), None)
+
+    def ours_row(method, n):
+        return next((r for r in ours["rows"] if r["method"] == method and r["length"] == n), None)
+
+    rows = []
+    for n in lengths:
+        full, ckv = ours_row("full", n), ours_row("compresskv", n)
+        lp, ld = llama_prefill(n), llama_decode(n)
+        row = {
+            "length": n,
+            "llama_prefill_tok_s": lp,
+            "ours_prefill_tok_s": full and full["prefill_tokens_per_s"],
+            "llama_decode_tok_s": ld,
+            "ours_decode_full_tok_s": full and full["decode_tokens_per_s"],
+            "ours_decode_compresskv_tok_s": ckv and ckv["decode_tokens_per_s"],
+            "ours_peak_rss_bytes": full and full["peak_rss_bytes"],
+            "ours_compress_share": ckv and ckv["compress_share"],
+        }
+        ratio = lambda x, y: (x / y) if (x and y) else None
+        row["prefill_ratio"] = ratio(row["ours_prefill_tok_s"], lp) if n in prefill_lengths else None
+        row["decode_full_ratio"] = ratio(row["ours_decode_full_tok_s"], ld)
+        row["decode_compresskv_ratio"] = ratio(row["ours_decode_compresskv_tok_s"], ld)
+        rows.append(row)
+
+    result = {
+        "model": a.model, "gguf": str(gguf), "threads": a.threads, "budget": a.budget,
+        "device": ours.get("device"), "weight_formats": ours.get("weight_formats"),
+        "llama_build": theirs[0].get("build_commit") if theirs else None,
+        "llama_cpu": theirs[0].get("cpu_info") if theirs else None,
+        "rows": rows,
+    }
+    text = json.dumps(result, indent=2)
+    if a.out:
+        pathlib.Path(a.out).write_text(text + "\n")
+    if a.json:
+        print(text)
+        return
+
+    f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
+    hdr = ["context", "prefill llama.cpp", "prefill ours", "ratio",
+           "decode llama.cpp (full)", "decode ours (full)", "ratio",
+           f"decode ours (compresskv @{a.budget})", "ratio", "peak RSS ours"]
+    table = [hdr]
+    for r in rows:
+        table.append([
+            str(r["length"]), f(r["llama_prefill_tok_s"]) if r["prefill_ratio"] else "-",
+            f(r["ours_prefill_tok_s"]) if r["prefill_ratio"] else "-", f(r["prefill_ratio"], 2),
+            f(r["llama_decode_tok_s"]), f(r["ours_decode_full_tok_s"]), f(r["decode_full_ratio"], 2),
+            f(r["ours_decode_compresskv_tok_s"]), f(r["decode_compresskv_ratio"], 2),
+            "-" if not r["ours_peak_rss_bytes"] else f"{r['ours_peak_rss_bytes'] / 2**20:.0f} MiB",
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(hdr))]
+    for i, row in enumerate(table):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print(f"\n{a.model} ({gguf.name}), {a.threads} threads, tokens/s (mean of llama-bench's "
+          f"{a.repeats} repeats, median of ours); ours: {result['device']}; "
+          f"llama.cpp {result['llama_build']}. Ratio = ours / llama.cpp.")
+
+
+if __name__ == "__main__":
+    main()
