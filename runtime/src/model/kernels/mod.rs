@@ -1,4 +1,15 @@
-//! CPU kernels for the fast path (placeholder scalar versions while the SIMD ones land).
+//! CPU kernels of the fast path, selected at run time by CPU features (AVX2+FMA+F16C, or a
+//! portable scalar fallback; `COMPRESSKV_SIMD=scalar` forces the fallback).
+//!
+//! - [`blocks`]: the block formats (GGUF quants, f16/bf16/f32), defined once and shared with
+//!   the GGUF reader: sizes, dequantization, load-time quantization.
+//! - [`qmatrix`]: a weight matrix in its block format; the decode mat-vec (int8 dot products on
+//!   activations quantized per 32-block, as ggml does) and the prefill mat-mat (dequantized
+//!   tiles through f32 `gemm`).
+//! - [`ops`]: vectorised GELU-tanh/SiLU (fused with the gate product), RMSNorm, softmax, exp.
+//! - [`attention`]: flash-style attention over one KV head's entries (online softmax, split-K
+//!   for long decodes), never an N×N matrix.
+//! - [`simd`]: which instruction set the kernels dispatch to.
 pub mod attention;
 pub mod blocks;
 pub mod ops;

@@ -1,9 +1,23 @@
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+//! Run-time CPU feature selection.
+//!
+//! Release builds target baseline x86-64, so the vector kernels are compiled with
+//! `#[target_feature]` and chosen here at run time: one binary runs everywhere and uses AVX2
+//! where the CPU has it.
+
+use std::sync::OnceLock;
+
+/// A kernel family, ordered from least to most capable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SimdLevel {
+    /// Portable Rust; the reference the vector kernels must agree with.
     Scalar,
+    /// x86-64 with AVX2 + FMA + F16C (all three: every AVX2 CPU has them, and the kernels use
+    /// FMA accumulation and F16C scale conversion).
     Avx2,
 }
+
 impl SimdLevel {
+    /// Lower-case name for reports and the `COMPRESSKV_SIMD` variable.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
@@ -11,6 +25,75 @@ impl SimdLevel {
         }
     }
 }
-pub fn active() -> SimdLevel {
+
+impl std::fmt::Display for SimdLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The best level this CPU supports (detected once).
+pub fn detected() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> SimdLevel {
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        SimdLevel::Avx2
+    } else {
+        SimdLevel::Scalar
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> SimdLevel {
     SimdLevel::Scalar
+}
+
+/// The level the kernels use: [`detected`], lowered to scalar when the environment variable
+/// `COMPRESSKV_SIMD=scalar` is set (read once), to rule the vector kernels out when debugging
+/// or comparing. Asking for a level above the detected one has no effect: that would crash.
+pub fn active() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("COMPRESSKV_SIMD").as_deref() {
+            Ok("scalar") => SimdLevel::Scalar,
+            _ => SimdLevel::Avx2,
+        };
+        detected().min(cap)
+    })
+}
+
+/// Every level this machine can run, lowest first (tests run each of them).
+pub fn available_levels() -> Vec<SimdLevel> {
+    [SimdLevel::Scalar, SimdLevel::Avx2]
+        .into_iter()
+        .filter(|&l| l <= detected())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_consistent() {
+        let levels = available_levels();
+        assert_eq!(levels[0], SimdLevel::Scalar);
+        assert_eq!(*levels.last().unwrap(), detected());
+        assert!(active() <= detected());
+        assert_eq!(SimdLevel::Avx2.name(), "avx2");
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            assert_eq!(detected(), SimdLevel::Avx2);
+        }
+    }
 }
