@@ -6,6 +6,7 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
+    compresskv_runtime::model::kernels::join_thread_pool();
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -15,3 +15,15 @@ pub mod blocks;
 pub mod ops;
 pub mod qmatrix;
 pub mod simd;
+
+/// Makes the calling thread (the one that will run the model) a worker of rayon's global pool.
+/// Without it every kernel call from the main thread is handed to a pool thread and the main
+/// thread sleeps on a latch until it finishes: a futex round trip per matmul, a few hundred per
+/// decoded token. Call once, first thing in `main`; returns `false` (harmlessly) when the global
+/// pool was already started.
+pub fn join_thread_pool() -> bool {
+    rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global()
+        .is_ok()
+}
