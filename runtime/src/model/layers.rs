@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::act::{Act, Heads, from_host, to_host};
 use super::kernels::ops;
-use super::kernels::qmatrix::QMatrix;
+use super::kernels::qmatrix::{QMatrix, matvec_many};
 
 use crate::spec::{Activation, RopeSpec};
 
@@ -155,13 +155,36 @@ impl Linear {
         } else {
             q.matmul(x, n, &mut y);
         }
+        self.add_bias_host(&mut y);
+        y
+    }
+
+    fn add_bias_host(&self, y: &mut [f32]) {
         if let Some(b) = &self.bias_host {
-            for row in y.chunks_exact_mut(out) {
+            for row in y.chunks_exact_mut(b.len()) {
                 row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
             }
         }
-        y
     }
+}
+
+/// Several kernel layers of the same input `x` `[n, in]` (q/k/v, gate/up). For one token
+/// (decode) they share one activation quantization and one parallel region.
+pub fn forward_many_host(lins: &[&Linear], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    if n != 1 {
+        return lins.iter().map(|l| l.forward_host(x, n)).collect();
+    }
+    let mats: Vec<&QMatrix> = lins
+        .iter()
+        .map(|l| l.kernel().expect("forward_many_host needs kernel weights"))
+        .collect();
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0f32; m.rows()]).collect();
+    let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    matvec_many(&mats, x, &mut ys);
+    for (l, y) in lins.iter().zip(outs.iter_mut()) {
+        l.add_bias_host(y);
+    }
+    outs
 }
 
 /// RMSNorm `x / sqrt(mean(x²) + eps) * gamma`. For Gemma, the loader folds the `1 + w` into
@@ -259,8 +282,8 @@ impl Mlp {
     /// The whole MLP on the host: two matmuls, the activation fused with the product
     /// (vectorised, no libm calls), the down projection.
     fn host(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let mut g = self.gate.forward_host(x, n);
-        let u = self.up.forward_host(x, n);
+        let mut gu = forward_many_host(&[&self.gate, &self.up], x, n).into_iter();
+        let (mut g, u) = (gu.next().unwrap(), gu.next().unwrap());
         match self.activation {
             Activation::Silu => ops::silu_mul(&mut g, &u),
             Activation::GeluTanh => ops::gelu_tanh_mul(&mut g, &u),

@@ -18,7 +18,7 @@ use super::kernels::attention::{self as kernel_attention, AttnParams};
 use super::kernels::blocks::BlockFormat;
 use super::kernels::qmatrix::QMatrix;
 use super::kernels::qmatrix::WeightBytes;
-use super::layers::{Linear, LinearWeight, Mlp, RmsNorm, RopeTables};
+use super::layers::{Linear, LinearWeight, Mlp, RmsNorm, RopeTables, forward_many_host};
 use super::{AttentionEvent, CausalLM, Family, ForwardCtx, Slot, family, gguf_name};
 use crate::cache::{HeadGroup, LayerCache};
 use crate::device::{BackendKind, RuntimeDevice, WeightFormat};
@@ -223,11 +223,24 @@ impl Attention {
                     Act::Host { data, .. } => Heads::split_rows(&data, s, h, d),
                     Act::Tensor(t) => Heads::Tensor(t.reshape([1, s, h, d]).swap_dims(1, 2)),
                 };
-                (
-                    split(self.q.apply(host.clone()), self.n_heads),
-                    split(self.k.apply(host.clone()), self.n_kv_heads),
-                    split(self.v.apply(host), self.n_kv_heads),
-                )
+                let all_kernels = [&self.q, &self.k, &self.v].iter().all(|l| l.kernel().is_some());
+                match host {
+                    Act::Host { data, .. } if all_kernels => {
+                        let mut qkv = forward_many_host(&[&self.q, &self.k, &self.v], &data, s)
+                            .into_iter();
+                        let mut next = || qkv.next().unwrap();
+                        (
+                            Heads::split_rows(&next(), s, self.n_heads, d),
+                            Heads::split_rows(&next(), s, self.n_kv_heads, d),
+                            Heads::split_rows(&next(), s, self.n_kv_heads, d),
+                        )
+                    }
+                    host => (
+                        split(self.q.apply(host.clone()), self.n_heads),
+                        split(self.k.apply(host.clone()), self.n_kv_heads),
+                        split(self.v.apply(host), self.n_kv_heads),
+                    ),
+                }
             }
         };
         let q = match &self.q_norm {
