@@ -148,12 +148,13 @@ fn gemma3_270m_fast_path_tracks_exact() {
     // the int8 mat-vec kernels)]: (positions, same top-1, Σ KL).
     let mut stats = [(0usize, 0usize, 0.0f64); 2];
     let vocab = exact.spec.vocab_size;
-    let logits_of = |lm: &compresskv_runtime::loader::LoadedModel, cache: &mut KvCache, ids: &[u32]| {
-        let l = lm
-            .model
-            .forward(ids, &mut ForwardCtx::new(cache).logits_last(ids.len()));
-        l.into_data().try_to_vec::<f32>().unwrap()
-    };
+    let logits_of =
+        |lm: &compresskv_runtime::loader::LoadedModel, cache: &mut KvCache, ids: &[u32]| {
+            let l = lm
+                .model
+                .forward(ids, &mut ForwardCtx::new(cache).logits_last(ids.len()));
+            l.into_data().try_to_vec::<f32>().unwrap()
+        };
     for p in refs["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         let ids = ids_of(&p["ids"]);

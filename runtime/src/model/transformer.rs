@@ -223,11 +223,13 @@ impl Attention {
                     Act::Host { data, .. } => Heads::split_rows(&data, s, h, d),
                     Act::Tensor(t) => Heads::Tensor(t.reshape([1, s, h, d]).swap_dims(1, 2)),
                 };
-                let all_kernels = [&self.q, &self.k, &self.v].iter().all(|l| l.kernel().is_some());
+                let all_kernels = [&self.q, &self.k, &self.v]
+                    .iter()
+                    .all(|l| l.kernel().is_some());
                 match host {
                     Act::Host { data, .. } if all_kernels => {
-                        let mut qkv = forward_many_host(&[&self.q, &self.k, &self.v], &data, s)
-                            .into_iter();
+                        let mut qkv =
+                            forward_many_host(&[&self.q, &self.k, &self.v], &data, s).into_iter();
                         let mut next = || qkv.next().unwrap();
                         (
                             Heads::split_rows(&next(), s, self.n_heads, d),

@@ -480,24 +480,7 @@ mod tests {
         half::f16::from_f32(x).to_bits().to_le_bytes()
     }
 
-    /// Deterministic xorshift so tests are reproducible without a rand crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
+    use crate::model::kernels::test_rng::Rng;
 
     fn deq(ty: BlockFormat, bytes: &[u8]) -> Vec<f32> {
         let n = bytes.len() / ty.block_bytes() * ty.block_len();

@@ -15,6 +15,8 @@ pub mod blocks;
 pub mod ops;
 pub mod qmatrix;
 pub mod simd;
+#[cfg(test)]
+pub(crate) mod test_rng;
 
 /// Makes the calling thread (the one that will run the model) a worker of rayon's global pool.
 /// Without it every kernel call from the main thread is handed to a pool thread and the main

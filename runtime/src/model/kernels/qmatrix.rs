@@ -351,7 +351,12 @@ impl QMatrix {
                 act.quantize_split(level, x, self.cols);
                 let nb = self.cols / 32;
                 for (i, y) in ys.into_iter().enumerate() {
-                    self.int8_split(level, [act.row(2 * i, nb), act.row(2 * i + 1, nb)], y, grain);
+                    self.int8_split(
+                        level,
+                        [act.row(2 * i, nb), act.row(2 * i + 1, nb)],
+                        y,
+                        grain,
+                    );
                 }
             });
         } else {
@@ -1916,22 +1921,7 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// Deterministic xorshift so tests are reproducible without a rand crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        /// Uniform in [-1, 1).
-        fn unit(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-    }
+    use crate::model::kernels::test_rng::Rng;
 
     fn put_f16(b: &mut [u8], at: usize, x: f32) {
         b[at..at + 2].copy_from_slice(&half::f16::from_f32(x).to_bits().to_le_bytes());
