@@ -480,7 +480,7 @@ mod tests {
         let mut a = LayerCache::new(AttentionKind::Sliding(100), h);
         let mut b = LayerCache::new(AttentionKind::Sliding(100), h);
         let mut next = 0i64;
-        let mut push = |a: &mut LayerCache, b: &mut LayerCache, s: usize, next: &mut i64| {
+        let push = |a: &mut LayerCache, b: &mut LayerCache, s: usize, next: &mut i64| {
             let pos: Vec<i64> = (*next..*next + s as i64).collect();
             *next += s as i64;
             let base = pos[0] as f32 * 10.0;
