@@ -15,6 +15,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::spec::{AttentionKind, ModelSpec};
 
 /// Where a group's K/V live.
+// A few of these per layer: the size of the tensor variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum KvData {
     /// Burn tensors `[1, h, T, D]` (the exact path and the GPU backends).

@@ -7,6 +7,9 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Activations `[1, S, C]`.
+// A Burn tensor is a large handle; boxing it would add an allocation to every op of the exact
+// path for no gain (these values are moved, never stored in bulk).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Act {
     Tensor(Tensor<3>),
@@ -55,22 +58,6 @@ impl Act {
         }
     }
 
-    /// `self + other` (the residual connection).
-    pub fn add(self, other: Act) -> Act {
-        match (self, other) {
-            (Act::Tensor(a), Act::Tensor(b)) => Act::Tensor(a + b),
-            (Act::Host { mut data, s, c }, other) => {
-                let (b, ..) = other.into_host();
-                data.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                Act::Host { data, s, c }
-            }
-            (Act::Tensor(a), host) => {
-                let device = a.device();
-                Act::Tensor(a + host.into_tensor(&device))
-            }
-        }
-    }
-
     /// The last `n` positions.
     pub fn tail(self, n: usize) -> Act {
         let s = self.seq_len();
@@ -88,7 +75,28 @@ impl Act {
     }
 }
 
+/// `a + b`: the residual connection, on the host when the left side is host memory.
+impl std::ops::Add for Act {
+    type Output = Act;
+
+    fn add(self, other: Act) -> Act {
+        match (self, other) {
+            (Act::Tensor(a), Act::Tensor(b)) => Act::Tensor(a + b),
+            (Act::Host { mut data, s, c }, other) => {
+                let (b, ..) = other.into_host();
+                data.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                Act::Host { data, s, c }
+            }
+            (Act::Tensor(a), host) => {
+                let device = a.device();
+                Act::Tensor(a + host.into_tensor(&device))
+            }
+        }
+    }
+}
+
 /// Per-head values `[1, H, S, D]` (queries, keys, values, attention outputs).
+#[allow(clippy::large_enum_variant)] // as `Act`
 #[derive(Clone, Debug)]
 pub enum Heads {
     Tensor(Tensor<4>),

@@ -14,6 +14,8 @@ use crate::spec::{Activation, RopeSpec};
 
 /// A weight matrix `[out, in]`: a Burn tensor in f32 (exact path, GPU backends), or a
 /// [`QMatrix`] in its stored block format that the CPU kernels compute on (fast path).
+// One per weight matrix: the size of the tensor variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum LinearWeight {
     Dense(Tensor<2>),

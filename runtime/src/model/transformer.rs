@@ -572,12 +572,12 @@ impl Transformer {
             if let Some(n) = &layer.post_attn_norm {
                 h = n.apply(h);
             }
-            x = x.add(h);
+            x = x + h;
             let mut m = layer.mlp.apply(layer.ffn_norm.apply(x.clone()));
             if let Some(n) = &layer.post_ffn_norm {
                 m = n.apply(m);
             }
-            x = x.add(m);
+            x = x + m;
         }
         let from = logits_from?;
         Some(self.logits(x.tail(s - from)))
