@@ -73,8 +73,8 @@ impl Attention {
             q.clone().narrow(1, h0, nh)
         };
         let s = q_pos.len();
-        let t = g.len();
-        let _ = t;
+        // `k()`/`v()` hold exactly the group's live entries (an emptied tensor group's stale
+        // row is never exposed).
         let (k, v) = (g.k(), g.v());
         // Mask: global layers only need causality, which the fused kernel does bottom-right
         // aligned (every cached entry precedes every new query). Sliding layers have been
