@@ -71,6 +71,20 @@ impl SafetensorsSource {
 }
 
 impl SafetensorsSource {
+    /// The error for a tensor whose dtype neither path reads.
+    fn unsupported_dtype(&self, name: &str) -> LoadError {
+        let what = self
+            .file_of(name)
+            .ok()
+            .and_then(|(path, mmap)| {
+                let st = SafeTensors::deserialize(mmap).ok()?;
+                let dtype = st.tensor(name).ok()?.dtype();
+                Some(format!("has dtype {dtype:?} in {}", path.display()))
+            })
+            .unwrap_or_else(|| "has an unsupported dtype".into());
+        LoadError::Unsupported(format!("tensor `{name}` {what}; supported: F32, F16, BF16"))
+    }
+
     fn file_of(&self, name: &str) -> Result<&(PathBuf, Arc<Mmap>), LoadError> {
         let &i = self
             .index
@@ -97,34 +111,13 @@ impl WeightSource for SafetensorsSource {
     }
 
     fn load(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), LoadError> {
-        let (path, mmap) = self.file_of(name)?;
-        let st = SafeTensors::deserialize(mmap)
-            .map_err(|e| LoadError::Format(format!("{}: {e}", path.display())))?;
-        let view = st
-            .tensor(name)
-            .map_err(|e| LoadError::Format(format!("{}: {name}: {e}", path.display())))?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(LoadError::Unsupported(format!(
-                    "tensor `{name}` in {} has dtype {other:?}; supported: F32, F16, BF16",
-                    path.display()
-                )));
-            }
-        };
-        Ok((data, view.shape().to_vec()))
+        let raw = self
+            .load_raw(name)?
+            .ok_or_else(|| self.unsupported_dtype(name))?;
+        let n: usize = raw.shape.iter().product();
+        let mut data = vec![0.0f32; n];
+        raw.format.dequantize(&raw.bytes, &mut data);
+        Ok((data, raw.shape))
     }
 
     fn load_raw(&self, name: &str) -> Result<Option<RawTensor>, LoadError> {
