@@ -57,6 +57,14 @@ pub struct Needle {
 
 pub fn load_needles(path: &Path) -> Result<Vec<Needle>, CalibError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
+    parse_needles(&text, path)
+}
+
+/// [`load_needles`] on text already read; `origin` (the file, or e.g.
+/// `built-in:needles.jsonl` for [`compresskv_runtime::profile::builtin::NEEDLES`]) is only used
+/// in messages.
+pub fn parse_needles(text: &str, origin: &Path) -> Result<Vec<Needle>, CalibError> {
+    let path = origin;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -222,7 +230,7 @@ struct ErrCheckpoint {
 
 /// Built-in QA prompt templates (calibration-data/qa_templates.json), by dataset name with a
 /// `default`; `--qa-config` replaces them with a LongBench `config` directory.
-pub const QA_TEMPLATES: &str = include_str!("../../calibration-data/qa_templates.json");
+pub const QA_TEMPLATES: &str = compresskv_runtime::profile::builtin::QA_TEMPLATES;
 
 /// Default cap on QA answer lengths (the dataset's own length is used when smaller).
 pub const QA_MAX_NEW: usize = 32;

@@ -54,9 +54,10 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
     let sample = NiahBuilder::for_model(&haystack, &lm)
         .peer_needle(&needle, a.length, a.depth)
         .context("building the demo prompt")?;
-    let compressor = a
-        .tuning
-        .compressor(&lm, &a.method, BudgetSpec::Entries(a.budget))?;
+    let (compressor, profile) =
+        a.tuning
+            .compressor_with_source(&lm, &a.method, BudgetSpec::Entries(a.budget))?;
+    let profile = profile.map(|p| p.to_string());
     let contenders = [
         Contender {
             method: "full".into(),
@@ -81,6 +82,9 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
         "{}: {}-token prompt, needle at {}% (token {}); question: {}",
         lm.id, a.length, a.depth, sample.needle_token_start, needle.question
     ));
+    if let Some(p) = &profile {
+        say(&format!("{} profile: {p}", a.method));
+    }
     let outs = run_contenders(
         &lm.model,
         &lm.tokenizer,
@@ -105,6 +109,7 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
         return super::print_json(&serde_json::json!({
             "model": lm.id, "prompt_tokens": sample.prompt_ids.len(), "depth": a.depth,
             "question": needle.question, "expected": needle.answer, "runs": rows,
+            "profile": profile,
         }));
     }
     println!("Q: {}", needle.question);

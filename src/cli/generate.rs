@@ -60,7 +60,10 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
         stop_strings: a.stop.clone(),
         eos_ids: eos,
     };
-    let compressor = a.press.compressor(&lm)?;
+    let (compressor, profile) = match a.press.compressor_with_source(&lm)? {
+        Some((c, source)) => (Some(c), source),
+        None => (None, None),
+    };
     let out = generate(
         &lm.model,
         &lm.tokenizer,
@@ -74,6 +77,8 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&out)?;
         v["model"] = lm.id.clone().into();
         v["method"] = a.press.method.clone().into();
+        // Where the CompressKV profile came from: a path or `built-in:<file>`; null without one.
+        v["profile"] = profile.as_ref().map(|p| p.to_string()).into();
         v["kv_entries_kept_per_layer"] = serde_json::to_value(&out.kv_entries_per_layer)?;
         v["kv_cache_bytes_kept"] = out.kv_cache_bytes.into();
         super::print_json(&v)?;
@@ -107,6 +112,9 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
             ),
         ]);
         eprintln!("{}", t.render());
+        if let Some(p) = &profile {
+            eprintln!("profile: {p}");
+        }
     }
     Ok(())
 }

@@ -96,8 +96,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Download and verify a model (e.g. google/gemma-3-270m) or the NIAH haystack into the cache.
     Fetch(fetch::FetchArgs),
-    /// Profile a model once (Semantic Retrieval Heads, layer eviction errors) into
-    /// profiles/<org>--<name>.ron.
+    /// Profile a model once (Semantic Retrieval Heads, layer eviction errors) into the user's
+    /// profile directory (<cache>/profiles/<org>--<name>.ron).
     Profile(Box<profile::ProfileArgs>),
     /// Speed and memory per method and prompt length (prefill, compression, decode, KV, RSS).
     Bench(bench::BenchArgs),

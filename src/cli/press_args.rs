@@ -6,6 +6,7 @@ use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::press::budget::Bounds;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{Compressor, PressParams, SlidingPolicy, press_by_name};
+use compresskv_runtime::profile::ProfileSource;
 
 use super::profile_load::load_head_profile;
 
@@ -36,7 +37,8 @@ pub struct PressArgs {
 /// method's defaults.
 #[derive(Args, Debug, Clone, Default)]
 pub struct PressTuning {
-    /// `auto` (next to the weights, $COMPRESSKV_PROFILES, the repo's profiles/) or a path.
+    /// `auto` (next to the weights, $COMPRESSKV_PROFILES, <cache>/profiles/, then the built-in
+    /// profiles) or a path.
     #[arg(long, default_value = "auto")]
     pub profile: String,
     /// Observation window (last prompt queries that score the entries; always kept).
@@ -65,8 +67,12 @@ pub struct PressTuning {
 }
 
 impl PressArgs {
+    /// The compressor and where its profile came from (`None`: the method reads no profile);
     /// `None` for `full` without a budget (plain generation).
-    pub fn compressor(&self, lm: &LoadedModel) -> anyhow::Result<Option<Compressor>> {
+    pub fn compressor_with_source(
+        &self,
+        lm: &LoadedModel,
+    ) -> anyhow::Result<Option<(Compressor, Option<ProfileSource>)>> {
         let budget = match (self.budget, self.ratio) {
             (Some(b), _) => BudgetSpec::Entries(b),
             (None, Some(r)) => BudgetSpec::Ratio(r),
@@ -76,7 +82,9 @@ impl PressArgs {
                 self.method
             ),
         };
-        self.tuning.compressor(lm, &self.method, budget).map(Some)
+        self.tuning
+            .compressor_with_source(lm, &self.method, budget)
+            .map(Some)
     }
 }
 
@@ -88,6 +96,16 @@ impl PressTuning {
         method: &str,
         budget: BudgetSpec,
     ) -> anyhow::Result<Compressor> {
+        Ok(self.compressor_with_source(lm, method, budget)?.0)
+    }
+
+    /// [`Self::compressor`], with where its profile came from (`None`: the method reads none).
+    pub fn compressor_with_source(
+        &self,
+        lm: &LoadedModel,
+        method: &str,
+        budget: BudgetSpec,
+    ) -> anyhow::Result<(Compressor, Option<ProfileSource>)> {
         let press = press_by_name(method)?;
         let loaded = if method == "compresskv" {
             let b = match budget {
@@ -101,7 +119,8 @@ impl PressTuning {
         let mut params = PressParams::default();
         let mut bounds = Bounds::default();
         let mut profile = None;
-        if let Some((hp, eff)) = loaded {
+        let mut source = None;
+        if let Some((hp, eff, src)) = loaded {
             params.window = eff.window;
             params.kernel = eff.kernel;
             params.srh_heads = eff.srh_heads;
@@ -111,6 +130,7 @@ impl PressTuning {
             bounds.max_factor = eff.max_budget_factor;
             bounds.error_weight = eff.error_weight;
             profile = Some(hp);
+            source = Some(src);
         } else {
             params.srh_heads = (lm.spec.n_heads / 8).max(1);
         }
@@ -136,8 +156,8 @@ impl PressTuning {
             Sliding::Keep => SlidingPolicy::Keep,
             Sliding::Compress => SlidingPolicy::Compress,
         };
-        Ok(Compressor::new(
-            press, params, budget, sliding, bounds, profile, &lm.spec,
-        )?)
+        let compressor =
+            Compressor::new(press, params, budget, sliding, bounds, profile, &lm.spec)?;
+        Ok((compressor, source))
     }
 }

@@ -1,11 +1,12 @@
 //! `compresskv profile`: calibrate a model once and write its profile; `profile show`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use compresskv_profiler::calibrate::{
-    ErrorPlan, Grid, QA_MAX_NEW, RunOptions, load_haystack, load_needles, load_qa, profile_model,
+    ErrorPlan, Grid, QA_MAX_NEW, RunOptions, load_haystack, load_needles, load_qa, parse_needles,
+    profile_model,
 };
 use compresskv_profiler::layer_error::ErrorSettings;
 use compresskv_runtime::loader::hf_config::spec_from_hf_config;
@@ -13,7 +14,7 @@ use compresskv_runtime::loader::{fetch, load_model};
 use compresskv_runtime::press::budget::{Allocator, Bounds};
 use compresskv_runtime::press::engine::layer_budgets;
 use compresskv_runtime::profile::{
-    Profile, default_repo_profiles_dir, import_paper, profile_file_name,
+    Profile, ProfileSource, builtin, default_profile_out, find_profile_from_env, import_paper,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,7 +50,7 @@ pub struct RunArgs {
     /// Directory of .txt files (default: the fetched Paul Graham essays).
     #[arg(long)]
     pub haystack: Option<PathBuf>,
-    /// Needles jsonl (default: calibration-data/needles.jsonl).
+    /// Needles jsonl (default: the built-in copy of calibration-data/needles.jsonl).
     #[arg(long)]
     pub needles: Option<PathBuf>,
     #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 2000])]
@@ -58,7 +59,9 @@ pub struct RunArgs {
     pub depths: Vec<f64>,
     #[arg(long, default_value_t = 50)]
     pub max_new: usize,
-    /// Output file (default: profiles/<org>--<name>.ron in the repository).
+    /// Output file (default: <org>--<name>.ron in the user's profile directory,
+    /// `$COMPRESSKV_HOME/profiles/` or `~/.cache/compresskv/profiles/`, where `--profile auto`
+    /// finds it before the built-in profiles).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// LongBench-format jsonl files (`context`, `input`, `answers`, `dataset`) to estimate the
@@ -66,7 +69,7 @@ pub struct RunArgs {
     #[arg(long, num_args = 1..)]
     pub qa: Vec<PathBuf>,
     /// A LongBench `config` directory (dataset2prompt.json, dataset2maxlen.json) for the QA
-    /// templates (default: calibration-data/qa_templates.json).
+    /// templates (default: the built-in calibration-data/qa_templates.json).
     #[arg(long)]
     pub qa_config: Option<PathBuf>,
     /// QA prompts used per file (the first N).
@@ -102,7 +105,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// Model id or profile path.
+    /// Model id (its profile is found as `--profile auto` finds it) or profile path.
     pub what: String,
     /// Also show the per-layer KV budgets the layer errors imply at this mean budget.
     #[arg(long)]
@@ -129,7 +132,9 @@ pub struct ImportArgs {
     /// Model id the profile is for, e.g. meta-llama/Llama-3.1-8B-Instruct.
     #[arg(long)]
     pub model_id: String,
-    /// Where to write the profile (e.g. profiles/meta-llama--Llama-3.1-8B-Instruct.ron).
+    /// Where to write the profile (e.g.
+    /// ~/.cache/compresskv/profiles/meta-llama--Llama-3.1-8B-Instruct.ron, where `--profile
+    /// auto` finds it).
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long)]
@@ -151,27 +156,33 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
         .context("--model is required (e.g. --model google/gemma-3-270m)")?;
     let device = device.runtime()?;
     let lm = load_model(&model, &device)?;
-    let needles_path = a.needles.clone().unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration-data/needles.jsonl")
-    });
-    let needles = load_needles(&needles_path)?;
+    // The needles and their bytes (hashed into the profile's provenance): `--needles`, else the
+    // built-in copy of calibration-data/needles.jsonl (the same bytes).
+    let (needles, needles_bytes) = match &a.needles {
+        Some(p) => (
+            load_needles(p)?,
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        None => (
+            parse_needles(builtin::NEEDLES, Path::new("built-in:needles.jsonl"))?,
+            builtin::NEEDLES.as_bytes().to_vec(),
+        ),
+    };
     let hay_dir = a.haystack.clone().unwrap_or_else(fetch::haystack_dir);
     if a.haystack.is_none() && !hay_dir.is_dir() {
         fetch::fetch_haystack(&mut |l| eprintln!("  {l}"))?;
     }
     let haystack = load_haystack(&hay_dir)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| default_repo_profiles_dir().join(profile_file_name(&lm.id)));
+    let out = a.out.clone().unwrap_or_else(|| default_profile_out(&lm.id));
+    // The checkpoint goes next to the profile, from the first sample on.
+    create_parent_dir(&out)?;
     let checkpoint = out.with_extension("ron.partial.jsonl");
     let grid = Grid {
         lengths: a.lengths.clone(),
         depths: a.depths.clone(),
         max_new: a.max_new,
     };
-    let mut calib = std::fs::read(&needles_path)
-        .with_context(|| format!("cannot read {}", needles_path.display()))?;
+    let mut calib = needles_bytes;
     calib.extend_from_slice(haystack.as_bytes());
     let qa = if a.qa.is_empty() {
         None
@@ -263,6 +274,16 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the directory `path` will be written into (the user's profile directory may not
+/// exist yet).
+pub fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create the profile directory {}", d.display())),
+        _ => Ok(()),
+    }
+}
+
 /// Per-layer budgets at mean `b` (`None` for layers kept as they are), via the engine's
 /// allocator with the profile's bounds. The compressed layers are those with an error share:
 /// the profiler measures exactly the layers the runtime compresses under its default
@@ -330,12 +351,18 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
 }
 
 fn show(a: ShowArgs) -> anyhow::Result<()> {
-    let path = if std::path::Path::new(&a.what).exists() {
-        PathBuf::from(&a.what)
+    let source = if Path::new(&a.what).exists() || a.what.ends_with(".ron") {
+        ProfileSource::File(PathBuf::from(&a.what))
     } else {
-        default_repo_profiles_dir().join(profile_file_name(&a.what))
+        // A model id: the profile `--profile auto` would use, next to the model's weights when
+        // the model is in the cache.
+        let (id, model_path) = match fetch::resolve_model(&a.what) {
+            Ok(r) => (r.id, r.location.path().to_path_buf()),
+            Err(_) => (a.what.clone(), PathBuf::from(&a.what)),
+        };
+        find_profile_from_env(&id, &model_path)?
     };
-    let p = Profile::load(&path)?;
+    let p = source.load()?;
     let budgets = a.budget.map(|b| budgets_of(&p, b)).transpose()?;
     if let Some(png) = &a.png {
         let heads: Vec<String> = (0..p.fingerprint.n_heads).map(|h| h.to_string()).collect();
@@ -354,6 +381,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
     }
     if a.json {
         let mut j = serde_json::json!({
+            "source": source.to_string(),
             "model_id": p.model_id, "srh_scores": p.srh_scores,
             "retrieval_scores": p.retrieval_scores,
             "layer_errors": p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
@@ -371,6 +399,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
         }
         super::print_json(&j)
     } else {
+        println!("profile of {}: {source}", p.model_id);
         print_heads(
             &p,
             budgets.as_ref().map(|(b, _)| (a.budget.unwrap_or(0), b)),

@@ -8,10 +8,10 @@ use clap::Args;
 use compresskv_profiler::tune::{
     HeldOut, TuneGrid, TuneProtocol, held_out_prompts, tune, tune_checkpoint_path,
 };
-use compresskv_runtime::eval::niah::load_needles;
+use compresskv_runtime::eval::niah::{load_needles, parse_needles};
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::profile::{
-    Profile, TuneSetting, default_repo_profiles_dir, profile_file_name,
+    Profile, ProfileSource, TuneSetting, builtin, default_profile_out, find_profile_from_env,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -33,7 +33,7 @@ pub struct TuneOptions {
     /// calibration's (`calibration`).
     #[arg(long, value_enum, default_value = "peer")]
     pub tune_protocol: TuneProtocolArg,
-    /// Held-out needles jsonl (default: calibration-data/tune-needles.jsonl).
+    /// Held-out needles jsonl (default: the built-in copy of calibration-data/tune-needles.jsonl).
     #[arg(long)]
     pub tune_needles: Option<PathBuf>,
     /// Held-out prompt lengths (tokens); differ from the calibration and evaluation grids but
@@ -78,7 +78,9 @@ pub struct TuneArgs {
     /// Model id, HF directory or .gguf file.
     #[arg(long)]
     pub model: String,
-    /// The profile to tune (default: the repository's profiles/<org>--<name>.ron).
+    /// The profile file to tune, in place (default: the profile `--profile auto` finds for the
+    /// model; a built-in profile is tuned into a new file in the user's profile directory,
+    /// `<cache>/profiles/<org>--<name>.ron`, which then takes its place).
     #[arg(long)]
     pub profile: Option<PathBuf>,
     /// Haystack directory (default: the fetched essays).
@@ -96,18 +98,37 @@ pub struct TuneArgs {
 pub fn run(device: &super::DeviceArgs, a: TuneArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
-    let path = a
-        .profile
-        .clone()
-        .unwrap_or_else(|| default_repo_profiles_dir().join(profile_file_name(&lm.id)));
-    let mut profile = Profile::load(&path).with_context(|| {
+    // Read from `--profile`, else where `--profile auto` finds it; written back to the same file,
+    // or, for a built-in profile (never written to), to the user's profile directory.
+    let source = match &a.profile {
+        Some(p) => ProfileSource::File(p.clone()),
+        None => find_profile_from_env(&lm.id, &lm.path).with_context(|| {
+            format!(
+                "finding the profile to tune; make one first with `compresskv profile --model {}`",
+                a.model
+            )
+        })?,
+    };
+    let path = match &source {
+        ProfileSource::File(p) => p.clone(),
+        ProfileSource::BuiltIn(_) => default_profile_out(&lm.id),
+    };
+    let mut profile = source.load().with_context(|| {
         format!(
-            "loading the profile to tune ({}); make one first with `compresskv profile --model {}`",
-            path.display(),
+            "loading the profile to tune ({source}); make one first with `compresskv profile \
+             --model {}`",
             a.model
         )
     })?;
+    if source.is_builtin() && !a.json {
+        eprintln!(
+            "tuning the built-in profile {source}; the result goes to {}",
+            path.display()
+        );
+    }
     profile.check_matches(&lm.spec, &lm.id, None)?;
+    // The checkpoint goes next to the profile.
+    super::profile::create_parent_dir(&path)?;
     tune_profile(
         &lm,
         &mut profile,
@@ -140,11 +161,12 @@ pub fn tune_profile(
     resume: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let needles_path = o.tune_needles.clone().unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration-data/tune-needles.jsonl")
-    });
-    let needles = load_needles(&needles_path)
-        .with_context(|| format!("reading --tune-needles {}", needles_path.display()))?;
+    let needles = match &o.tune_needles {
+        Some(p) => {
+            load_needles(p).with_context(|| format!("reading --tune-needles {}", p.display()))?
+        }
+        None => parse_needles(builtin::TUNE_NEEDLES, "built-in:tune-needles.jsonl")?,
+    };
     let hay = super::eval_niah::load_haystack(haystack)?;
     let held = HeldOut {
         protocol: match o.tune_protocol {

@@ -476,3 +476,117 @@ fn profile_tune_tiny_model_cli() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// An installed binary: copied out of the build tree and run from another directory with an
+/// empty `HOME`, it finds the built-in Gemma 3 profile (and says so), lists every place it
+/// looked when a model has no profile, lets a user profile shadow the built-in one, and
+/// generates with CompressKV on the real model (skipped without it, outside CI).
+#[cfg(unix)]
+#[test]
+fn installed_binary_uses_builtin_profile() {
+    use compresskv_runtime::loader::fetch;
+
+    let root = temp("installed");
+    let (bin_dir, cwd, home, cache) = (
+        root.join("bin"),
+        root.join("cwd"),
+        root.join("home"),
+        root.join("cache"),
+    );
+    for d in [&bin_dir, &cwd, &home, &cache] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let bin = bin_dir.join("compresskv");
+    std::fs::copy(env!("CARGO_BIN_EXE_compresskv"), &bin).unwrap();
+    // The model cache stays reachable: a fresh cache root ($COMPRESSKV_HOME) whose models/ is
+    // the real cache's, so that the user profile directory (<cache>/profiles) starts empty.
+    let real_cache = fetch::cache_home();
+    std::os::unix::fs::symlink(real_cache.join("models"), cache.join("models")).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(&bin)
+            .args(args)
+            .current_dir(&cwd)
+            .env("HOME", &home)
+            .env("COMPRESSKV_HOME", &cache)
+            .env_remove("COMPRESSKV_PROFILES")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let builtin = "built-in:google--gemma-3-270m.ron";
+
+    // `profile show`, human and --json: the built-in profile, named as such.
+    let (code, out, err) = run(&["profile", "show", "google/gemma-3-270m"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(builtin), "{out}");
+    let (code, out, err) = run(&["profile", "show", "google/gemma-3-270m", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["source"], builtin);
+    assert_eq!(j["model_id"], "google/gemma-3-270m");
+
+    // No profile anywhere: exit 1 with every place searched and the fix, no panic.
+    let (code, _, err) = run(&["profile", "show", "nosuch/model"]);
+    assert_eq!(code, Some(1), "{err}");
+    let user_file = cache.join("profiles/nosuch--model.ron");
+    for want in [
+        "COMPRESSKV_PROFILES is not set",
+        &user_file.display().to_string(),
+        "built in: no profile for nosuch/model",
+        "compresskv profile --model nosuch/model",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+
+    let (code, _, err) = run(&["demo", "--help"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // generate with CompressKV on the real model, through the built-in profile.
+    match fetch::resolve_model("google/gemma-3-270m") {
+        Ok(_) => {
+            let (code, out, err) = run(&[
+                "generate",
+                "--model",
+                "google/gemma-3-270m",
+                "--prompt",
+                "The capital of France is",
+                "--max-new-tokens",
+                "4",
+                "--method",
+                "compresskv",
+                "--budget",
+                "64",
+                "--json",
+            ]);
+            assert_eq!(code, Some(0), "{err}");
+            let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(j["profile"], builtin);
+            assert!(j["token_ids"].as_array().unwrap().len() <= 4, "{out}");
+        }
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("the real model is required in CI: {e}")
+        }
+        Err(e) => eprintln!("SKIPPED generate (real model not available): {e}"),
+    }
+
+    // A user profile in <cache>/profiles shadows the built-in one.
+    let mine = cache.join("profiles/google--gemma-3-270m.ron");
+    std::fs::create_dir_all(mine.parent().unwrap()).unwrap();
+    std::fs::write(
+        &mine,
+        compresskv_runtime::profile::builtin::profile("google--gemma-3-270m.ron")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let (code, out, err) = run(&["profile", "show", "google/gemma-3-270m", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["source"], mine.display().to_string());
+    std::fs::remove_dir_all(root).unwrap();
+}

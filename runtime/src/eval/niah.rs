@@ -203,6 +203,14 @@ pub fn load_needles(path: impl AsRef<Path>) -> Result<Vec<Needle>, NiahError> {
         path: path.into(),
         source,
     })?;
+    parse_needles(&text, path)
+}
+
+/// [`load_needles`] on text already read; `origin` (the file, or e.g.
+/// `built-in:tune-needles.jsonl` for [`crate::profile::builtin::TUNE_NEEDLES`]) is only used in
+/// messages.
+pub fn parse_needles(text: &str, origin: impl AsRef<Path>) -> Result<Vec<Needle>, NiahError> {
+    let path = origin.as_ref();
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;

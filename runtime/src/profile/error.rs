@@ -82,13 +82,14 @@ pub enum ProfileError {
 
     /// No profile file in any search location.
     #[error(
-        "no CompressKV profile found for {model_id}; looked for:\n{searched}\nFix: create one with \
-         `compresskv profile --model {model_id}` (it writes profiles/{file_name}), or pass \
-         `--profile PATH` to use a specific profile file"
+        "no CompressKV profile found for {model_id}; looked in this order:\n{searched}\nFix: create \
+         one with `compresskv profile --model {model_id}` (it writes {write_to}), put a profile \
+         file at one of the paths above, or pass `--profile PATH` to use a specific profile file"
     )]
     NotFound {
         model_id: String,
-        file_name: String,
+        /// Where `compresskv profile` would write it.
+        write_to: String,
         /// One line per place looked at, already formatted.
         searched: String,
     },

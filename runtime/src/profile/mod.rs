@@ -4,14 +4,17 @@
 //! A profile holds the Semantic Retrieval Head (SRH) score and the classic retrieval-head score of
 //! every query head, the offline per-layer eviction-error estimate used for layer budgets, the
 //! model's default press settings (optionally tuned), a fingerprint of the model it was made for
-//! and the provenance of the run. It is stored as versioned RON in `profiles/<org>--<name>.ron`
-//! (see [`registry`]) and contains nothing machine-local.
+//! and the provenance of the run. It is stored as versioned RON in `<org>--<name>.ron` (the
+//! repository's `profiles/`, built into the binary, or the user's profile directory; see
+//! [`registry`]) and contains nothing machine-local.
 //!
 //! - [`Profile`]: the file's contents, (de)serialisation, validation, atomic save, model check,
 //!   head ranking and effective settings.
 //! - [`registry`]: file naming and the search order used to find a model's profile.
+//! - [`builtin`]: the profiles and calibration data embedded in the binary.
 //! - [`import`]: conversion of the CompressKV paper's published scores into a profile.
 
+pub mod builtin;
 mod error;
 pub mod import;
 pub mod registry;
@@ -28,8 +31,8 @@ use crate::spec::ModelSpec;
 pub use error::ProfileError;
 pub use import::{PaperFiles, import_paper, import_paper_files};
 pub use registry::{
-    MODEL_DIR_PROFILE, PROFILES_ENV, default_repo_profiles_dir, env_profiles_dir, find_profile,
-    profile_file_name,
+    MODEL_DIR_PROFILE, PROFILES_ENV, ProfileSource, default_profile_out, env_profiles_dir,
+    find_profile, find_profile_from_env, profile_file_name, user_profiles_dir,
 };
 
 /// The schema version this build reads and writes.
