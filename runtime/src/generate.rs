@@ -163,7 +163,8 @@ pub fn argmax(logits: &[f32]) -> u32 {
 }
 
 /// The state right after prefill: reused by every method that compresses the same prompt
-/// (eval and bench prefill once, then clone the cache per method; cloning shares tensors).
+/// (eval and bench prefill once, then clone the cache per method; a clone shares the tensors
+/// or, on the host, the buffers copy-on-write).
 #[derive(Debug)]
 pub struct Prefilled {
     pub cache: KvCache,
@@ -256,6 +257,21 @@ pub fn continue_from(
 ) -> Result<GenerateOutput, GenerateError> {
     let (cache, compression, compress_ms) = compress_copy(model, pre, compressor)?;
     finish(model, tokenizer, pre, cache, compression, compress_ms, opts)
+}
+
+/// [`continue_from`] for the last method of a prompt: takes the prefilled cache by value, so a
+/// method that keeps every entry decodes into it instead of into a copy (a copy-on-write clone
+/// would copy the whole cache at its first append).
+pub fn continue_owned(
+    model: &dyn CausalLM,
+    tokenizer: &TextTokenizer,
+    mut pre: Prefilled,
+    opts: &GenerateOptions,
+    compressor: Option<&dyn CacheCompressor>,
+) -> Result<GenerateOutput, GenerateError> {
+    let cache = std::mem::replace(&mut pre.cache, KvCache::new(model.spec()));
+    let (cache, compression, compress_ms) = compress_into(model, &pre, cache, compressor)?;
+    finish(model, tokenizer, &pre, cache, compression, compress_ms, opts)
 }
 
 /// Decodes from `cache` and reports it together with the prefill and compression figures.

@@ -9,7 +9,9 @@
 use anyhow::Context;
 use clap::Args;
 use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
-use compresskv_runtime::generate::{CacheCompressor, GenerateOptions, continue_from, prefill};
+use compresskv_runtime::generate::{
+    CacheCompressor, GenerateOptions, continue_from, continue_owned, prefill,
+};
 use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::Compressor;
 use compresskv_runtime::press::engine::BudgetSpec;
@@ -144,15 +146,21 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
             let pre = prefill(&lm.model, &sample.prompt_ids, window, a.decode_tokens)?;
             let prefill_peak = peak_rss_bytes();
             prefills.push(pre.prefill_ms);
-            for (i, (_, c)) in compressors.iter().enumerate() {
+            // Compressing methods first; the last run (an uncompressed one where listed) takes
+            // the prefilled cache by value instead of growing a copy of it.
+            let mut order: Vec<usize> = (0..compressors.len()).collect();
+            order.sort_by_key(|&i| compressors[i].1.is_none());
+            let mut pre = Some(pre);
+            for (k, &i) in order.iter().enumerate() {
+                let c = compressors[i].1.as_ref().map(|c| c as &dyn CacheCompressor);
                 reset_peak_rss();
-                let o = continue_from(
-                    &lm.model,
-                    &lm.tokenizer,
-                    &pre,
-                    &opts,
-                    c.as_ref().map(|c| c as &dyn CacheCompressor),
-                )?;
+                let o = if k + 1 == order.len() {
+                    let pre = pre.take().expect("the prefilled state is taken once");
+                    continue_owned(&lm.model, &lm.tokenizer, pre, &opts, c)?
+                } else {
+                    let pre = pre.as_ref().expect("taken only by the last run");
+                    continue_from(&lm.model, &lm.tokenizer, pre, &opts, c)?
+                };
                 let peak = match (prefill_peak, peak_rss_bytes()) {
                     (Some(p), Some(q)) => Some(p.max(q)),
                     _ => None,

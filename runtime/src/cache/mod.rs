@@ -10,7 +10,11 @@
 //! splits the layer into one group per head, each with its own length — physically ragged, not
 //! masked.
 
+use std::sync::Arc;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::spec::{AttentionKind, ModelSpec};
 
@@ -32,15 +36,31 @@ enum KvData {
 /// One KV head's entries on the host, `[T, D]` row-major from row `start`. Appends are amortised
 /// O(1) (a growing `Vec`, not a re-concatenation of the whole cache every step), and sliding
 /// trims advance `start`, compacting only once the dead prefix outgrows the live rows.
+///
+/// The buffers are shared copy-on-write: cloning a cache (every method of an eval or a bench
+/// starts from one prefilled cache) copies nothing, a compression gathers its kept rows
+/// straight from the shared buffers, and only a clone that grows pays for its own copy.
+///
+/// Entries are stored as f16 (as llama.cpp's default KV cache): half the memory and half the
+/// bytes every decode step reads; the attention kernels widen them to f32 on load, and the
+/// presses see f32 tensors.
 #[derive(Clone, Debug, Default)]
 struct HeadRows {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Arc<Vec<f16>>,
+    v: Arc<Vec<f16>>,
     start: usize,
 }
 
+/// Appends `src` to a shared buffer as f16 (copying the buffer first if it is shared).
+fn push_f16(buf: &mut Arc<Vec<f16>>, src: &[f32]) {
+    let b = Arc::make_mut(buf);
+    let n = b.len();
+    b.resize(n + src.len(), f16::ZERO);
+    b[n..].convert_from_f32_slice(src);
+}
+
 impl HeadRows {
-    fn rows<'a>(&'a self, buf: &'a [f32], d: usize) -> &'a [f32] {
+    fn rows<'a>(&'a self, buf: &'a [f16], d: usize) -> &'a [f16] {
         &buf[self.start * d..]
     }
 
@@ -48,24 +68,31 @@ impl HeadRows {
         self.start += n;
         let live = self.k.len() / d - self.start;
         if self.start >= live.max(64) {
-            self.k.drain(..self.start * d);
-            self.v.drain(..self.start * d);
+            let dead = self.start * d;
+            for buf in [&mut self.k, &mut self.v] {
+                match Arc::get_mut(buf) {
+                    Some(b) => drop(b.drain(..dead)),
+                    // Shared: copy only the live rows.
+                    None => *buf = Arc::new(buf[dead..].to_vec()),
+                }
+            }
             self.start = 0;
         }
     }
 
     fn gather(&self, idx: &[usize], d: usize) -> HeadRows {
         let (k, v) = (self.rows(&self.k, d), self.rows(&self.v, d));
-        let mut out = HeadRows {
-            k: Vec::with_capacity(idx.len() * d),
-            v: Vec::with_capacity(idx.len() * d),
-            start: 0,
-        };
+        let mut out_k = Vec::with_capacity(idx.len() * d);
+        let mut out_v = Vec::with_capacity(idx.len() * d);
         for &i in idx {
-            out.k.extend_from_slice(&k[i * d..(i + 1) * d]);
-            out.v.extend_from_slice(&v[i * d..(i + 1) * d]);
+            out_k.extend_from_slice(&k[i * d..(i + 1) * d]);
+            out_v.extend_from_slice(&v[i * d..(i + 1) * d]);
         }
-        out
+        HeadRows {
+            k: Arc::new(out_k),
+            v: Arc::new(out_v),
+            start: 0,
+        }
     }
 }
 
@@ -92,6 +119,14 @@ impl HeadGroup {
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty()
     }
+    /// Bytes per stored K or V element: f32 tensors, f16 host rows.
+    pub fn elem_bytes(&self) -> usize {
+        match &self.data {
+            KvData::Tensor { .. } => std::mem::size_of::<f32>(),
+            KvData::Host { .. } => std::mem::size_of::<f16>(),
+        }
+    }
+
     pub fn head_dim(&self) -> usize {
         match &self.data {
             KvData::Tensor { k, .. } => k.dims()[3],
@@ -123,9 +158,9 @@ impl HeadGroup {
                 }
             }
             KvData::Host { heads, d, device } => {
-                let mut data = Vec::with_capacity(heads.len() * self.len() * d);
-                for h in heads {
-                    data.extend_from_slice(h.rows(if keys { &h.k } else { &h.v }, *d));
+                let mut data = vec![0.0f32; heads.len() * self.len() * d];
+                for (h, out) in heads.iter().zip(data.chunks_exact_mut(self.len() * d)) {
+                    h.rows(if keys { &h.k } else { &h.v }, *d).convert_to_f32_slice(out);
                 }
                 Tensor::from_data(
                     TensorData::new(data, [1, heads.len(), self.len(), *d]),
@@ -135,8 +170,9 @@ impl HeadGroup {
         }
     }
 
-    /// Head `h`'s (of this group) keys and values as host rows `[T, D]`, on the kernel path.
-    pub fn host_rows(&self, h: usize) -> Option<(&[f32], &[f32])> {
+    /// Head `h`'s (of this group) keys and values as host rows `[T, D]` (f16), on the kernel
+    /// path.
+    pub fn host_rows(&self, h: usize) -> Option<(&[f16], &[f16])> {
         match &self.data {
             KvData::Host { heads, d, .. } => {
                 let r = &heads[h];
@@ -282,6 +318,17 @@ impl LayerCache {
             });
             return;
         }
+        if let KvData::Host { device, .. } = &self.groups[0].data {
+            // A host cache (the kernel path) appended to through tensors — an observer replaying
+            // attention on a compressed copy, as the profiler's layer-error probe does.
+            let device = device.clone();
+            let d = k.dims()[3];
+            let to_vec = |t: Tensor<4>| t.into_data().convert::<f32>().try_into_vec::<f32>();
+            let (k, v) = (to_vec(k), to_vec(v));
+            let (k, v) = (k.expect("f32 keys"), v.expect("f32 values"));
+            self.append_host(&k, &v, d, positions, &device);
+            return;
+        }
         let single = self.groups.len() == 1;
         for g in &mut self.groups {
             debug_assert!(g.positions.last().is_none_or(|&p| p < positions[0]));
@@ -294,7 +341,7 @@ impl LayerCache {
                 )
             };
             let KvData::Tensor { k: gk, v: gv } = &mut g.data else {
-                panic!("a cache filled on the host gets host appends");
+                unreachable!("host groups are appended to above; a layer's groups share storage")
             };
             if g.positions.is_empty() {
                 *gk = kg;
@@ -336,8 +383,8 @@ impl LayerCache {
             };
             for (i, h) in heads.iter_mut().enumerate() {
                 let head = g.first_head + i;
-                h.k.extend_from_slice(&k[head * s * d..(head + 1) * s * d]);
-                h.v.extend_from_slice(&v[head * s * d..(head + 1) * s * d]);
+                push_f16(&mut h.k, &k[head * s * d..(head + 1) * s * d]);
+                push_f16(&mut h.v, &v[head * s * d..(head + 1) * s * d]);
             }
             g.positions.extend_from_slice(positions);
         }
@@ -381,7 +428,7 @@ impl LayerCache {
     pub fn bytes(&self) -> usize {
         self.groups
             .iter()
-            .map(|g| 2 * g.n_heads() * g.len() * g.head_dim() * std::mem::size_of::<f32>())
+            .map(|g| 2 * g.n_heads() * g.len() * g.head_dim() * g.elem_bytes())
             .sum()
     }
 }
@@ -474,8 +521,56 @@ mod tests {
         assert_eq!(l.groups()[0].k().dims()[2], 2);
     }
 
+    /// A clone shares the host buffers until one side writes: appends and trims on the clone
+    /// leave the original untouched, and compressing the clone gathers from the shared rows.
+    #[test]
+    fn host_clones_are_copy_on_write() {
+        let (h, d) = (1, 4);
+        let mut a = LayerCache::new(AttentionKind::Full, h);
+        let k: Vec<f32> = (0..8 * d).map(|i| i as f32).collect();
+        let pos: Vec<i64> = (0..8).collect();
+        a.append_host(&k, &k, d, &pos, &dev());
+        let before: Vec<f32> = a.groups()[0].k().to_data().try_to_vec().unwrap();
+        let mut b = a.clone();
+        let (ka, _) = a.groups()[0].host_rows(0).unwrap();
+        let (kb, _) = b.groups()[0].host_rows(0).unwrap();
+        assert!(std::ptr::eq(ka, kb), "a clone shares its buffers");
+        b.append_host(&[100.0; 4], &[100.0; 4], d, &[8], &dev());
+        b.retain(&KeepSet::Shared(vec![1, 3, 8]));
+        let after: Vec<f32> = a.groups()[0].k().to_data().try_to_vec().unwrap();
+        assert_eq!(before, after);
+        assert_eq!(a.positions(), &pos[..]);
+        assert_eq!(b.positions(), &[1, 3, 8]);
+        let kb: Vec<f32> = b.groups()[0].k().to_data().try_to_vec().unwrap();
+        assert_eq!(kb[..4], before[4..8]);
+        assert_eq!(kb[8..], [100.0; 4]);
+    }
+
+    /// Tensor appends to a host cache (the profiler's layer-error probe replays attention on
+    /// compressed copies of a fast-path cache) store like host appends, per-head groups too.
+    #[test]
+    fn tensor_appends_to_a_host_cache() {
+        let (h, d) = (2, 4);
+        let k: Vec<f32> = (0..h * 3 * d).map(|i| i as f32).collect();
+        let mut a = LayerCache::new(AttentionKind::Full, h);
+        a.append_host(&k, &k, d, &[0, 1, 2], &dev());
+        a.retain(&KeepSet::PerHead(vec![vec![0, 2], vec![1]]));
+        let mut b = a.clone();
+        let nk: Vec<f32> = (0..h * d).map(|i| 50.0 + i as f32).collect();
+        a.append_host(&nk, &nk, d, &[3], &dev());
+        let t = Tensor::from_data(TensorData::new(nk.clone(), [1, h, 1, d]), &dev());
+        b.append(t.clone(), t, &[3]);
+        for (ga, gb) in a.groups().iter().zip(b.groups()) {
+            assert_eq!(ga.positions, gb.positions);
+            let ka: Vec<f32> = ga.k().to_data().try_to_vec().unwrap();
+            let kb: Vec<f32> = gb.k().to_data().try_to_vec().unwrap();
+            assert_eq!(ka, kb);
+        }
+    }
+
     /// Host storage (the kernel path) behaves exactly like tensor storage: appends, sliding
-    /// trims (incl. the lazy compaction), shared and per-head eviction give the same K/V.
+    /// trims (incl. the lazy compaction), shared and per-head eviction give the same K/V
+    /// (values chosen exact in f16, the host format), in half the bytes.
     #[test]
     fn host_storage_matches_tensor_storage() {
         let (h, d) = (2, 3);
@@ -485,8 +580,10 @@ mod tests {
         let push = |a: &mut LayerCache, b: &mut LayerCache, s: usize, next: &mut i64| {
             let pos: Vec<i64> = (*next..*next + s as i64).collect();
             *next += s as i64;
-            let base = pos[0] as f32 * 10.0;
-            let k: Vec<f32> = (0..h * s * d).map(|i| base + i as f32).collect();
+            // Distinct integers below 2048 within a push: exact in f16.
+            let k: Vec<f32> = (0..h * s * d)
+                .map(|i| ((pos[0] as usize * 37 + i) % 2039) as f32)
+                .collect();
             let v: Vec<f32> = k.iter().map(|x| -x).collect();
             a.append(
                 Tensor::from_data(TensorData::new(k.clone(), [1, h, s, d]), &dev()),
@@ -511,10 +608,11 @@ mod tests {
                 assert_eq!(va, vb);
                 for hh in 0..gb.n_heads() {
                     let (k, _) = gb.host_rows(hh).unwrap();
+                    let k: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
                     assert_eq!(k, &kb[hh * gb.len() * d..(hh + 1) * gb.len() * d]);
                 }
             }
-            assert_eq!(a.bytes(), b.bytes());
+            assert_eq!(a.bytes(), 2 * b.bytes());
         };
         push(&mut a, &mut b, 70, &mut next);
         same(&a, &b);

@@ -32,6 +32,46 @@ pub struct AttnParams {
     pub softcap: Option<f32>,
 }
 
+/// A stored K/V element: f32, or f16 (the host KV cache's format, half the bytes per token).
+pub trait KvElem: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    /// 8 consecutive elements as f32 lanes.
+    ///
+    /// # Safety
+    /// AVX2+FMA+F16C present; 8 readable elements at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller guarantees 8 readable f32 at `p`.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl KvElem for half::f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self.to_f32()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 8 readable f16 (16 bytes) at `p`.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+}
+
 /// Keys per online-softmax step: 64 logits per row fit on the stack and the
 /// K/V tile stays in L2 for d ≤ 256.
 const TILE: usize = 64;
@@ -86,11 +126,11 @@ impl State {
 }
 
 /// Everything a worker needs; plain shared slices, hence `Sync`.
-struct Ctx<'a> {
+struct Ctx<'a, E> {
     level: SimdLevel,
     q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    k: &'a [E],
+    v: &'a [E],
     d: usize,
     params: AttnParams,
     /// Per query row, `(lo, hi)` with `lo < hi`, or `(0, 0)` when empty.
@@ -114,10 +154,10 @@ struct Ctx<'a> {
 ///
 /// Panics if `d == 0`, lengths are not multiples of `d`, `v.len() != k.len()`,
 /// `out.len() != q.len()`, or some `hi > T`.
-pub fn attend(
+pub fn attend<E: KvElem>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     d: usize,
     params: &AttnParams,
     visible: &dyn Fn(usize) -> (usize, usize),
@@ -128,11 +168,11 @@ pub fn attend(
 
 /// [`attend`] at an explicit level (lowered to the detected level if needed).
 #[allow(clippy::too_many_arguments)]
-pub fn attend_at(
+pub fn attend_at<E: KvElem>(
     level: SimdLevel,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     d: usize,
     params: &AttnParams,
     visible: &dyn Fn(usize) -> (usize, usize),
@@ -142,11 +182,11 @@ pub fn attend_at(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attend_plan(
+fn attend_plan<E: KvElem>(
     level: SimdLevel,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     d: usize,
     params: &AttnParams,
     visible: &dyn Fn(usize) -> (usize, usize),
@@ -253,7 +293,7 @@ fn choose_plan(blocks: &[Block], d: usize) -> Plan {
 }
 
 /// Whole block on one thread, accumulating directly in its output rows.
-fn run_block(ctx: &Ctx, b: &Block, out: &mut [f32]) {
+fn run_block<E: KvElem>(ctx: &Ctx<E>, b: &Block, out: &mut [f32]) {
     out.fill(0.0);
     let mut st = State::new();
     process(ctx, b, b.lo, b.hi, &mut st, out);
@@ -262,7 +302,7 @@ fn run_block(ctx: &Ctx, b: &Block, out: &mut [f32]) {
 
 /// Split-K: partial states per (block, key chunk) in parallel, then merged
 /// per block in chunk order (deterministic for a given thread count).
-fn split_k(ctx: &Ctx, blocks: &[Block], chunks: usize, out: &mut [f32]) {
+fn split_k<E: KvElem>(ctx: &Ctx<E>, blocks: &[Block], chunks: usize, out: &mut [f32]) {
     let mut jobs = Vec::new();
     for (bi, b) in blocks.iter().enumerate() {
         let per = b.len().div_ceil(chunks).next_multiple_of(TILE).max(TILE);
@@ -317,7 +357,7 @@ fn split_k(ctx: &Ctx, blocks: &[Block], chunks: usize, out: &mut [f32]) {
 }
 
 /// `acc / l` per row; rows with an empty range become zeros.
-fn finalize(ctx: &Ctx, b: &Block, l: &[f32; MAX_ROWS], out: &mut [f32]) {
+fn finalize<E>(ctx: &Ctx<E>, b: &Block, l: &[f32; MAX_ROWS], out: &mut [f32]) {
     for (r, row) in out.chunks_exact_mut(ctx.d).enumerate() {
         let (lo, hi) = ctx.ranges[b.r0 + r];
         if lo >= hi || l[r] == 0.0 {
@@ -330,7 +370,7 @@ fn finalize(ctx: &Ctx, b: &Block, l: &[f32; MAX_ROWS], out: &mut [f32]) {
 }
 
 /// Online softmax over keys `a..e` for block `b`, continuing `st`/`acc`.
-fn process(ctx: &Ctx, b: &Block, a: usize, e: usize, st: &mut State, acc: &mut [f32]) {
+fn process<E: KvElem>(ctx: &Ctx<E>, b: &Block, a: usize, e: usize, st: &mut State, acc: &mut [f32]) {
     let mut t0 = a;
     while t0 < e {
         let t1 = (t0 + TILE).min(e);
@@ -352,8 +392,8 @@ fn process(ctx: &Ctx, b: &Block, a: usize, e: usize, st: &mut State, acc: &mut [
 }
 
 /// One tile: logits for keys `jlo..jhi`, online-softmax update, `acc += p·V`.
-fn tile(
-    ctx: &Ctx,
+fn tile<E: KvElem>(
+    ctx: &Ctx<E>,
     b: &Block,
     valid: &[(usize, usize); MAX_ROWS],
     jlo: usize,
@@ -365,7 +405,7 @@ fn tile(
     let q = &ctx.q[b.r0 * d..(b.r0 + n) * d];
     let mut s = [[0.0f32; TILE]; MAX_ROWS];
     // Empty prefetch sources disable the hints.
-    let (k_pf, v_pf): (&[f32], &[f32]) = if ctx.prefetch {
+    let (k_pf, v_pf): (&[E], &[E]) = if ctx.prefetch {
         (ctx.k, ctx.v)
     } else {
         (&[], &[])
@@ -411,11 +451,11 @@ fn tile(
 /// prefetches the tile's rows of `v_pf` (V, or empty for none), which the PV
 /// step reads column-strided.
 #[allow(clippy::too_many_arguments)]
-fn qk(
+fn qk<E: KvElem>(
     level: SimdLevel,
     q: &[f32],
-    k: &[f32],
-    v_pf: &[f32],
+    k: &[E],
+    v_pf: &[E],
     d: usize,
     n: usize,
     jlo: usize,
@@ -427,10 +467,10 @@ fn qk(
         // SAFETY: `level` was clamped to `simd::detected()`, so AVX2+FMA exist.
         SimdLevel::Avx2 => unsafe {
             match n {
-                1 => avx2::qk::<1, 8>(q, k, v_pf, d, jlo, jhi, s),
-                2 => avx2::qk::<2, 4>(q, k, v_pf, d, jlo, jhi, s),
-                3 => avx2::qk::<3, 2>(q, k, v_pf, d, jlo, jhi, s),
-                _ => avx2::qk::<4, 2>(q, k, v_pf, d, jlo, jhi, s),
+                1 => avx2::qk::<1, 8, E>(q, k, v_pf, d, jlo, jhi, s),
+                2 => avx2::qk::<2, 4, E>(q, k, v_pf, d, jlo, jhi, s),
+                3 => avx2::qk::<3, 2, E>(q, k, v_pf, d, jlo, jhi, s),
+                _ => avx2::qk::<4, 2, E>(q, k, v_pf, d, jlo, jhi, s),
             }
         },
         _ => {
@@ -446,18 +486,18 @@ fn qk(
 }
 
 /// Dot product with 8 partial sums (vectorisable, close to the AVX2 order).
-fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+fn dot_scalar<E: KvElem>(a: &[f32], b: &[E]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * y.to_f32())
         .sum();
     for (x, y) in ac.zip(bc) {
         for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+            lanes[i] += x[i] * y[i].to_f32();
         }
     }
     lanes.iter().sum::<f32>() + tail
@@ -469,13 +509,13 @@ fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
 /// rows); the ragged ends (boundary tiles only) are done row by row, so a row
 /// never touches V rows outside its range (no `0·NaN` from keys it cannot see).
 #[allow(clippy::too_many_arguments)]
-fn pv(
+fn pv<E: KvElem>(
     level: SimdLevel,
     s: &[[f32; TILE]; MAX_ROWS],
     alpha: &[f32; MAX_ROWS],
     valid: &[(usize, usize); MAX_ROWS],
-    k_pf: &[f32],
-    v: &[f32],
+    k_pf: &[E],
+    v: &[E],
     d: usize,
     n: usize,
     base: usize,
@@ -531,12 +571,12 @@ fn pv(
 /// `s.len()` rows of `acc`. The AVX2 kernel prefetches the next tile's rows
 /// of `k_pf` (K, or empty for none).
 #[allow(clippy::too_many_arguments)]
-fn pv_kernel(
+fn pv_kernel<E: KvElem>(
     level: SimdLevel,
     s: &[[f32; TILE]],
     alpha: &[f32],
-    k_pf: &[f32],
-    v: &[f32],
+    k_pf: &[E],
+    v: &[E],
     d: usize,
     base: usize,
     j0: usize,
@@ -548,10 +588,10 @@ fn pv_kernel(
         // SAFETY: `level` was clamped to `simd::detected()`, so AVX2+FMA exist.
         SimdLevel::Avx2 => unsafe {
             match s.len() {
-                1 => avx2::pv::<1, 8>(s, alpha, k_pf, v, d, base, j0, j1, acc),
-                2 => avx2::pv::<2, 4>(s, alpha, k_pf, v, d, base, j0, j1, acc),
-                3 => avx2::pv::<3, 2>(s, alpha, k_pf, v, d, base, j0, j1, acc),
-                _ => avx2::pv::<4, 2>(s, alpha, k_pf, v, d, base, j0, j1, acc),
+                1 => avx2::pv::<1, 8, E>(s, alpha, k_pf, v, d, base, j0, j1, acc),
+                2 => avx2::pv::<2, 4, E>(s, alpha, k_pf, v, d, base, j0, j1, acc),
+                3 => avx2::pv::<3, 2, E>(s, alpha, k_pf, v, d, base, j0, j1, acc),
+                _ => avx2::pv::<4, 2, E>(s, alpha, k_pf, v, d, base, j0, j1, acc),
             }
         },
         _ => {
@@ -561,7 +601,7 @@ fn pv_kernel(
                 for j in j0..j1 {
                     let p = s[r][j - base];
                     for (x, &vv) in ar.iter_mut().zip(&v[j * d..(j + 1) * d]) {
-                        *x += p * vv;
+                        *x += p * vv.to_f32();
                     }
                 }
             }
@@ -575,11 +615,11 @@ mod avx2 {
     //! Register-blocked micro-kernels. `N` = query rows sharing each load;
     //! `KB` keys per QK step and `CW` ymm columns per PV step are chosen so
     //! that N·KB and N·CW ≈ 8 independent FMA chains hide the FMA latency.
-    use super::{MAX_ROWS, TILE};
+    use super::{KvElem, MAX_ROWS, TILE};
     use std::arch::x86_64::*;
 
     /// `[Σa, Σb, Σc, Σd]` of four 8-lane vectors.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
         let t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
@@ -587,14 +627,14 @@ mod avx2 {
     }
 
     /// Dots of `N` query rows with keys `j..j+KB`, returned as `[kb·N + r]`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     /// Also prefetches rows `j..j+KB` of `v_pf` (unless empty) into L1, one
     /// hint per 64-byte line.
-    fn dots<const N: usize, const KB: usize>(
+    fn dots<const N: usize, const KB: usize, E: KvElem>(
         q: &[f32],
-        k: &[f32],
-        v_pf: &[f32],
+        k: &[E],
+        v_pf: &[E],
         d: usize,
         j: usize,
     ) -> [f32; 8] {
@@ -617,7 +657,7 @@ mod avx2 {
             let mut kv = [_mm256_setzero_ps(); KB];
             for (b, kvb) in kv.iter_mut().enumerate() {
                 // SAFETY: (j + b)·d + c + 8 ≤ (j + KB)·d ≤ k.len() (asserted).
-                *kvb = unsafe { _mm256_loadu_ps(kp.add((j + b) * d + c)) };
+                *kvb = unsafe { E::load8(kp.add((j + b) * d + c)) };
             }
             for r in 0..N {
                 // SAFETY: r·d + c + 8 ≤ N·d ≤ q.len() (asserted).
@@ -650,19 +690,19 @@ mod avx2 {
                 for r in 0..N {
                     let qr = &q[r * d + d8..(r + 1) * d];
                     let kr = &k[(j + b) * d + d8..(j + b + 1) * d];
-                    out[b * N + r] += qr.iter().zip(kr).map(|(x, y)| x * y).sum::<f32>();
+                    out[b * N + r] += qr.iter().zip(kr).map(|(x, y)| x * y.to_f32()).sum::<f32>();
                 }
             }
         }
         out
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn qk<const N: usize, const KB: usize>(
+    pub(super) fn qk<const N: usize, const KB: usize, E: KvElem>(
         q: &[f32],
-        k: &[f32],
-        v_pf: &[f32],
+        k: &[E],
+        v_pf: &[E],
         d: usize,
         jlo: usize,
         jhi: usize,
@@ -670,7 +710,7 @@ mod avx2 {
     ) {
         let mut j = jlo;
         while j + KB <= jhi {
-            let o = dots::<N, KB>(q, k, v_pf, d, j);
+            let o = dots::<N, KB, E>(q, k, v_pf, d, j);
             for b in 0..KB {
                 for r in 0..N {
                     s[r][j + b - jlo] = o[b * N + r];
@@ -679,7 +719,7 @@ mod avx2 {
             j += KB;
         }
         while j < jhi {
-            let o = dots::<N, 1>(q, k, v_pf, d, j);
+            let o = dots::<N, 1, E>(q, k, v_pf, d, j);
             for r in 0..N {
                 s[r][j - jlo] = o[r];
             }
@@ -689,14 +729,14 @@ mod avx2 {
 
     /// Columns `c..c + 8·CW` of `acc_r ← alpha_r·acc_r + Σ_j p_rj·v_j`,
     /// accumulators held in registers across the key loop.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    fn pv_cols<const N: usize, const CW: usize>(
+    fn pv_cols<const N: usize, const CW: usize, E: KvElem>(
         s: &[[f32; TILE]],
         alpha: &[f32],
-        k_pf: &[f32],
-        v: &[f32],
+        k_pf: &[E],
+        v: &[E],
         d: usize,
         base: usize,
         jlo: usize,
@@ -730,7 +770,7 @@ mod avx2 {
             let mut vv = [_mm256_setzero_ps(); CW];
             for (w, vw) in vv.iter_mut().enumerate() {
                 // SAFETY: j·d + c + 8w + 8 ≤ (j + 1)·d ≤ jhi·d ≤ v.len() (asserted).
-                *vw = unsafe { _mm256_loadu_ps(vp.add(j * d + c + 8 * w)) };
+                *vw = unsafe { E::load8(vp.add(j * d + c + 8 * w)) };
             }
             for r in 0..N {
                 let p = _mm256_set1_ps(s[r][j - base]);
@@ -747,13 +787,13 @@ mod avx2 {
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn pv<const N: usize, const CW: usize>(
+    pub(super) fn pv<const N: usize, const CW: usize, E: KvElem>(
         s: &[[f32; TILE]],
         alpha: &[f32],
-        k_pf: &[f32],
-        v: &[f32],
+        k_pf: &[E],
+        v: &[E],
         d: usize,
         base: usize,
         jlo: usize,
@@ -762,18 +802,18 @@ mod avx2 {
     ) {
         let mut c = 0;
         while c + 8 * CW <= d {
-            pv_cols::<N, CW>(s, alpha, k_pf, v, d, base, jlo, jhi, acc, c);
+            pv_cols::<N, CW, E>(s, alpha, k_pf, v, d, base, jlo, jhi, acc, c);
             c += 8 * CW;
         }
         while c + 8 <= d {
-            pv_cols::<N, 1>(s, alpha, k_pf, v, d, base, jlo, jhi, acc, c);
+            pv_cols::<N, 1, E>(s, alpha, k_pf, v, d, base, jlo, jhi, acc, c);
             c += 8;
         }
         for r in 0..N {
             for cc in c..d {
                 let mut x = acc[r * d + cc] * alpha[r];
                 for j in jlo..jhi {
-                    x += s[r][j - base] * v[j * d + cc];
+                    x += s[r][j - base] * v[j * d + cc].to_f32();
                 }
                 acc[r * d + cc] = x;
             }
@@ -1065,6 +1105,36 @@ mod tests {
     }
 
     #[test]
+    fn f16_entries_attend_like_their_f32_values() {
+        // The f16 cache converts on load: bit-identical to f32 inputs holding the same values,
+        // at every level and plan, odd head dims (tails) included.
+        use half::f16;
+        let mut rng = Rng(9);
+        for (d, t) in [(256, 700), (72, 130), (13, 40)] {
+            let q = rng.vec(4 * d, 1.0);
+            let k16: Vec<f16> = rng.vec(t * d, 2.0).into_iter().map(f16::from_f32).collect();
+            let v16: Vec<f16> = rng.vec(t * d, 2.0).into_iter().map(f16::from_f32).collect();
+            let k32: Vec<f32> = k16.iter().map(|x| x.to_f32()).collect();
+            let v32: Vec<f32> = v16.iter().map(|x| x.to_f32()).collect();
+            let ranges = [(0, t), (3, t - 1), (0, t / 2), (t / 3, t)];
+            let p = AttnParams {
+                scale: 0.1,
+                softcap: Some(30.0),
+            };
+            for level in simd::available_levels() {
+                for plan in [Plan::Serial, Plan::Rows, Plan::Split(3)] {
+                    let mut a = vec![0.0; 4 * d];
+                    let mut b = vec![0.0; 4 * d];
+                    let vis = |r: usize| ranges[r];
+                    attend_plan(level, &q, &k16, &v16, d, &p, &vis, &mut a, Some(plan));
+                    attend_plan(level, &q, &k32, &v32, d, &p, &vis, &mut b, Some(plan));
+                    assert_eq!(a, b, "d={d} {level:?} {plan:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn degenerate_shapes() {
         let p = AttnParams {
             scale: 1.0,
@@ -1073,7 +1143,7 @@ mod tests {
         for level in simd::available_levels() {
             // No KV rows: every range must be empty, output zeros.
             let mut out = vec![1.0; 8];
-            attend_at(level, &[1.0; 8], &[], &[], 8, &p, &|_| (0, 0), &mut out);
+            attend_at::<f32>(level, &[1.0; 8], &[], &[], 8, &p, &|_| (0, 0), &mut out);
             assert_eq!(out, [0.0; 8]);
             // No query rows.
             attend_at(
