@@ -14,20 +14,25 @@ pub struct GenerateArgs {
     /// Model id (e.g. google/gemma-3-270m), HF model directory, or .gguf file.
     #[arg(long)]
     pub model: String,
+    /// The prompt text. An empty prompt is an error (there is nothing to continue from).
     #[arg(
         long,
         conflicts_with = "prompt_file",
         required_unless_present = "prompt_file"
     )]
     pub prompt: Option<String>,
+    /// Read the prompt from this UTF-8 file instead.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    /// Sampling temperature, ≥ 0 (0 = greedy).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = parse_temperature)]
     pub temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this, in
+    /// (0, 1] (1 = no cut).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = parse_top_p)]
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -40,6 +45,22 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
+fn parse_temperature(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(_) => Err("must be a finite number ≥ 0 (0 = greedy)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_top_p(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        Ok(_) => Err("must be in (0, 1] (1 = no nucleus cut)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
     let prompt = match (&a.prompt, &a.prompt_file) {
@@ -48,6 +69,11 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading --prompt-file {}", f.display()))?,
         (None, None) => unreachable!("clap requires one"),
     };
+    if prompt.trim().is_empty() {
+        anyhow::bail!(
+            "the prompt is empty: give some text with --prompt, or a non-empty --prompt-file"
+        );
+    }
     let lm = load_model(&a.model, &device)?;
     let ids = lm.tokenizer.encode(&prompt, true)?;
     let mut eos = lm.spec.eos_token_ids.clone();

@@ -1,0 +1,389 @@
+//! The CLI as people run it (issue 12): every command in plain human mode, and a matrix of
+//! bad inputs that must each end in exit ≠ 0 with one clear error line — never a panic.
+//! Tiny model only (fast); the Gemma-specific paths are covered in `profile.rs`/`gemma.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::shared_dir;
+
+fn compresskv(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_compresskv"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn tmp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("compresskv-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Plain human mode: exit 0, the table printed (header and its rule), no panic.
+#[test]
+fn every_command_in_human_mode() {
+    let Some(shared) = shared_dir() else { return };
+    let model = shared.join("reference/tiny/tiny-llama");
+    let m = model.to_str().unwrap();
+    let hay = shared.join("datasets/compresskv-paper/needle/PaulGrahamEssays");
+    let h = hay.to_str().unwrap();
+    let out = tmp_dir("human");
+    let niah_out = out.join("niah");
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            vec![
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "Once upon a time",
+                "--max-new-tokens",
+                "6",
+            ],
+            &["method", "prompt tokens", "decode", "KV cache", "full"],
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "Once upon a time",
+                "--max-new-tokens",
+                "6",
+                "--method",
+                "snapkv",
+                "--budget",
+                "8",
+                "--window",
+                "2",
+                "--temperature",
+                "0.8",
+                "--top-p",
+                "0.9",
+                "--seed",
+                "7",
+            ],
+            &["snapkv", "prompt tokens", "KV cache"],
+        ),
+        (
+            vec![
+                "bench",
+                "--model",
+                m,
+                "--haystack",
+                h,
+                "--lengths",
+                "256",
+                "--methods",
+                "full,snapkv",
+                "--budget",
+                "32",
+                "--window",
+                "4",
+                "--decode-tokens",
+                "3",
+                "--repeats",
+                "1",
+            ],
+            &["method", "prefill", "decode", "peak RSS"],
+        ),
+        (
+            vec![
+                "demo",
+                "--model",
+                m,
+                "--length",
+                "300",
+                "--method",
+                "snapkv",
+                "--budget",
+                "32",
+                "--window",
+                "4",
+                "--haystack",
+                h,
+            ],
+            &["cache", "answer", "recall %"],
+        ),
+        (
+            vec![
+                "eval",
+                "niah",
+                "--model",
+                m,
+                "--haystack",
+                h,
+                "--lengths",
+                "256",
+                "--depths",
+                "50",
+                "--methods",
+                "full,snapkv",
+                "--budgets",
+                "32",
+                "--window",
+                "4",
+                "--out",
+                niah_out.to_str().unwrap(),
+            ],
+            &["method", "snapkv"],
+        ),
+    ];
+    for (args, expect) in cases {
+        let o = compresskv(&args);
+        let (stdout, stderr) = text(&o);
+        let all = format!("{stdout}\n{stderr}");
+        assert!(o.status.success(), "{args:?} failed:\n{all}");
+        assert!(!all.contains("panicked"), "{args:?} panicked:\n{all}");
+        assert!(all.contains("---"), "{args:?}: no table rule in\n{all}");
+        for e in expect {
+            assert!(all.contains(e), "{args:?}: `{e}` missing from\n{all}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Each class of bad input: exit ≠ 0, no panic, and an error that names the problem.
+#[test]
+fn bad_input_matrix() {
+    let Some(shared) = shared_dir() else { return };
+    let model = shared.join("reference/tiny/tiny-llama");
+    let m = model.to_str().unwrap();
+    let dir = tmp_dir("bad");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(dir.join("empty.txt"), "").unwrap();
+    std::fs::write(dir.join("latin1.txt"), b"caf\xe9 au lait").unwrap();
+    std::fs::write(dir.join("trunc.gguf"), b"GGUF\x03\x00\x00\x00\x01").unwrap();
+    std::fs::write(dir.join("junk.gguf"), vec![0x5au8; 4096]).unwrap();
+    // A model directory with a corrupt config.json, one with truncated safetensors.
+    let broken_cfg = dir.join("broken-config");
+    copy_model(&model, &broken_cfg);
+    std::fs::write(
+        broken_cfg.join("config.json"),
+        "{\"model_type\": \"llama\", ",
+    )
+    .unwrap();
+    let broken_st = dir.join("broken-safetensors");
+    copy_model(&model, &broken_st);
+    let st = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(broken_st.join("model.safetensors"), &st[..st.len() / 3]).unwrap();
+    let empty_file = p("empty.txt");
+    let latin1 = p("latin1.txt");
+    let missing = p("missing.txt");
+    let trunc = p("trunc.gguf");
+    let junk = p("junk.gguf");
+    let bcfg = broken_cfg.to_str().unwrap().to_string();
+    let bst = broken_st.to_str().unwrap().to_string();
+    let generate = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["generate", "--model", m, "--max-new-tokens", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if !extra.iter().any(|a| a.starts_with("--prompt")) {
+            v.extend(["--prompt".to_string(), "hello there".to_string()]);
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // (args, a fragment the error must contain, case-insensitive)
+    let bogus_profile = p("bogus.ron");
+    std::fs::write(&bogus_profile, "(this is not a profile").unwrap();
+    let mut cases: Vec<(Vec<String>, &str)> = vec![
+        (generate(&["--top-p", "2"]), "top-p"),
+        (generate(&["--top-p", "0"]), "top-p"),
+        (generate(&["--temperature", "-1"]), "temperature"),
+        (generate(&["--temperature", "nan"]), "temperature"),
+        (generate(&["--prompt", ""]), "prompt is empty"),
+        (generate(&["--prompt-file", &empty_file]), "prompt is empty"),
+        (generate(&["--prompt-file", &missing]), "missing.txt"),
+        (generate(&["--prompt-file", &latin1]), "utf-8"),
+        (generate(&["--method", "nosuch"]), "nosuch"),
+        (generate(&["--method", "snapkv", "--budget", "0"]), "budget"),
+        (generate(&["--method", "snapkv", "--ratio", "1.5"]), "ratio"),
+        (
+            generate(&[
+                "--method", "snapkv", "--budget", "16", "--window", "4", "--kernel", "0",
+            ]),
+            "kernel",
+        ),
+        (
+            generate(&["--method", "snapkv", "--budget", "16", "--window", "0"]),
+            "window",
+        ),
+        (generate(&["--method", "snapkv", "--budget", "8"]), "budget"),
+        // No profile for the tiny model: CompressKV says where it looked and how to make one.
+        (
+            generate(&["--method", "compresskv", "--budget", "16"]),
+            "compresskv profile",
+        ),
+        (
+            vec!["generate", "--model", &trunc, "--prompt", "hi"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "gguf",
+        ),
+        (
+            vec!["generate", "--model", &junk, "--prompt", "hi"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "gguf",
+        ),
+        (
+            vec!["generate", "--model", &bcfg, "--prompt", "hi"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "config.json",
+        ),
+        (
+            vec!["generate", "--model", &bst, "--prompt", "hi"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "safetensors",
+        ),
+        (
+            vec!["generate", "--model", "nosuch/model", "--prompt", "hi"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "nosuch/model",
+        ),
+        (
+            vec!["profile", "show", "nosuch/model"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "no compresskv profile",
+        ),
+        (
+            vec![
+                "eval",
+                "niah",
+                "--model",
+                m,
+                "--lengths",
+                "256",
+                "--depths",
+                "150",
+                "--out",
+                &p("niah-bad"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "depth",
+        ),
+        (
+            vec![
+                "eval",
+                "longbench",
+                "--model",
+                m,
+                "--data",
+                &p("no-such-dir"),
+                "--out",
+                &p("lb-bad"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "no-such-dir",
+        ),
+    ];
+    // Knobs checked against the model need one with a profile: Gemma 3 270M (built in).
+    if crate::common::real_model().is_some() {
+        let g = |extra: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = [
+                "generate",
+                "--model",
+                "google/gemma-3-270m",
+                "--prompt",
+                "hi",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            v.extend(extra.iter().map(|s| s.to_string()));
+            v
+        };
+        cases.push((
+            g(&[
+                "--method",
+                "compresskv",
+                "--budget",
+                "64",
+                "--srh-heads",
+                "99",
+            ]),
+            "srh-heads",
+        ));
+        cases.push((
+            g(&[
+                "--method",
+                "compresskv",
+                "--budget",
+                "64",
+                "--srh-heads",
+                "0",
+            ]),
+            "srh-heads",
+        ));
+        cases.push((
+            g(&[
+                "--method",
+                "compresskv",
+                "--budget",
+                "64",
+                "--profile",
+                &bogus_profile,
+            ]),
+            "profile",
+        ));
+    }
+    let mut failures = Vec::new();
+    for (args, want) in &cases {
+        for json in [false, true] {
+            let mut args = args.clone();
+            if json && args[0] != "profile" {
+                args.push("--json".into());
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = compresskv(&refs);
+            let (_, stderr) = text(&o);
+            let bad = if o.status.success() {
+                "exited 0"
+            } else if stderr.contains("panicked") {
+                "panicked"
+            } else if !stderr.to_lowercase().contains(&want.to_lowercase()) {
+                "the error does not name the problem"
+            } else {
+                continue;
+            };
+            failures.push(format!("{args:?}: {bad}:\n{stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
