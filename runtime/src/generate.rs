@@ -271,7 +271,15 @@ pub fn continue_owned(
 ) -> Result<GenerateOutput, GenerateError> {
     let cache = std::mem::replace(&mut pre.cache, KvCache::new(model.spec()));
     let (cache, compression, compress_ms) = compress_into(model, &pre, cache, compressor)?;
-    finish(model, tokenizer, &pre, cache, compression, compress_ms, opts)
+    finish(
+        model,
+        tokenizer,
+        &pre,
+        cache,
+        compression,
+        compress_ms,
+        opts,
+    )
 }
 
 /// Decodes from `cache` and reports it together with the prefill and compression figures.

@@ -28,7 +28,9 @@ fn layer_errors_reproduce_the_reference() {
 #[test]
 fn layer_errors_on_the_fast_path() {
     let Some(shared) = shared_dir() else { return };
-    let Some(lm) = real_model_on(&cpu_fast()) else { return };
+    let Some(lm) = real_model_on(&cpu_fast()) else {
+        return;
+    };
     check_against_reference(&shared, &lm, &[(1, 1000, 20)], 1e-2);
 }
 
@@ -63,7 +65,10 @@ fn check_against_reference(
         let sample = CalibSample {
             ids,
             span: span[0]..span[1],
-            answer: needles[ni as usize]["real_needle"].as_str().unwrap().to_string(),
+            answer: needles[ni as usize]["real_needle"]
+                .as_str()
+                .unwrap()
+                .to_string(),
         };
         let mut probe = ErrorProbe::all_subsets(settings, &lm.spec);
         let got = score_sample_with(

@@ -160,7 +160,8 @@ impl HeadGroup {
             KvData::Host { heads, d, device } => {
                 let mut data = vec![0.0f32; heads.len() * self.len() * d];
                 for (h, out) in heads.iter().zip(data.chunks_exact_mut(self.len() * d)) {
-                    h.rows(if keys { &h.k } else { &h.v }, *d).convert_to_f32_slice(out);
+                    h.rows(if keys { &h.k } else { &h.v }, *d)
+                        .convert_to_f32_slice(out);
                 }
                 Tensor::from_data(
                     TensorData::new(data, [1, heads.len(), self.len(), *d]),

@@ -370,7 +370,14 @@ fn finalize<E>(ctx: &Ctx<E>, b: &Block, l: &[f32; MAX_ROWS], out: &mut [f32]) {
 }
 
 /// Online softmax over keys `a..e` for block `b`, continuing `st`/`acc`.
-fn process<E: KvElem>(ctx: &Ctx<E>, b: &Block, a: usize, e: usize, st: &mut State, acc: &mut [f32]) {
+fn process<E: KvElem>(
+    ctx: &Ctx<E>,
+    b: &Block,
+    a: usize,
+    e: usize,
+    st: &mut State,
+    acc: &mut [f32],
+) {
     let mut t0 = a;
     while t0 < e {
         let t1 = (t0 + TILE).min(e);

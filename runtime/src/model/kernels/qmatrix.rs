@@ -706,9 +706,7 @@ impl Q8Act {
             let sum = match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: callers checked `level <= detected()`, so AVX2+FMA+F16C are present.
-                SimdLevel::Avx2 => unsafe {
-                    avx2::quantize_block16(xb, &mut b.qs[i], &mut b.d[i])
-                },
+                SimdLevel::Avx2 => unsafe { avx2::quantize_block16(xb, &mut b.qs[i], &mut b.d[i]) },
                 _ => quantize_block16_scalar(xb, &mut b.qs[i], &mut b.d[i]),
             };
             b.s[i] = b.d[i] * sum as f32;
@@ -756,7 +754,10 @@ impl Q8Act {
         if wide_format(format) {
             Some(Prepared::Wide(self.b16.row(i, nb)))
         } else if split_format(format) {
-            Some(Prepared::Split([self.b8.row(2 * i, nb), self.b8.row(2 * i + 1, nb)]))
+            Some(Prepared::Split([
+                self.b8.row(2 * i, nb),
+                self.b8.row(2 * i + 1, nb),
+            ]))
         } else {
             None
         }
@@ -1494,9 +1495,19 @@ mod avx2 {
     #[inline]
     unsafe fn q5_1_bytes(p: *const u8) -> (f32, f32, __m256i) {
         // SAFETY: the caller guarantees 24 bytes at `p`.
-        let (d, m, q, hb) =
-            unsafe { (f16_at(p), f16_at(p.add(2)), nibbles(p.add(8)), bits_to_bytes(p.add(4))) };
-        (d, m, _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(0x10))))
+        let (d, m, q, hb) = unsafe {
+            (
+                f16_at(p),
+                f16_at(p.add(2)),
+                nibbles(p.add(8)),
+                bits_to_bytes(p.add(4)),
+            )
+        };
+        (
+            d,
+            m,
+            _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(0x10))),
+        )
     }
 
     /// Q4_K/Q5_K block header: `d·sc` and `dmin·m` per sub-block as vectors, and where the
@@ -2390,7 +2401,10 @@ mod tests {
             }
             if a.b16.d[j] != 0.0 {
                 assert_eq!(a.b8.qs[j].iter().map(|q| q.unsigned_abs()).max(), Some(127));
-                assert_eq!(a.b16.qs[j].iter().map(|q| q.unsigned_abs()).max(), Some(32767));
+                assert_eq!(
+                    a.b16.qs[j].iter().map(|q| q.unsigned_abs()).max(),
+                    Some(32767)
+                );
             }
             let sum: i32 = a.b16.qs[j].iter().map(|&q| i32::from(q)).sum();
             assert_eq!(a.b16.s[j], a.b16.d[j] * sum as f32, "16-bit block sum {j}");
