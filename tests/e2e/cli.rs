@@ -387,3 +387,22 @@ fn copy_model(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// Output into a closed pipe (`compresskv … | head`) ends the process quietly (SIGPIPE), as
+/// with other Unix tools — it used to panic in `println!`. The built-in profile as JSON is
+/// larger than a pipe buffer, so the write always meets the closed pipe.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_pipe_is_not_a_panic() {
+    for _ in 0..3 {
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(r#""$0" profile show google/gemma-3-270m --json | true; exit "${PIPESTATUS[0]}""#)
+            .arg(env!("CARGO_BIN_EXE_compresskv"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_ne!(o.status.code(), Some(101), "{stderr}");
+    }
+}
