@@ -533,7 +533,10 @@ pub fn profile_model(
     let profile = Profile {
         schema_version: compresskv_runtime::profile::SCHEMA_VERSION,
         model_id: lm.id.clone(),
-        fingerprint: Fingerprint::of(spec, &lm.config_text, None),
+        fingerprint: Fingerprint {
+            weight_hash: lm.model.weight_hash().unwrap_or_default().to_string(),
+            ..Fingerprint::of(spec, &lm.config_text, None)
+        },
         srh_scores: srh,
         retrieval_scores: classic,
         layer_errors,

@@ -41,6 +41,11 @@ pub struct PressTuning {
     /// profiles) or a path.
     #[arg(long, default_value = "auto")]
     pub profile: String,
+    /// Refuse a profile whose recorded weight hash differs from the loaded weights' (by
+    /// default that is a warning: same architecture and config, other weights — a fine-tune
+    /// or another quantization).
+    #[arg(long)]
+    pub strict_profile: bool,
     /// Observation window (last prompt queries that score the entries; always kept).
     #[arg(long)]
     pub window: Option<usize>,
@@ -112,7 +117,10 @@ impl PressTuning {
                 BudgetSpec::Entries(b) => Some(b),
                 BudgetSpec::Ratio(_) => None,
             };
-            Some(load_head_profile(lm, &self.profile, b).context("loading the model's profile")?)
+            Some(
+                load_head_profile(lm, &self.profile, b, self.strict_profile)
+                    .context("loading the model's profile")?,
+            )
         } else {
             None
         };

@@ -9,11 +9,13 @@ use compresskv_runtime::profile::{Effective, Overrides, ProfileSource, find_prof
 
 /// Loads `--profile auto|PATH` for `lm`, checks it fits the model, and returns the head ranking
 /// and layer errors plus the profile's settings in force at the mean `budget` (the tuning
-/// can differ per budget), and where the profile came from.
+/// can differ per budget), and where the profile came from. A profile measured on other weights
+/// of the same shape (its `weight_hash` differs) is a warning, or an error when `strict`.
 pub fn load_head_profile(
     lm: &LoadedModel,
     arg: &str,
     budget: Option<usize>,
+    strict: bool,
 ) -> anyhow::Result<(HeadProfile, Effective, ProfileSource)> {
     let source = if arg == "auto" {
         find_profile_from_env(&lm.id, &lm.path)?
@@ -22,6 +24,12 @@ pub fn load_head_profile(
     };
     let p = source.load().with_context(|| format!("profile {source}"))?;
     p.check_matches(&lm.spec, &lm.id, None)?;
+    if let Some(msg) = p.weight_mismatch(lm.model.weight_hash()) {
+        if strict {
+            anyhow::bail!("{msg} (--strict-profile)");
+        }
+        eprintln!("warning: {msg}; pass --strict-profile to refuse it");
+    }
     Ok((
         HeadProfile::from_profile(&p),
         p.effective_at(budget, &Overrides::default()),

@@ -406,3 +406,69 @@ fn closed_stdout_pipe_is_not_a_panic() {
         assert_ne!(o.status.code(), Some(101), "{stderr}");
     }
 }
+
+/// Provenance: the shipped Gemma profile records the hash of the weights it was measured on,
+/// the fetched GGUF hashes the same (no warning), and a profile from other weights of the same
+/// model gets a warning naming both hashes — an error with `--strict-profile`.
+#[test]
+fn profile_weight_hash_is_checked() {
+    let Some(lm) = crate::common::real_model() else {
+        return;
+    };
+    let shipped = compresskv_runtime::profile::Profile::from_ron_str(
+        include_str!("../../profiles/google--gemma-3-270m.ron"),
+        "shipped",
+    )
+    .unwrap();
+    let hash = lm
+        .model
+        .weight_hash()
+        .expect("GGUF tensors hash")
+        .to_string();
+    assert_eq!(shipped.fingerprint.weight_hash, hash);
+    assert_eq!(shipped.weight_mismatch(Some(&hash)), None);
+    let dir = tmp_dir("weights");
+    let other = dir.join("other.ron");
+    let other_text =
+        include_str!("../../profiles/google--gemma-3-270m.ron").replace(&hash, &"ab".repeat(32));
+    std::fs::write(&other, other_text).unwrap();
+    let args = |strict: bool| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            "google/gemma-3-270m",
+            "--prompt",
+            "The capital of France is",
+            "--max-new-tokens",
+            "2",
+            "--method",
+            "compresskv",
+            "--budget",
+            "64",
+            "--profile",
+            other.to_str().unwrap(),
+            "--json",
+        ];
+        if strict {
+            a.push("--strict-profile");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| compresskv(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(args(false));
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning")
+            && stderr.contains("abababababab")
+            && stderr.contains(&hash[..12]),
+        "{stderr}"
+    );
+    let o = run(args(true));
+    let (_, stderr) = text(&o);
+    assert!(
+        !o.status.success() && stderr.contains("--strict-profile") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

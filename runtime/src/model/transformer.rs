@@ -316,6 +316,9 @@ pub struct Transformer {
     ropes: Vec<RopeSpec>,
     rope_of_layer: Vec<usize>,
     pub prefill_chunk: usize,
+    /// sha256 hex of layer 0's attention output projection as stored in the weights file (see
+    /// [`Transformer::weight_hash`]).
+    weight_hash: Option<String>,
 }
 
 impl Transformer {
@@ -429,7 +432,14 @@ impl Transformer {
             };
             rope_of_layer.push(idx);
         }
+        // Provenance for profiles: one small tensor that any fine-tune or requantization changes,
+        // hashed as stored (so the same weights in another file format hash differently).
+        let weight_hash = match source.load_raw(&w.name(Slot::O, Some(0))) {
+            Ok(Some(raw)) => Some(crate::profile::sha256_hex(&raw.bytes)),
+            _ => None,
+        };
         Ok(Transformer {
+            weight_hash,
             spec,
             device: device.clone(),
             embed,
@@ -444,6 +454,13 @@ impl Transformer {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(DEFAULT_PREFILL_CHUNK),
         })
+    }
+
+    /// sha256 hex of layer 0's attention output projection as stored in the weights file (its
+    /// block format's bytes), recorded in a profile's fingerprint; `None` if the source cannot
+    /// hand out raw bytes.
+    pub fn weight_hash(&self) -> Option<&str> {
+        self.weight_hash.as_deref()
     }
 
     /// Bytes of the weight matrices in memory (f32 on the exact path, the stored block format

@@ -83,7 +83,9 @@ pub struct Fingerprint {
     pub vocab_size: usize,
     /// sha256 hex of the config text (`config.json`, or the GGUF metadata summary).
     pub config_hash: String,
-    /// sha256 hex of one weight tensor's bytes, or `""` if unknown.
+    /// sha256 hex of layer 0's attention output projection as stored in the weights the
+    /// profile was measured on (see `Transformer::weight_hash`), or `""` if unknown. Checked at
+    /// load: a difference is a warning (`--strict-profile`: an error).
     pub weight_hash: String,
 }
 
@@ -593,6 +595,22 @@ impl Profile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ProfileError::io("read the profile", path, e))?;
         Profile::from_ron_str(&text, &path.display().to_string())
+    }
+
+    /// `Some(message)` when this profile records a weight hash and the loaded weights hash
+    /// differently (`model_hash`, see `Transformer::weight_hash`): same shape, other weights.
+    pub fn weight_mismatch(&self, model_hash: Option<&str>) -> Option<String> {
+        let (p, m) = (&self.fingerprint.weight_hash, model_hash?);
+        (!p.is_empty() && !p.eq_ignore_ascii_case(m)).then(|| {
+            format!(
+                "the profile of {} was measured on other weights (weight sha256 {}…, these \
+                 weights {}…): a fine-tune or another quantization of the same model; its head \
+                 scores and layer budgets may not fit",
+                self.model_id,
+                short_hash(p),
+                short_hash(m)
+            )
+        })
     }
 
     /// Checks that this profile was made for the model described by `spec` (`model_id` is the
