@@ -212,42 +212,38 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
             "rows": rows,
         }));
     }
-    let mut t = Table::new([
-        "method",
-        "length",
-        "prefill",
-        "compress",
-        "decode",
-        "KV cache (full → kept)",
-        "peak RSS",
-        "bytes/token",
-        "bandwidth bound",
-    ]);
-    for r in &rows {
-        t.row([
-            match r.budget {
-                Some(b) => format!("{} @ {b}", r.method),
-                None => r.method.clone(),
-            },
-            r.length.to_string(),
+    let t = Table::new()
+        .col("method", |r: &BenchRow| match r.budget {
+            Some(b) => format!("{} @ {b}", r.method),
+            None => r.method.clone(),
+        })
+        .col("length", |r| r.length.to_string())
+        .col("prefill", |r| {
             format!(
                 "{:.0} ms ({:.0} tok/s)",
                 r.prefill_ms, r.prefill_tokens_per_s
-            ),
-            format!("{:.1} ms ({:.2}%)", r.compress_ms, 100.0 * r.compress_share),
-            format!("{:.1} tok/s", r.decode_tokens_per_s),
+            )
+        })
+        .col("compress", |r| {
+            format!("{:.1} ms ({:.2}%)", r.compress_ms, 100.0 * r.compress_share)
+        })
+        .col("decode", |r| format!("{:.1} tok/s", r.decode_tokens_per_s))
+        .col("KV cache (full → kept)", |r| {
             format!(
                 "{} → {}",
                 bytes(r.kv_cache_bytes_full),
                 bytes(r.kv_cache_bytes)
-            ),
-            r.peak_rss_bytes.map_or("-".into(), |b| bytes(b as usize)),
-            bytes(r.decode_bytes_per_token),
+            )
+        })
+        .col("peak RSS", |r| {
+            r.peak_rss_bytes.map_or("-".into(), |b| bytes(b as usize))
+        })
+        .col("bytes/token", |r| bytes(r.decode_bytes_per_token))
+        .col("bandwidth bound", |r| {
             r.bandwidth_bound_tokens_per_s
-                .map_or("-".into(), |b| format!("{b:.1} tok/s")),
-        ]);
-    }
-    println!("{}", t.render());
+                .map_or("-".into(), |b| format!("{b:.1} tok/s"))
+        });
+    println!("{}", t.render(&rows));
     println!(
         "{} on {}, {} threads; median of {} repeats after a warm-up; decode of {} tokens; \
          prefill shared by the methods of a length. Decode reads {} of weights per token{}.",

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
-use compresskv_runtime::generate::{CacheCompressor, GenerateOptions};
+use compresskv_runtime::generate::{CacheCompressor, GenerateOptions, GenerateOutput};
 use compresskv_runtime::loader::{fetch, load_model};
 use compresskv_runtime::press::engine::BudgetSpec;
 
@@ -114,34 +114,29 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
     }
     println!("Q: {}", needle.question);
     println!("expected: {}\n", needle.answer);
-    let mut t = Table::new([
-        "cache",
-        "answer",
-        "recall %",
-        "KV cache",
-        "prefill (shared)",
-        "compress",
-        "decode",
-    ]);
-    for (c, o) in contenders.iter().zip(&outs) {
-        t.row([
+    let runs: Vec<_> = contenders.iter().zip(&outs).collect();
+    let t = Table::new()
+        .col("cache", |(c, _): &(&Contender, &GenerateOutput)| {
             match c.budget {
                 Some(b) => format!("{} @ {b}", c.method),
                 None => "full".into(),
-            },
-            o.text.trim().to_string(),
-            format!("{:.0}", sample.score(&o.text)),
-            bytes(o.kv_cache_bytes),
-            format!("{:.1} s", o.prefill_ms / 1e3),
-            format!("{:.0} ms", o.compress_ms),
+            }
+        })
+        .col("answer", |(_, o)| o.text.trim().to_string())
+        .col("recall %", |(_, o)| format!("{:.0}", sample.score(&o.text)))
+        .col("KV cache", |(_, o)| bytes(o.kv_cache_bytes))
+        .col("prefill (shared)", |(_, o)| {
+            format!("{:.1} s", o.prefill_ms / 1e3)
+        })
+        .col("compress", |(_, o)| format!("{:.0} ms", o.compress_ms))
+        .col("decode", |(_, o)| {
             format!(
                 "{:.1} s ({:.1} tok/s)",
                 o.decode_ms / 1e3,
                 o.decode_tokens_per_s
-            ),
-        ]);
-    }
-    println!("{}", t.render());
+            )
+        });
+    println!("{}", t.render(&runs));
     let (f, c) = (&outs[0], &outs[1]);
     let shrunk: Vec<String> = f
         .kv_entries_per_layer

@@ -330,30 +330,19 @@ pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
             "rows": summary,
         }))?;
     } else {
-        let mut t = Table::new([
-            "dataset",
-            "method",
-            "budget",
-            "n",
-            "score",
-            "Δlogprob",
-            "KL",
-            "KV kept",
-        ]);
-        for s in &summary {
-            let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
-            t.row([
-                s.dataset.clone(),
-                s.method.clone(),
-                s.budget.map_or("-".to_string(), |b| b.to_string()),
-                s.n.to_string(),
-                format!("{:.2}", s.score),
-                opt(s.delta_logprob),
-                opt(s.kl),
-                bytes(s.kv_bytes_kept.round() as usize),
-            ]);
-        }
-        println!("{}", t.render());
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+        let t = Table::new()
+            .col("dataset", |s: &SummaryRow| s.dataset.clone())
+            .col("method", |s| s.method.clone())
+            .col("budget", |s| {
+                s.budget.map_or("-".to_string(), |b| b.to_string())
+            })
+            .col("n", |s| s.n.to_string())
+            .col("score", |s| format!("{:.2}", s.score))
+            .col("Δlogprob", |s| opt(s.delta_logprob))
+            .col("KL", |s| opt(s.kl))
+            .col("KV kept", |s| bytes(s.kv_bytes_kept.round() as usize));
+        println!("{}", t.render(&summary));
         eprintln!(
             "rows: {} ({:.0} s)",
             path.display(),

@@ -462,37 +462,31 @@ pub fn summarize(rows: &[NiahRow], lengths: &[usize]) -> Vec<SummaryRow> {
 }
 
 fn render_summary(summary: &[SummaryRow], lengths: &[usize], task: NiahTask) -> String {
-    let mut header = vec!["method".to_string(), "budget".to_string()];
-    header.extend(lengths.iter().map(|l| format!("{l}")));
-    header.extend([
-        format!(
-            "mean {}",
-            if task == NiahTask::Needle {
-                "recall %"
-            } else {
-                "exact %"
-            }
-        ),
-        "% of full".into(),
-        "KV cache".into(),
-        "n".into(),
-    ]);
-    let mut t = Table::new(header);
-    for s in summary {
-        let mut cells = vec![
-            s.method.clone(),
-            s.budget.map_or("-".into(), |b| b.to_string()),
-        ];
-        cells.extend(s.per_length.iter().map(|(_, m)| format!("{m:.1}")));
-        cells.extend([
-            format!("{:.1}", s.mean_score),
-            s.pct_of_full.map_or("-".into(), |p| format!("{p:.0}")),
-            super::table::bytes(s.mean_kv_cache_bytes as usize),
-            s.n.to_string(),
-        ]);
-        t.row(cells);
+    let mut t = Table::new()
+        .col("method", |s: &SummaryRow| s.method.clone())
+        .col("budget", |s| s.budget.map_or("-".into(), |b| b.to_string()));
+    for &l in lengths {
+        t = t.col(l.to_string(), move |s| {
+            s.per_length
+                .iter()
+                .find(|(len, _)| *len == l)
+                .map_or("-".into(), |(_, m)| format!("{m:.1}"))
+        });
     }
-    t.render()
+    let mean = if task == NiahTask::Needle {
+        "mean recall %"
+    } else {
+        "mean exact %"
+    };
+    t.col(mean, |s| format!("{:.1}", s.mean_score))
+        .col("% of full", |s| {
+            s.pct_of_full.map_or("-".into(), |p| format!("{p:.0}"))
+        })
+        .col("KV cache", |s| {
+            super::table::bytes(s.mean_kv_cache_bytes as usize)
+        })
+        .col("n", |s| s.n.to_string())
+        .render(summary)
 }
 
 /// One PNG per method×budget: mean score per (depth, length), like the paper's figures.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_runtime::generate::{GenerateOptions, generate};
+use compresskv_runtime::generate::{GenerateOptions, GenerateOutput, generate};
 use compresskv_runtime::loader::load_model;
 
 use super::table::{Table, bytes};
@@ -111,33 +111,27 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
     } else {
         println!("{}{}", prompt, out.text);
         eprintln!();
-        let mut t = Table::new([
-            "method",
-            "prompt tokens",
-            "new tokens",
-            "prefill",
-            "compress",
-            "decode",
-            "KV cache",
-        ]);
-        t.row([
-            a.press.method.clone(),
-            out.prompt_tokens.to_string(),
-            out.token_ids.len().to_string(),
-            format!(
-                "{:.0} ms ({:.0} tok/s)",
-                out.prefill_ms,
-                out.prompt_tokens as f64 / (out.prefill_ms / 1e3)
-            ),
-            format!("{:.0} ms", out.compress_ms),
-            format!("{:.1} tok/s", out.decode_tokens_per_s),
-            format!(
-                "{} → {}",
-                bytes(out.kv_cache_bytes_full),
-                bytes(out.kv_cache_bytes)
-            ),
-        ]);
-        eprintln!("{}", t.render());
+        let t = Table::new()
+            .col("method", |_: &GenerateOutput| a.press.method.clone())
+            .col("prompt tokens", |o| o.prompt_tokens.to_string())
+            .col("new tokens", |o| o.token_ids.len().to_string())
+            .col("prefill", |o| {
+                format!(
+                    "{:.0} ms ({:.0} tok/s)",
+                    o.prefill_ms,
+                    o.prompt_tokens as f64 / (o.prefill_ms / 1e3)
+                )
+            })
+            .col("compress", |o| format!("{:.0} ms", o.compress_ms))
+            .col("decode", |o| format!("{:.1} tok/s", o.decode_tokens_per_s))
+            .col("KV cache", |o| {
+                format!(
+                    "{} → {}",
+                    bytes(o.kv_cache_bytes_full),
+                    bytes(o.kv_cache_bytes)
+                )
+            });
+        eprintln!("{}", t.render([&out]));
         if let Some(p) = &profile {
             eprintln!("profile: {p}");
         }

@@ -423,36 +423,32 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
 
 /// The per-layer table: top heads by both scores, the error share and, when given, the budget.
 fn print_heads(p: &Profile, budgets: Option<(usize, &Vec<Option<usize>>)>) {
-    let budget_col = budgets.map(|(b, _)| format!("budget @{b}"));
-    let mut cols = vec![
-        "layer".to_string(),
-        "SRH heads (score)".to_string(),
-        "classic retrieval heads (score)".to_string(),
-        "error share".to_string(),
-    ];
-    cols.extend(budget_col);
-    let mut t = Table::new(cols);
-    for l in 0..p.srh_scores.len() {
-        let fmt = |order: Vec<usize>, s: &Vec<f64>| {
-            order
-                .iter()
-                .take(3)
-                .map(|&h| format!("{h} ({:.2})", s[h]))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut row = vec![
-            l.to_string(),
-            fmt(p.top_srh_heads(l, 4), &p.srh_scores[l]),
-            fmt(p.top_retrieval_heads(l, 4), &p.retrieval_scores[l]),
+    let fmt = |order: Vec<usize>, s: &Vec<f64>| {
+        order
+            .iter()
+            .take(3)
+            .map(|&h| format!("{h} ({:.2})", s[h]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut t = Table::new()
+        .col("layer", |&l: &usize| l.to_string())
+        .col("SRH heads (score)", |&l| {
+            fmt(p.top_srh_heads(l, 4), &p.srh_scores[l])
+        })
+        .col("classic retrieval heads (score)", |&l| {
+            fmt(p.top_retrieval_heads(l, 4), &p.retrieval_scores[l])
+        })
+        .col("error share", |&l| {
             p.layer_errors
                 .as_ref()
-                .map_or("-".into(), |e| format!("{:.3}", e.per_layer[l])),
-        ];
-        if let Some((_, b)) = budgets {
-            row.push(b[l].map_or("kept (not compressed)".into(), |x| x.to_string()));
-        }
-        t.row(row);
+                .map_or("-".into(), |e| format!("{:.3}", e.per_layer[l]))
+        });
+    if let Some((budget, b)) = budgets {
+        t = t.col(format!("budget @{budget}"), move |&l| {
+            b[l].map_or("kept (not compressed)".into(), |x| x.to_string())
+        });
     }
-    println!("{}", t.render());
+    let layers: Vec<usize> = (0..p.srh_scores.len()).collect();
+    println!("{}", t.render(&layers));
 }

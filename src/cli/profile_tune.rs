@@ -273,37 +273,26 @@ pub fn print_tuning(p: &Profile) {
         );
         return;
     };
-    let mut tab = Table::new([
-        "budget",
-        "srh heads",
-        "window",
-        "kernel",
-        "mix",
-        "union",
-        "error weight",
-        "held-out score",
-    ]);
-    let score_of = |table: &[(TuneSetting, f64)], s| {
-        table
+    // (label, the chosen setting, the table it was chosen from)
+    type Choice<'a> = (String, TuneSetting, &'a [(TuneSetting, f64)]);
+    let mut rows: Vec<Choice> = vec![("all (mean)".into(), t.chosen, &t.table)];
+    rows.extend(
+        t.per_budget
             .iter()
-            .find(|(x, _)| *x == s)
-            .map_or("-".into(), |(_, v)| format!("{:.1}", 100.0 * v))
-    };
-    let mut row = |label: String, s: TuneSetting, table: &[(TuneSetting, f64)]| {
-        tab.row([
-            label,
-            s.srh_heads.to_string(),
-            s.window.to_string(),
-            s.kernel.to_string(),
-            s.mix.to_string(),
-            s.union.to_string(),
-            s.error_weight.to_string(),
-            score_of(table, s),
-        ])
-    };
-    row("all (mean)".into(), t.chosen, &t.table);
-    for c in &t.per_budget {
-        row(c.budget.to_string(), c.chosen, &c.table);
-    }
-    println!("{}", tab.render());
+            .map(|c| (c.budget.to_string(), c.chosen, &c.table[..])),
+    );
+    let tab = Table::new()
+        .col("budget", |r: &Choice| r.0.clone())
+        .col("srh heads", |r| r.1.srh_heads.to_string())
+        .col("window", |r| r.1.window.to_string())
+        .col("kernel", |r| r.1.kernel.to_string())
+        .col("mix", |r| r.1.mix.to_string())
+        .col("union", |r| r.1.union.to_string())
+        .col("error weight", |r| r.1.error_weight.to_string())
+        .col("held-out score", |r| {
+            r.2.iter()
+                .find(|(x, _)| *x == r.1)
+                .map_or("-".into(), |(_, v)| format!("{:.1}", 100.0 * v))
+        });
+    println!("{}", tab.render(&rows));
 }

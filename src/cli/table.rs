@@ -1,30 +1,53 @@
 //! Plain aligned text tables for human output.
 
-pub struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
+/// A table defined by its columns: each column is a header and how to render one row's cell,
+/// given together, so a header and its cells cannot drift apart (a row with more cells than the
+/// header once panicked `generate`).
+pub struct Table<'a, R> {
+    columns: Vec<(String, Cell<'a, R>)>,
 }
 
-impl Table {
-    pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Self {
+/// How a column renders one row.
+type Cell<'a, R> = Box<dyn Fn(&R) -> String + 'a>;
+
+impl<'a, R> Default for Table<'a, R> {
+    fn default() -> Self {
         Table {
-            header: header.into_iter().map(Into::into).collect(),
-            rows: Vec::new(),
+            columns: Vec::new(),
         }
     }
+}
 
-    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
-        self.rows.push(cells.into_iter().map(Into::into).collect());
+impl<'a, R> Table<'a, R> {
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub fn render(&self) -> String {
-        let n = self.header.len();
-        let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate().take(n) {
-                w[i] = w[i].max(c.chars().count());
-            }
-        }
+    /// Adds a column: its header and the cell of each row.
+    pub fn col(mut self, header: impl Into<String>, cell: impl Fn(&R) -> String + 'a) -> Self {
+        self.columns.push((header.into(), Box::new(cell)));
+        self
+    }
+
+    /// Header, a rule, and one line per row; columns padded to their widest cell.
+    pub fn render<'r>(&self, rows: impl IntoIterator<Item = &'r R>) -> String
+    where
+        R: 'r,
+    {
+        let cells: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|r| self.columns.iter().map(|(_, f)| f(r)).collect())
+            .collect();
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.clone()).collect();
+        let width = |i: usize| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        };
+        let w: Vec<usize> = (0..header.len()).map(width).collect();
         let line = |cells: &[String]| {
             cells
                 .iter()
@@ -35,7 +58,7 @@ impl Table {
                 .trim_end()
                 .to_string()
         };
-        let mut out = line(&self.header);
+        let mut out = line(&header);
         out.push('\n');
         out.push_str(
             &w.iter()
@@ -43,7 +66,7 @@ impl Table {
                 .collect::<Vec<_>>()
                 .join("  "),
         );
-        for r in &self.rows {
+        for r in &cells {
             out.push('\n');
             out.push_str(&line(r));
         }
@@ -62,5 +85,26 @@ pub fn bytes(n: usize) -> String {
         format!("{:.1} KiB", n / 1024.0)
     } else {
         format!("{n} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_and_rows_follow_the_header() {
+        let rows = [("full", 1.5), ("compresskv @ 128", 22.31)];
+        let t = Table::new()
+            .col("method", |r: &(&str, f64)| r.0.to_string())
+            .col("decode", |r| format!("{:.1} tok/s", r.1));
+        assert_eq!(
+            t.render(&rows),
+            "method            decode\n\
+             ----------------  ----------\n\
+             full              1.5 tok/s\n\
+             compresskv @ 128  22.3 tok/s"
+        );
+        assert_eq!(t.render(&[]), "method  decode\n------  ------");
     }
 }

@@ -39,6 +39,9 @@ fn every_command_in_human_mode() {
     let h = hay.to_str().unwrap();
     let out = tmp_dir("human");
     let niah_out = out.join("niah");
+    let lb_out = out.join("longbench");
+    let lb_data = shared.join("datasets/longbench-v1-minilongbench");
+    let qwen = shared.join("reference/tiny/tiny-qwen2");
     let cases: Vec<(Vec<&str>, &[&str])> = vec![
         (
             vec![
@@ -138,6 +141,33 @@ fn every_command_in_human_mode() {
                 niah_out.to_str().unwrap(),
             ],
             &["method", "snapkv"],
+        ),
+        (
+            vec![
+                "eval",
+                "longbench",
+                "--data",
+                lb_data.to_str().unwrap(),
+                "--datasets",
+                "hotpotqa",
+                "--max-samples",
+                "1",
+                "--model",
+                qwen.to_str().unwrap(),
+                "--methods",
+                "full,snapkv",
+                "--budgets",
+                "24",
+                "--max-length",
+                "256",
+                "--out",
+                lb_out.to_str().unwrap(),
+            ],
+            &["dataset", "hotpotqa", "KL"],
+        ),
+        (
+            vec!["profile", "show", "google/gemma-3-270m", "--budget", "128"],
+            &["SRH heads (score)", "budget @128", "held-out score"],
         ),
     ];
     for (args, expect) in cases {
