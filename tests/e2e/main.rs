@@ -6,6 +6,7 @@
 mod cli;
 mod common;
 mod eval;
+mod fuzz;
 mod gemma;
 mod layer_error;
 mod longbench;

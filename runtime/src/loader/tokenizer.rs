@@ -19,8 +19,23 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        let t = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| LoadError::Tokenizer(format!("{}: {e}", path.display())))?;
+        // tokenizers 0.22 panics (an `expect` in its decoder deserializer) on some malformed
+        // files that our fuzzing found; a bad file must be an error, so the parse runs behind
+        // `catch_unwind` with the panic message silenced.
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path));
+        std::panic::set_hook(prev);
+        let t = match parsed {
+            Ok(r) => r.map_err(|e| LoadError::Tokenizer(format!("{}: {e}", path.display())))?,
+            Err(_) => {
+                return Err(LoadError::Tokenizer(format!(
+                    "{}: not a valid tokenizer.json (the tokenizers library could not parse \
+                     it); replace it with the model's original file",
+                    path.display()
+                )));
+            }
+        };
         Ok(TextTokenizer::Hf(Box::new(t)))
     }
 
@@ -56,6 +71,37 @@ impl TextTokenizer {
         match self {
             TextTokenizer::Hf(_) => vec![],
             TextTokenizer::Spm(t) => t.eog_ids().to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Found by `tests/e2e/fuzz.rs`: a malformed `decoder` object makes tokenizers 0.22 panic
+    /// inside its deserializer; loading must return an error instead.
+    #[test]
+    fn malformed_decoder_is_an_error_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("compresskv-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tokenizer.json");
+        std::fs::write(
+            &p,
+            r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+               "normalizer":null,"pre_tokenizer":null,"post_processor":null,
+               "decoder":{" "type":"ByteLevel"},
+               "model":{"type":"WordLevel","vocab":{"a":0},"unk_token":"a"}}"#,
+        )
+        .unwrap();
+        let r = TextTokenizer::from_hf_file(&p);
+        let _ = std::fs::remove_dir_all(&dir);
+        match r {
+            Err(LoadError::Tokenizer(m)) => {
+                assert!(m.contains("not a valid tokenizer.json"), "{m}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a malformed tokenizer.json loaded"),
         }
     }
 }
