@@ -23,8 +23,13 @@ fn logits_rows(model: &mut Transformer, ids: &[u32], last: usize, chunk: usize) 
     (0..n).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
 }
 
-/// Both paths on every architecture: the exact f32 path (Burn), and the CPU kernels on the
-/// weights as stored (f32 here, so the same tolerance holds).
+/// Both paths on every architecture: the exact f32 path (Burn), within 1e-3 of the reference,
+/// and the CPU kernels on the weights as stored (f32 here), within 1e-2 × the row's largest
+/// logit: their KV cache is f16 (2⁻¹¹ relative rounding of every K and V entry, as llama.cpp's
+/// default cache), which moves attention scores in proportion to their size, and these
+/// random-weight models attend sharply and carry large activations (measured worst: 4.8e-3
+/// relative on tiny Gemma 3's longer prompt, under 1e-3 for the other families; on the real
+/// Gemma 3 270M the same cache gives KL 4e-7, see `gemma.rs`). A bug moves logits by O(1).
 #[test]
 fn tiny_models_match_reference_logits_tokens_and_greedy() {
     let Some(shared) = shared_dir() else { return };
@@ -73,8 +78,10 @@ fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &Runtime
                 let rows = logits_rows(&mut lm.model, &ids, 3, chunk);
                 for (r, (a, b)) in rows.iter().zip(&reference).enumerate() {
                     let d = max_abs_diff(a, b);
+                    let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                    let tol = if path == "fast" { 1e-2 * scale } else { 1e-3 };
                     assert!(
-                        d < 1e-3,
+                        d < tol,
                         "{tag} prompt {pi} row {r} chunk {chunk}: max |Δ| = {d}"
                     );
                 }
@@ -126,13 +133,23 @@ fn incremental_decode_equals_full_forward() {
             .model
             .forward(&ids[..split], &mut ForwardCtx::new(&mut cache));
         let first: Vec<f32> = l.into_data().try_to_vec::<f32>().unwrap();
+        // The fast path decodes through mat-vecs on 16-bit-quantized activations while the
+        // one-shot forward runs f32 gemm; the K/V both write then round to f16, where a 1e-6
+        // difference can flip an entry by one f16 step. Measured worst |Δ| on the fast path:
+        // < 4e-6 for llama/mistral/qwen2/qwen3, 4.1e-3 for tiny Gemma 3 (sharp attention and
+        // large activations amplify the flips); the exact path stays below 1e-6.
+        let tol = match (device.precision.name(), arch.starts_with("gemma3")) {
+            ("fast", true) => 1e-2,
+            ("fast", false) => 1e-4,
+            _ => 1e-4,
+        };
         let d = max_abs_diff(&first, &full[split - 1]);
-        assert!(d < 1e-4, "{arch}: prefill logits at {split}: {d}");
+        assert!(d < tol, "{arch}: prefill logits at {split}: {d}");
         for (i, &t) in ids.iter().enumerate().skip(split) {
             let l = lm.model.forward(&[t], &mut ForwardCtx::new(&mut cache));
             let row: Vec<f32> = l.into_data().try_to_vec::<f32>().unwrap();
             let d = max_abs_diff(&row, &full[i]);
-            assert!(d < 1e-4, "{arch}: step {i}: {d}");
+            assert!(d < tol, "{arch}: step {i}: {d}");
         }
         assert_eq!(cache.next_pos, n);
         if let Some(w) = lm.spec.layers[0].attention.window() {
