@@ -1,6 +1,7 @@
 //! One tokenizer type for the runtime: an HF `tokenizer.json` (tokenizers crate) or a GGUF
 //! SentencePiece vocabulary (our llama.cpp-exact SPM encoder).
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use super::LoadError;
@@ -19,19 +20,27 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        // tokenizers 0.22 panics (an `expect` in its decoder deserializer) on some malformed
-        // files that our fuzzing found; a bad file must be an error, so the parse runs behind
-        // `catch_unwind` with the panic message silenced.
+        // tokenizers 0.22 panics on some malformed files our fuzzing found: an `expect` in its
+        // decoder deserializer at load, and a template naming a special token it does not
+        // define at the first encode. A bad file must be an error, so the parse and one probe
+        // encode/decode run behind `catch_unwind` with the panic message silenced.
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
-        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path));
+        let parsed = std::panic::catch_unwind(|| {
+            tokenizers::Tokenizer::from_file(path).map(|t| {
+                if let Ok(e) = t.encode("a b", true) {
+                    let _ = t.decode(e.get_ids(), true);
+                }
+                t
+            })
+        });
         std::panic::set_hook(prev);
         let t = match parsed {
             Ok(r) => r.map_err(|e| LoadError::Tokenizer(format!("{}: {e}", path.display())))?,
             Err(_) => {
                 return Err(LoadError::Tokenizer(format!(
                     "{}: not a valid tokenizer.json (the tokenizers library could not parse \
-                     it); replace it with the model's original file",
+                     or apply it); replace it with the model's original file",
                     path.display()
                 )));
             }
@@ -42,19 +51,24 @@ impl TextTokenizer {
     /// Token ids of `text`; `add_special` adds BOS (or whatever the tokenizer's template adds).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, LoadError> {
         match self {
-            TextTokenizer::Hf(t) => t
-                .encode(text, add_special)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| LoadError::Tokenizer(e.to_string())),
+            // Last line of defence against a panic inside the library (see `from_hf_file`).
+            TextTokenizer::Hf(t) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| t.encode(text, add_special)))
+                    .map_err(|_| LoadError::Tokenizer("the tokenizer failed on this text".into()))?
+                    .map(|e| e.get_ids().to_vec())
+                    .map_err(|e| LoadError::Tokenizer(e.to_string()))
+            }
             TextTokenizer::Spm(t) => Ok(t.encode(text, add_special)),
         }
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, LoadError> {
         match self {
-            TextTokenizer::Hf(t) => t
-                .decode(ids, true)
-                .map_err(|e| LoadError::Tokenizer(e.to_string())),
+            TextTokenizer::Hf(t) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| t.decode(ids, true)))
+                    .map_err(|_| LoadError::Tokenizer("the tokenizer failed on these ids".into()))?
+                    .map_err(|e| LoadError::Tokenizer(e.to_string()))
+            }
             TextTokenizer::Spm(t) => Ok(t.decode(ids, true)),
         }
     }
@@ -96,6 +110,34 @@ mod fuzz_regressions {
         .unwrap();
         let r = TextTokenizer::from_hf_file(&p);
         let _ = std::fs::remove_dir_all(&dir);
+        expect_invalid(r);
+    }
+
+    /// Also found by the fuzzer: a template naming a special token the file does not define
+    /// panics at the first encode; the loader's probe encode turns that into an error.
+    #[test]
+    fn template_with_an_undefined_special_token_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("compresskv-tok2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tokenizer.json");
+        std::fs::write(
+            &p,
+            r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+               "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},
+               "post_processor":{"type":"TemplateProcessing",
+                 "single":[{"SpecialToken":{"id":"<s>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],
+                 "pair":[{"Sequence":{"id":"A","type_id":0}},{"Sequence":{"id":"B","type_id":1}}],
+                 "special_tokens":{}},
+               "decoder":null,
+               "model":{"type":"WordLevel","vocab":{"a":0,"b":1},"unk_token":"a"}}"#,
+        )
+        .unwrap();
+        let r = TextTokenizer::from_hf_file(&p);
+        let _ = std::fs::remove_dir_all(&dir);
+        expect_invalid(r);
+    }
+
+    fn expect_invalid(r: Result<TextTokenizer, LoadError>) {
         match r {
             Err(LoadError::Tokenizer(m)) => {
                 assert!(m.contains("not a valid tokenizer.json"), "{m}")
