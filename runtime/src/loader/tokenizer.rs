@@ -27,11 +27,10 @@ impl TextTokenizer {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let parsed = std::panic::catch_unwind(|| {
-            tokenizers::Tokenizer::from_file(path).map(|t| {
+            tokenizers::Tokenizer::from_file(path).inspect(|t| {
                 if let Ok(e) = t.encode("a b", true) {
                     let _ = t.decode(e.get_ids(), true);
                 }
-                t
             })
         });
         std::panic::set_hook(prev);
