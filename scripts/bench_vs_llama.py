@@ -106,6 +106,7 @@ def main():
             "length": n,
             "llama_prefill_tok_s": lp,
             "ours_prefill_tok_s": full and full["prefill_tokens_per_s"],
+            "ours_prefill_bound_tok_s": full and full.get("prefill_compute_bound_tokens_per_s"),
             "llama_decode_tok_s": ld,
             "ours_decode_full_tok_s": full and full["decode_tokens_per_s"],
             "ours_decode_compresskv_tok_s": ckv and ckv["decode_tokens_per_s"],
@@ -114,6 +115,10 @@ def main():
         }
         ratio = lambda x, y: (x / y) if (x and y) else None
         row["prefill_ratio"] = ratio(row["ours_prefill_tok_s"], lp) if n in prefill_lengths else None
+        # The f32 FMA roofline of our prefill, measured in the same run, over llama.cpp's prefill:
+        # the highest prefill ratio f32 matmuls could reach on this machine.
+        row["prefill_bound_ratio"] = (ratio(row["ours_prefill_bound_tok_s"], lp)
+                                      if n in prefill_lengths else None)
         row["decode_full_ratio"] = ratio(row["ours_decode_full_tok_s"], ld)
         row["decode_compresskv_ratio"] = ratio(row["ours_decode_compresskv_tok_s"], ld)
         rows.append(row)
@@ -133,7 +138,7 @@ def main():
         return
 
     f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
-    hdr = ["context", "prefill llama.cpp", "prefill ours", "ratio",
+    hdr = ["context", "prefill llama.cpp", "prefill ours", "ratio", "f32 roofline (ratio)",
            "decode llama.cpp (full)", "decode ours (full)", "ratio",
            f"decode ours (compresskv @{a.budget})", "ratio", "peak RSS ours"]
     table = [hdr]
@@ -141,6 +146,8 @@ def main():
         table.append([
             str(r["length"]), f(r["llama_prefill_tok_s"]) if r["prefill_ratio"] else "-",
             f(r["ours_prefill_tok_s"]), f(r["prefill_ratio"], 2),
+            "-" if r["ours_prefill_bound_tok_s"] is None else
+            f"{r['ours_prefill_bound_tok_s']:.0f} ({f(r['prefill_bound_ratio'], 2)})",
             f(r["llama_decode_tok_s"]), f(r["ours_decode_full_tok_s"]), f(r["decode_full_ratio"], 2),
             f(r["ours_decode_compresskv_tok_s"]), f(r["decode_compresskv_ratio"], 2),
             "-" if not r["ours_peak_rss_bytes"] else f"{r['ours_peak_rss_bytes'] / 2**20:.0f} MiB",
@@ -152,7 +159,9 @@ def main():
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print(f"\n{a.model} ({gguf.name}), {a.threads} threads, tokens/s (mean of llama-bench's "
           f"{a.repeats} repeats, median of ours); ours: {result['device']}; "
-          f"llama.cpp {result['llama_build']}. Ratio = ours / llama.cpp.")
+          f"llama.cpp {result['llama_build']}. Ratio = ours / llama.cpp. f32 roofline: our "
+          "prefill's multiply-adds at the f32 FMA peak measured in the same run (ratio: over "
+          "llama.cpp's prefill).")
 
 
 if __name__ == "__main__":

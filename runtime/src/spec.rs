@@ -181,6 +181,42 @@ impl ModelSpec {
         2 * self.kv_dim() * std::mem::size_of::<f32>()
     }
 
+    /// Multiply-adds of prefilling an `n`-token prompt: the layers' projections and MLP for every
+    /// token, attention (QKᵀ and PV over the keys each query sees: all earlier ones, or the
+    /// window on sliding layers) and the LM head for the last token only (as `prefill` and
+    /// llama-bench compute it). The numerator of the prefill compute roofline.
+    pub fn prefill_macs(&self, n: usize) -> f64 {
+        let (h, q, kv, ff) = (
+            self.hidden_size as f64,
+            self.q_dim() as f64,
+            self.kv_dim() as f64,
+            self.intermediate_size as f64,
+        );
+        let per_token_layer = h * q + 2.0 * h * kv + q * h + 3.0 * h * ff;
+        let n_f = n as f64;
+        let attention: f64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                // Σ_i keys(i) for query positions i = 0..n.
+                let keys = match l.attention.window() {
+                    Some(w) if n > w => {
+                        let w = w as f64;
+                        w * (w + 1.0) / 2.0 + (n_f - w) * w
+                    }
+                    _ => n_f * (n_f + 1.0) / 2.0,
+                };
+                2.0 * self.q_dim() as f64 * keys
+            })
+            .sum();
+        let lm_head = if n > 0 {
+            h * self.vocab_size as f64
+        } else {
+            0.0
+        };
+        self.n_layers as f64 * per_token_layer * n_f + attention + lm_head
+    }
+
     /// Checks invariants that model code relies on; loaders call it before returning a spec.
     pub fn validate(&self) -> Result<(), String> {
         let fail = |m: String| Err(m);
@@ -254,5 +290,60 @@ mod tests {
             .find(|&i| a[i] != b[i] && (a[i] - b[i] / 8.0).abs() > 1e-15)
             .expect("some frequency is smoothed");
         assert!(a[mid] < b[mid] && a[mid] > b[mid] / 8.0);
+    }
+
+    /// Gemma 3 270M's shape, counted by hand: 100.3M projection/MLP MACs per token, and
+    /// attention whose cost stops growing on sliding layers past their window.
+    #[test]
+    fn prefill_macs_counts_projections_attention_and_one_lm_head_row() {
+        let layer = |attention| LayerSpec {
+            attention,
+            rope: RopeSpec {
+                theta: 10000.0,
+                scaling: RopeScaling::None,
+            },
+        };
+        let spec = ModelSpec {
+            architecture: Architecture::Gemma3,
+            hidden_size: 640,
+            intermediate_size: 2048,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 1,
+            head_dim: 256,
+            vocab_size: 262144,
+            rms_norm_eps: 1e-6,
+            activation: Activation::GeluTanh,
+            qkv_bias: false,
+            qk_norm: true,
+            sandwich_norms: true,
+            embed_scale: None,
+            attn_scale: 1.0,
+            attn_logit_softcap: None,
+            final_logit_softcap: None,
+            tie_embeddings: true,
+            max_position_embeddings: 32768,
+            layers: vec![
+                layer(AttentionKind::Sliding(512)),
+                layer(AttentionKind::Full),
+            ],
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        };
+        // 640·1024 + 2·640·256 + 1024·640 + 3·640·2048 per token and layer.
+        let per_token_layer = 5_570_560.0;
+        let attn = |keys: f64| 2.0 * 1024.0 * keys;
+        let n = 1000.0;
+        let expect = 2.0 * per_token_layer * n
+            + attn(512.0 * 513.0 / 2.0 + 488.0 * 512.0)
+            + attn(n * (n + 1.0) / 2.0)
+            + 640.0 * 262144.0;
+        assert_eq!(spec.prefill_macs(1000), expect);
+        assert_eq!(spec.prefill_macs(0), 0.0);
+        // Below the window both layers see every earlier key.
+        assert_eq!(
+            spec.prefill_macs(10),
+            2.0 * per_token_layer * 10.0 + 2.0 * attn(55.0) + 640.0 * 262144.0
+        );
     }
 }

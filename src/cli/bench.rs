@@ -69,6 +69,11 @@ pub struct BenchRow {
     pub decode_bytes_per_token: usize,
     /// Decode speed if every step were limited by the measured memory bandwidth alone.
     pub bandwidth_bound_tokens_per_s: Option<f64>,
+    /// Multiply-adds of this prefill (projections, MLP, attention, one LM head row).
+    pub prefill_macs: f64,
+    /// Prefill speed if every multiply-add ran at the measured f32 FMA peak (CPU kernels only):
+    /// the roofline of prefill's f32 `gemm` on dequantized tiles.
+    pub prefill_compute_bound_tokens_per_s: Option<f64>,
     pub repeats: usize,
 }
 
@@ -112,6 +117,12 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     let weights = lm.model.decode_weight_bytes();
     say("measuring memory bandwidth…");
     let bandwidth = memory_bandwidth_bytes_per_s();
+    let fma_peak = if device.uses_cpu_kernels() {
+        say("measuring the f32 FMA peak…");
+        compresskv_runtime::model::kernels::peak::fma_peak_macs_per_s()
+    } else {
+        None
+    };
 
     // Warm-up: the first forward passes allocate and tune kernels.
     {
@@ -179,6 +190,7 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
             let compress_ms = median(&r.iter().map(|x| x.compress_ms).collect::<Vec<_>>());
             let kv = r[0].kv;
             let per_token = weights + kv;
+            let macs = lm.spec.prefill_macs(length);
             rows.push(BenchRow {
                 method: method.clone(),
                 length,
@@ -195,6 +207,8 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
                 peak_rss_bytes: r.iter().filter_map(|x| x.peak_rss).max(),
                 decode_bytes_per_token: per_token,
                 bandwidth_bound_tokens_per_s: bandwidth.map(|b| b / per_token as f64),
+                prefill_macs: macs,
+                prefill_compute_bound_tokens_per_s: fma_peak.map(|p| p * length as f64 / macs),
                 repeats: a.repeats,
             });
         }
@@ -209,6 +223,7 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
             "decode_tokens": a.decode_tokens, "repeats": a.repeats,
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "memory_bandwidth_bytes_per_s": bandwidth, "decode_weight_bytes": weights,
+            "fma_peak_macs_per_s": fma_peak,
             "rows": rows,
         }));
     }
@@ -223,6 +238,10 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
                 "{:.0} ms ({:.0} tok/s)",
                 r.prefill_ms, r.prefill_tokens_per_s
             )
+        })
+        .col("compute bound", |r| {
+            r.prefill_compute_bound_tokens_per_s
+                .map_or("-".into(), |b| format!("{b:.0} tok/s"))
         })
         .col("compress", |r| {
             format!("{:.1} ms ({:.2}%)", r.compress_ms, 100.0 * r.compress_share)
@@ -246,7 +265,7 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     println!("{}", t.render(&rows));
     println!(
         "{} on {}, {} threads; median of {} repeats after a warm-up; decode of {} tokens; \
-         prefill shared by the methods of a length. Decode reads {} of weights per token{}.",
+         prefill shared by the methods of a length. Decode reads {} of weights per token{}{}.",
         lm.id,
         device.describe(),
         std::thread::available_parallelism()
@@ -258,6 +277,10 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
         bandwidth.map_or(String::new(), |b| format!(
             "; measured memory read bandwidth {:.1} GB/s",
             b / 1e9
+        )),
+        fma_peak.map_or(String::new(), |p| format!(
+            "; measured f32 FMA peak {:.0} GFLOP/s (the prefill compute bound)",
+            2.0 * p / 1e9
         ))
     );
     Ok(())

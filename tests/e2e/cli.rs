@@ -99,7 +99,7 @@ fn every_command_in_human_mode() {
                 "--repeats",
                 "1",
             ],
-            &["method", "prefill", "decode", "peak RSS"],
+            &["method", "prefill", "compute bound", "decode", "peak RSS"],
         ),
         (
             vec![

@@ -176,6 +176,21 @@ fn bench_and_demo_report_every_field() {
         }
         assert!(r["prefill_ms"].as_f64().unwrap() > 0.0);
         assert!(r["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        // The roofline: the prefill's multiply-adds over the measured FMA peak (CPU kernels on
+        // an AVX2 machine; null elsewhere, together with the peak).
+        let macs = r["prefill_macs"].as_f64().unwrap();
+        assert!(macs > 0.0);
+        match (
+            b["fma_peak_macs_per_s"].as_f64(),
+            r["prefill_compute_bound_tokens_per_s"].as_f64(),
+        ) {
+            (Some(p), Some(bound)) => {
+                let n = r["length"].as_f64().unwrap();
+                assert!((bound - p * n / macs).abs() <= 1e-9 * bound, "{r}");
+            }
+            (None, None) => {}
+            other => panic!("peak and compute bound disagree: {other:?}"),
+        }
         let (kv, full) = (
             r["kv_cache_bytes"].as_u64(),
             r["kv_cache_bytes_full"].as_u64(),

@@ -10,9 +10,11 @@
 //! - [`attention`]: flash-style attention over one KV head's entries (online softmax, split-K
 //!   for long decodes), never an N×N matrix.
 //! - [`simd`]: which instruction set the kernels dispatch to.
+//! - [`peak`]: the measured f32 FMA peak (the compute roofline `bench` reports for prefill).
 pub mod attention;
 pub mod blocks;
 pub mod ops;
+pub mod peak;
 pub mod qmatrix;
 pub mod simd;
 #[cfg(test)]

@@ -1,0 +1,90 @@
+//! The machine's f32 multiply-add peak, measured the way `bench` measures memory bandwidth:
+//! the compute roofline that prefill (dequantized tiles through f32 `gemm`) is held to.
+//!
+//! Every thread of rayon's pool runs independent chains of 8-lane FMAs in registers (enough
+//! chains to cover the FMA latency), so the figure is the CPU's instruction throughput under
+//! the same load and frequency as a two-core prefill, steal time included.
+
+use std::time::{Duration, Instant};
+
+use super::simd::{self, SimdLevel};
+
+/// Multiply-adds per second (one FMA lane = 1 MAC = 2 FLOP) with every pool thread busy, best
+/// of 3 runs of ~30 ms; `None` where the CPU has no AVX2+FMA (no vector kernel to measure).
+pub fn fma_peak_macs_per_s() -> Option<f64> {
+    if simd::detected() < SimdLevel::Avx2 {
+        return None;
+    }
+    // Calibrate the iteration count on one thread to ~30 ms.
+    let mut iters = 1u64 << 16;
+    loop {
+        let t = Instant::now();
+        run(iters);
+        if t.elapsed() >= Duration::from_millis(10) || iters >= 1 << 32 {
+            iters = (iters as f64 * 0.03 / t.elapsed().as_secs_f64().max(1e-6)) as u64;
+            break;
+        }
+        iters *= 4;
+    }
+    let threads = rayon::current_num_threads();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        rayon::broadcast(|_| run(iters));
+        let s = t.elapsed().as_secs_f64();
+        best = best.max(threads as f64 * (iters * MACS_PER_ITER) as f64 / s);
+    }
+    (best > 0.0).then_some(best)
+}
+
+/// Independent FMA chains per iteration: Zen 2 and Intel cores since Haswell issue two FMAs a
+/// cycle at a latency of 4–5, so 10 chains keep both pipes full.
+const CHAINS: usize = 10;
+const MACS_PER_ITER: u64 = (CHAINS * 8) as u64;
+
+fn run(iters: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: callers checked that the CPU has AVX2+FMA.
+    unsafe {
+        fma_chains(iters)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = iters;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains(iters: u64) {
+    use std::arch::x86_64::*;
+    let x = _mm256_set1_ps(std::hint::black_box(0.999_9));
+    let y = _mm256_set1_ps(std::hint::black_box(1e-6));
+    let mut acc = [_mm256_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for a in &mut acc {
+            *a = _mm256_fmadd_ps(*a, x, y);
+        }
+    }
+    std::hint::black_box(acc);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The figure is a rate this CPU can plausibly reach: above one scalar multiply-add per
+    /// cycle at 0.5 GHz per thread, below 64 MACs per cycle at 6 GHz per thread (what a loop
+    /// that the compiler removed would report).
+    #[test]
+    fn peak_is_plausible() {
+        let Some(p) = fma_peak_macs_per_s() else {
+            assert!(simd::detected() < SimdLevel::Avx2);
+            return;
+        };
+        let t = rayon::current_num_threads() as f64;
+        assert!(p > 0.5e9, "{p:e} MAC/s is too slow to be an FMA loop");
+        assert!(
+            p < t * 64.0 * 6e9,
+            "{p:e} MAC/s: the loop was optimised away"
+        );
+    }
+}
