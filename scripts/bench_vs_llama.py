@@ -11,10 +11,14 @@ Like for like: llama-bench prefills in 512-token micro-batches and computes logi
 prompt token only (so does `compresskv bench`: one prefill, logits of the last token); its
 decode test (`-n 64 -d N`) decodes 64 tokens after N tokens of context, which is what
 `compresskv bench` measures after prefilling N tokens. llama.cpp keeps its KV cache in f16 with
-flash attention; ours is f32.
+flash attention; so does ours (f16 host rows, widened in the attention kernels).
+
+Noise: each length runs ours and then llama-bench back to back, `--rounds` times; every ratio is
+formed within a round (both sides saw the same machine state) and the table gives the median
+over rounds (the JSON keeps each round's ratios).
 
 Usage: scripts/bench_vs_llama.py [--lengths 1024,4096,16384] [--budget 128] [--repeats 3]
-           [--threads 2] [--model google/gemma-3-270m] [--json] [--out FILE]
+           [--rounds 3] [--threads 2] [--model google/gemma-3-270m] [--json] [--out FILE]
 """
 
 import argparse
@@ -53,6 +57,8 @@ def main():
     ap.add_argument("--lengths", default="1024,4096,16384")
     ap.add_argument("--budget", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds (ours then llama.cpp per length); medians reported")
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
@@ -65,66 +71,96 @@ def main():
     if not build.exists():
         sys.exit(f"{build} not found (set COMPRESSKV_SHARED to the shared/ directory)")
     llama = run(["bash", str(build)]).strip().splitlines()[-1]
-
+    # Build first, so no round pays for compiling.
+    run(["cargo", "build", "--release", "-q"])
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    ours = json.loads(
-        run(
-            ["cargo", "run", "--release", "-q", "--", "bench", "--model", a.model,
-             "--lengths", a.lengths, "--methods", "full,compresskv", "--budget", str(a.budget),
-             "--decode-tokens", str(a.decode_tokens), "--repeats", str(a.repeats), "--json"],
-            env=env,
-        )
-    )
     prefill_lengths = [n for n in lengths if n <= 4096]
-    theirs = []
-    lines = run([llama, "-m", str(gguf), "-t", str(a.threads), "-p",
-                 ",".join(map(str, prefill_lengths)), "-n", "0", "-r", str(a.repeats),
-                 "-o", "jsonl"])
-    lines += run([llama, "-m", str(gguf), "-t", str(a.threads), "-p", "0", "-n",
-                  str(a.decode_tokens), "-d", ",".join(map(str, lengths)), "-r",
-                  str(a.repeats), "-o", "jsonl"])
-    for line in lines.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            theirs.append(json.loads(line))
 
-    def llama_prefill(n):
-        return next((r["avg_ts"] for r in theirs if r["n_prompt"] == n and r["n_gen"] == 0), None)
+    def ours_at(n):
+        out = json.loads(run(
+            ["cargo", "run", "--release", "-q", "--", "bench", "--model", a.model,
+             "--lengths", str(n), "--methods", "full,compresskv", "--budget", str(a.budget),
+             "--decode-tokens", str(a.decode_tokens), "--repeats", str(a.repeats), "--json"],
+            env=env))
+        rows = {r["method"]: r for r in out["rows"]}
+        return out, rows.get("full"), rows.get("compresskv")
 
-    def llama_decode(n):
-        return next((r["avg_ts"] for r in theirs
-                     if r["n_prompt"] == 0 and r["n_gen"] > 0 and r.get("n_depth", 0) == n), None)
+    def llama_at(n):
+        found = {}
+        cmds = []
+        if n in prefill_lengths:
+            cmds.append([llama, "-m", str(gguf), "-t", str(a.threads), "-p", str(n), "-n", "0",
+                         "-r", str(a.repeats), "-o", "jsonl"])
+        cmds.append([llama, "-m", str(gguf), "-t", str(a.threads), "-p", "0", "-n",
+                     str(a.decode_tokens), "-d", str(n), "-r", str(a.repeats), "-o", "jsonl"])
+        for cmd in cmds:
+            for line in run(cmd).splitlines():
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                r = json.loads(line)
+                found["build"] = r.get("build_commit")
+                found["cpu"] = r.get("cpu_info")
+                if r["n_gen"] == 0:
+                    found["prefill"] = r["avg_ts"]
+                else:
+                    found["decode"] = r["avg_ts"]
+        return found
 
-    def ours_row(method, n):
-        return next((r for r in ours["rows"] if r["method"] == method and r["length"] == n), None)
+    ratio = lambda x, y: (x / y) if (x and y) else None
+
+    def median(v):
+        v = sorted(x for x in v if x is not None)
+        if not v:
+            return None
+        m = len(v) // 2
+        return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+    # Rounds: each length runs ours then llama.cpp back to back, so both see the same machine
+    # state; a ratio is formed within a round, and the table reports the median over rounds.
+    rounds = {n: [] for n in lengths}
+    ours = {}
+    theirs_meta = {}
+    for k in range(a.rounds):
+        for n in lengths:
+            log(f"round {k + 1}/{a.rounds}, {n} tokens")
+            ours, full, ckv = ours_at(n)
+            lp = llama_at(n)
+            theirs_meta = lp
+            rounds[n].append({
+                "llama_prefill_tok_s": lp.get("prefill"),
+                "ours_prefill_tok_s": full and full["prefill_tokens_per_s"],
+                "ours_prefill_bound_tok_s": full and full.get("prefill_compute_bound_tokens_per_s"),
+                "llama_decode_tok_s": lp.get("decode"),
+                "ours_decode_full_tok_s": full and full["decode_tokens_per_s"],
+                "ours_decode_compresskv_tok_s": ckv and ckv["decode_tokens_per_s"],
+                "ours_peak_rss_bytes": full and full["peak_rss_bytes"],
+                "ours_compress_share": ckv and ckv["compress_share"],
+            })
+            r = rounds[n][-1]
+            r["prefill_ratio"] = ratio(r["ours_prefill_tok_s"], r["llama_prefill_tok_s"])
+            # The f32 FMA roofline of our prefill, measured in the same run, over llama.cpp's
+            # prefill: the highest prefill ratio f32 matmuls could reach on this machine.
+            r["prefill_bound_ratio"] = ratio(r["ours_prefill_bound_tok_s"], r["llama_prefill_tok_s"])
+            r["decode_full_ratio"] = ratio(r["ours_decode_full_tok_s"], r["llama_decode_tok_s"])
+            r["decode_compresskv_ratio"] = ratio(r["ours_decode_compresskv_tok_s"],
+                                                 r["llama_decode_tok_s"])
 
     rows = []
     for n in lengths:
-        full, ckv = ours_row("full", n), ours_row("compresskv", n)
-        lp, ld = llama_prefill(n), llama_decode(n)
-        row = {
-            "length": n,
-            "llama_prefill_tok_s": lp,
-            "ours_prefill_tok_s": full and full["prefill_tokens_per_s"],
-            "ours_prefill_bound_tok_s": full and full.get("prefill_compute_bound_tokens_per_s"),
-            "llama_decode_tok_s": ld,
-            "ours_decode_full_tok_s": full and full["decode_tokens_per_s"],
-            "ours_decode_compresskv_tok_s": ckv and ckv["decode_tokens_per_s"],
-            "ours_peak_rss_bytes": full and full["peak_rss_bytes"],
-            "ours_compress_share": ckv and ckv["compress_share"],
-        }
-        ratio = lambda x, y: (x / y) if (x and y) else None
-        row["prefill_ratio"] = ratio(row["ours_prefill_tok_s"], lp) if n in prefill_lengths else None
-        # The f32 FMA roofline of our prefill, measured in the same run, over llama.cpp's prefill:
-        # the highest prefill ratio f32 matmuls could reach on this machine.
-        row["prefill_bound_ratio"] = (ratio(row["ours_prefill_bound_tok_s"], lp)
-                                      if n in prefill_lengths else None)
-        row["decode_full_ratio"] = ratio(row["ours_decode_full_tok_s"], ld)
-        row["decode_compresskv_ratio"] = ratio(row["ours_decode_compresskv_tok_s"], ld)
+        row = {"length": n}
+        for key in rounds[n][0]:
+            vals = [r[key] for r in rounds[n]]
+            row[key] = max((v for v in vals if v is not None), default=None) \
+                if key == "ours_peak_rss_bytes" else median(vals)
+        for key in ("prefill_ratio", "decode_full_ratio", "decode_compresskv_ratio"):
+            row[key + "_per_round"] = [r[key] for r in rounds[n]]
         rows.append(row)
+    theirs = [{"build_commit": theirs_meta.get("build"), "cpu_info": theirs_meta.get("cpu")}]
 
     result = {
         "model": a.model, "gguf": str(gguf), "threads": a.threads, "budget": a.budget,
+        "rounds": a.rounds, "repeats": a.repeats,
         "device": ours.get("device"), "weight_formats": ours.get("weight_formats"),
         "llama_build": theirs[0].get("build_commit") if theirs else None,
         "llama_cpu": theirs[0].get("cpu_info") if theirs else None,
@@ -157,11 +193,18 @@ def main():
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
         if i == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    print(f"\n{a.model} ({gguf.name}), {a.threads} threads, tokens/s (mean of llama-bench's "
-          f"{a.repeats} repeats, median of ours); ours: {result['device']}; "
+    print(f"\n{a.model} ({gguf.name}), {a.threads} threads, tokens/s; per round the mean of "
+          f"llama-bench's {a.repeats} repeats and the median of ours, then the median over "
+          f"{a.rounds} interleaved rounds (ratios formed within each round); "
+          f"ours: {result['device']}; "
           f"llama.cpp {result['llama_build']}. Ratio = ours / llama.cpp. f32 roofline: our "
           "prefill's multiply-adds at the f32 FMA peak measured in the same run (ratio: over "
           "llama.cpp's prefill).")
+    g = lambda v: "[" + ", ".join(f(x, 2) for x in v) + "]"
+    for r in rows:
+        print(f"{r['length']} tokens, ratios per round: prefill {g(r['prefill_ratio_per_round'])}, "
+              f"decode full {g(r['decode_full_ratio_per_round'])}, decode compresskv "
+              f"{g(r['decode_compresskv_ratio_per_round'])}")
 
 
 if __name__ == "__main__":
