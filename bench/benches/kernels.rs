@@ -1,17 +1,31 @@
 //! Criterion micro-benchmarks of the CPU kernels on Gemma 3 270M's own weights (as stored in
 //! the fetched GGUF): the decode mat-vecs (the tied Q8_0 LM head, a Q5_0 MLP matrix, a Q4_K
 //! matrix where present), the prefill mat-mat, and decode attention over a 16K-entry KV head —
-//! at every SIMD level this machine runs. Needs the model: `compresskv fetch`.
+//! at every SIMD level this machine runs; and the issue rates of the multiply-add instructions
+//! a matmul could be built on (f32 FMA, `vpmaddwd`, `vpmaddubsw`: multiply-adds per second on
+//! one core). Needs the model: `compresskv fetch`.
 //!
 //! `cargo bench --manifest-path bench/Cargo.toml --bench kernels`
 
 use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::loader::load_model;
 use compresskv_runtime::model::kernels::attention::{AttnParams, attend_at};
+use compresskv_runtime::model::kernels::peak::{Op, op_chains};
 use compresskv_runtime::model::kernels::simd::available_levels;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn kernels(c: &mut Criterion) {
+    let mut g = c.benchmark_group("peak");
+    g.sample_size(20);
+    const ITERS: u64 = 1 << 20;
+    for op in Op::ALL {
+        if let Some(macs) = op_chains(op, ITERS) {
+            g.throughput(Throughput::Elements(macs));
+            g.bench_function(op.name(), |b| b.iter(|| op_chains(op, ITERS)));
+        }
+    }
+    g.finish();
+
     let lm = load_model("google/gemma-3-270m", &RuntimeDevice::cpu())
         .expect("the kernel benchmark needs Gemma 3 270M: run `compresskv fetch`");
     let mats = lm.model.matrices();

@@ -46,25 +46,91 @@ fn run(iters: u64) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: callers checked that the CPU has AVX2+FMA.
     unsafe {
-        fma_chains(iters)
+        chains(Op::Fma, iters)
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = iters;
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn fma_chains(iters: u64) {
-    use std::arch::x86_64::*;
-    let x = _mm256_set1_ps(std::hint::black_box(0.999_9));
-    let y = _mm256_set1_ps(std::hint::black_box(1e-6));
-    let mut acc = [_mm256_setzero_ps(); CHAINS];
-    for _ in 0..iters {
-        for a in &mut acc {
-            *a = _mm256_fmadd_ps(*a, x, y);
+/// The multiply-add instructions whose issue rates bound a matmul's inner loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `vfmadd231ps`: 8 f32 multiply-adds (the f32 `gemm` prefill).
+    Fma,
+    /// `vpmaddwd`: 16 i16×i16 multiply-adds into 8 i32 (16-bit activations).
+    MaddWd,
+    /// `vpmaddubsw`: 32 u8×i8 multiply-adds into 16 i16 (8-bit activations, ggml's scheme).
+    MaddUbsw,
+}
+
+impl Op {
+    pub const ALL: [Op; 3] = [Op::Fma, Op::MaddWd, Op::MaddUbsw];
+
+    /// Multiply-adds per instruction.
+    pub fn macs(self) -> u64 {
+        match self {
+            Op::Fma => 8,
+            Op::MaddWd => 16,
+            Op::MaddUbsw => 32,
         }
     }
-    std::hint::black_box(acc);
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Fma => "vfmadd231ps",
+            Op::MaddWd => "vpmaddwd",
+            Op::MaddUbsw => "vpmaddubsw",
+        }
+    }
+}
+
+/// Run `iters` × [`CHAINS`] independent `op` instructions on the calling thread and return the
+/// multiply-adds done (for the `kernels` criterion benchmark, which compares the three issue
+/// rates: what an integer prefill GEMM could gain over f32 FMA on this CPU). `None` without
+/// AVX2+FMA.
+pub fn op_chains(op: Op, iters: u64) -> Option<u64> {
+    if simd::detected() < SimdLevel::Avx2 {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2+FMA checked above.
+    unsafe {
+        chains(op, iters)
+    };
+    Some(iters * CHAINS as u64 * op.macs())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn chains(op: Op, iters: u64) {
+    use std::arch::x86_64::*;
+    match op {
+        Op::Fma => {
+            let x = _mm256_set1_ps(std::hint::black_box(0.999_9));
+            let y = _mm256_set1_ps(std::hint::black_box(1e-6));
+            let mut acc = [_mm256_setzero_ps(); CHAINS];
+            for _ in 0..iters {
+                for a in &mut acc {
+                    *a = _mm256_fmadd_ps(*a, x, y);
+                }
+            }
+            std::hint::black_box(acc);
+        }
+        Op::MaddWd | Op::MaddUbsw => {
+            let w = _mm256_set1_epi16(std::hint::black_box(1));
+            let mut acc = [_mm256_set1_epi16(std::hint::black_box(3)); CHAINS];
+            for _ in 0..iters {
+                for a in &mut acc {
+                    *a = if op == Op::MaddWd {
+                        _mm256_madd_epi16(*a, w)
+                    } else {
+                        _mm256_maddubs_epi16(*a, w)
+                    };
+                }
+            }
+            std::hint::black_box(acc);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +152,15 @@ mod tests {
             p < t * 64.0 * 6e9,
             "{p:e} MAC/s: the loop was optimised away"
         );
+    }
+
+    #[test]
+    fn op_chains_count_their_multiply_adds() {
+        for op in Op::ALL {
+            match op_chains(op, 1000) {
+                Some(m) => assert_eq!(m, 1000 * CHAINS as u64 * op.macs()),
+                None => assert!(simd::detected() < SimdLevel::Avx2),
+            }
+        }
     }
 }
