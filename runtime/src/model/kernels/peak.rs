@@ -84,7 +84,7 @@ impl Op {
     }
 }
 
-/// Run `iters` × [`CHAINS`] independent `op` instructions on the calling thread and return the
+/// Run `iters` × 10 independent `op` instructions on the calling thread and return the
 /// multiply-adds done (for the `kernels` criterion benchmark, which compares the three issue
 /// rates: what an integer prefill GEMM could gain over f32 FMA on this CPU). `None` without
 /// AVX2+FMA.
