@@ -23,7 +23,24 @@ pub trait CacheCompressor {
         cache: &mut KvCache,
         capture: &WindowCapture,
         prompt_len: usize,
-    ) -> Result<CompressionReport, String>;
+    ) -> Result<CompressionReport, CompressError>;
+}
+
+/// Why a compression step failed; each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum CompressError {
+    #[error(
+        "the budget ({budget} entries from --ratio) is not larger than the observation \
+         window ({window}): raise --ratio or lower --window"
+    )]
+    BudgetNotAboveWindow { budget: usize, window: usize },
+    #[error("the prefill captured {captured} observation queries but the method needs {needed}")]
+    WindowNotCaptured { captured: usize, needed: usize },
+    #[error("no observation-window queries were captured")]
+    NoQueries,
+    /// The method's own error (e.g. a press that needs a profile and has none).
+    #[error(transparent)]
+    Method(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What a compression step did, for reports.
@@ -96,7 +113,7 @@ pub enum GenerateError {
     )]
     TooLong { len: usize, max: usize },
     #[error("compression failed: {0}")]
-    Compression(String),
+    Compression(#[from] CompressError),
     #[error(transparent)]
     Tokenizer(#[from] LoadError),
 }
@@ -403,16 +420,14 @@ fn compress_into(
         return Ok((cache, None, 0.0));
     };
     if c.window() > pre.capture.window {
-        return Err(GenerateError::Compression(format!(
-            "the prefill captured {} observation queries but the method needs {}",
-            pre.capture.window,
-            c.window()
-        )));
+        return Err(CompressError::WindowNotCaptured {
+            captured: pre.capture.window,
+            needed: c.window(),
+        }
+        .into());
     }
     let t = Instant::now();
-    let report = c
-        .compress(model, &mut cache, &pre.capture, pre.prompt_tokens)
-        .map_err(GenerateError::Compression)?;
+    let report = c.compress(model, &mut cache, &pre.capture, pre.prompt_tokens)?;
     model.device().sync();
     Ok((cache, Some(report), t.elapsed().as_secs_f64() * 1e3))
 }

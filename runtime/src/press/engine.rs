@@ -5,7 +5,7 @@
 use super::budget::{Bounds, allocate};
 use super::{HeadProfile, LayerView, Press, PressError, PressParams, select};
 use crate::cache::KvCache;
-use crate::generate::{CacheCompressor, CompressionReport};
+use crate::generate::{CacheCompressor, CompressError, CompressionReport};
 use crate::model::{CausalLM, WindowCapture};
 use crate::spec::{AttentionKind, ModelSpec};
 
@@ -141,7 +141,7 @@ impl CacheCompressor for Compressor {
         cache: &mut KvCache,
         capture: &WindowCapture,
         prompt_len: usize,
-    ) -> Result<CompressionReport, String> {
+    ) -> Result<CompressionReport, CompressError> {
         let spec = model.spec();
         let mut report = CompressionReport {
             method: self.press.name().to_string(),
@@ -149,11 +149,10 @@ impl CacheCompressor for Compressor {
         };
         let b = self.mean_budget(prompt_len);
         if b <= self.params.window && self.press.name() != "full" {
-            return Err(format!(
-                "the budget ({b} entries from --ratio) is not larger than the observation \
-                 window ({}): raise --ratio or lower --window",
-                self.params.window
-            ));
+            return Err(CompressError::BudgetNotAboveWindow {
+                budget: b,
+                window: self.params.window,
+            });
         }
         let layers = self.compressed_layers(spec);
         let errors = self
@@ -181,7 +180,7 @@ impl CacheCompressor for Compressor {
                 }
                 let (q, qpos) = capture
                     .tail(l, self.params.window)
-                    .ok_or("no observation-window queries were captured")?;
+                    .ok_or(CompressError::NoQueries)?;
                 let view = LayerView {
                     layer: l,
                     spec,
@@ -192,7 +191,11 @@ impl CacheCompressor for Compressor {
                     params: &self.params,
                     profile: self.profile.as_ref(),
                 };
-                let Some(scores) = self.press.score(&view).map_err(|e| e.to_string())? else {
+                let Some(scores) = self
+                    .press
+                    .score(&view)
+                    .map_err(|e| CompressError::Method(Box::new(e)))?
+                else {
                     continue;
                 };
                 let keep = select(
