@@ -112,10 +112,18 @@ pub enum GenerateError {
         "the prompt has {len} tokens but the model's context is {max} tokens; shorten the prompt"
     )]
     TooLong { len: usize, max: usize },
+    /// Not `#[from]`: the message carries the cause, so it is not also the error's `source`
+    /// (which `{:#}` would print a second time).
     #[error("compression failed: {0}")]
-    Compression(#[from] CompressError),
+    Compression(CompressError),
     #[error(transparent)]
     Tokenizer(#[from] LoadError),
+}
+
+impl From<CompressError> for GenerateError {
+    fn from(e: CompressError) -> Self {
+        GenerateError::Compression(e)
+    }
 }
 
 /// Greedy or temperature / nucleus sampling over host logits.
