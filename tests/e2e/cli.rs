@@ -252,6 +252,10 @@ fn bad_input_matrix() {
             "window",
         ),
         (generate(&["--method", "snapkv", "--budget", "8"]), "budget"),
+        (
+            generate(&["--method", "snapkv", "--ratio", "0.01", "--window", "4"]),
+            "raise --ratio",
+        ),
         // No profile for the tiny model: CompressKV says where it looked and how to make one.
         (
             generate(&["--method", "compresskv", "--budget", "16"]),
@@ -400,6 +404,8 @@ fn bad_input_matrix() {
                 "panicked"
             } else if !stderr.to_lowercase().contains(&want.to_lowercase()) {
                 "the error does not name the problem"
+            } else if repeats_itself(&stderr) {
+                "the error repeats itself"
             } else {
                 continue;
             };
@@ -408,6 +414,15 @@ fn bad_input_matrix() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An error chain that prints the same clause twice (an error whose message embeds its cause
+/// and also returns it as `source`, so `{:#}` shows it again).
+fn repeats_itself(stderr: &str) -> bool {
+    stderr.lines().any(|line| {
+        let parts: Vec<&str> = line.split(": ").filter(|p| p.len() > 20).collect();
+        (1..parts.len()).any(|i| parts[..i].contains(&parts[i]))
+    })
 }
 
 fn copy_model(from: &Path, to: &Path) {

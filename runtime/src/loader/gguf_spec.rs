@@ -18,8 +18,8 @@ pub struct GgufSource {
 
 impl GgufSource {
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let file = GgufFile::open(path)
-            .map_err(|e| LoadError::Format(format!("{}: {e}", path.display())))?;
+        // GGUF errors name the file already.
+        let file = GgufFile::open(path).map_err(|e| LoadError::Format(e.to_string()))?;
         Ok(GgufSource { file })
     }
 }
