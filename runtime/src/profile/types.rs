@@ -1,0 +1,312 @@
+//! The profile's data structures, as stored in the RON file, and the small helpers that fill
+//! them (fingerprint hashing, provenance timestamps). Checks live in `validate`, reading and
+//! writing in `io`, and what the runtime derives from a loaded profile in `lookup`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::spec::ModelSpec;
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `compresskv <version>`, recorded in [`Provenance::tool_version`].
+pub const TOOL_VERSION: &str = concat!("compresskv ", env!("CARGO_PKG_VERSION"));
+
+/// Allowed values of [`LayerErrors::source`].
+pub const LAYER_ERROR_SOURCES: [&str; 3] = ["qa", "needles", "imported"];
+
+/// Tolerance on `sum(per_layer) == 1`.
+pub const SUM_TOLERANCE: f64 = 1e-6;
+
+/// Everything the runtime needs to know about one model beyond its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub schema_version: u32,
+    /// Hugging Face style id, e.g. `google/gemma-3-270m`.
+    pub model_id: String,
+    pub fingerprint: Fingerprint,
+    /// `[layer][query head]` Semantic Retrieval Head score (higher = more important).
+    pub srh_scores: Vec<Vec<f64>>,
+    /// `[layer][query head]` classic retrieval-head score (Wu et al. 2024).
+    pub retrieval_scores: Vec<Vec<f64>>,
+    /// Offline per-layer eviction-error estimate; `None` => uniform layer budgets.
+    #[serde(default)]
+    pub layer_errors: Option<LayerErrors>,
+    pub defaults: Defaults,
+    /// Result of `compresskv profile --tune`.
+    #[serde(default)]
+    pub tuning: Option<Tuning>,
+    pub provenance: Provenance,
+}
+
+/// What identifies the model a profile was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fingerprint {
+    /// [`crate::spec::Architecture::name`], e.g. `llama`.
+    pub architecture: String,
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    /// sha256 hex of the config text (`config.json`, or the GGUF metadata summary).
+    pub config_hash: String,
+    /// sha256 hex of layer 0's attention output projection as stored in the weights the
+    /// profile was measured on (see `Transformer::weight_hash`), or `""` if unknown. Checked at
+    /// load: a difference is a warning (`--strict-profile`: an error).
+    pub weight_hash: String,
+}
+
+/// Per-layer eviction error estimate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerErrors {
+    /// One value per layer, non-negative, summing to 1.
+    pub per_layer: Vec<f64>,
+    /// The same estimate per calibration data set (`(name, per layer)`), not normalised.
+    pub per_dataset: Vec<(String, Vec<f64>)>,
+    /// One of [`LAYER_ERROR_SOURCES`]: `qa`, `needles` or `imported`.
+    pub source: String,
+}
+
+/// Press settings used when neither tuning nor the command line says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// SRH heads per layer used to score tokens.
+    pub srh_heads: usize,
+    /// Observation window (last prompt tokens whose attention scores the cache).
+    pub window: usize,
+    /// Pooling kernel over token scores.
+    pub kernel: usize,
+    /// Smallest per-layer budget.
+    pub min_budget: usize,
+    /// Largest per-layer budget as a multiple of the mean budget.
+    pub max_budget_factor: f64,
+    /// Mix between SRH scores (0) and all-head scores (1).
+    pub mix: f64,
+    /// Share of the kept entries ranked by all heads, merged with the SRH ranking (0 = none).
+    #[serde(default)]
+    pub union: f64,
+    /// How far layer budgets follow the layer errors (1 = the paper, 0 = uniform).
+    #[serde(default = "one")]
+    pub error_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn five() -> usize {
+    5
+}
+
+impl Defaults {
+    /// The standard defaults for a model with `n_heads` query heads.
+    pub fn for_heads(n_heads: usize) -> Defaults {
+        Defaults {
+            srh_heads: Profile::default_srh_heads(n_heads),
+            window: 8,
+            kernel: 5,
+            min_budget: 32,
+            max_budget_factor: 3.0,
+            mix: 0.0,
+            union: 0.0,
+            error_weight: 1.0,
+        }
+    }
+}
+
+/// Result of `compresskv profile --tune`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    pub chosen: TuneSetting,
+    /// Every setting tried, with its mean recall in `[0, 1]`.
+    pub table: Vec<(TuneSetting, f64)>,
+    /// Per-layer budgets of the chosen setting (empty, or one per layer).
+    pub budgets: Vec<usize>,
+    /// The best setting at each tuned mean budget: how many heads to trust depends on how many
+    /// entries may be kept (one sharp head wins at small budgets, a blend at large ones). The
+    /// runtime uses the entry whose budget is nearest (log scale) to the requested one.
+    #[serde(default)]
+    pub per_budget: Vec<BudgetChoice>,
+}
+
+/// The tuning result at one mean budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetChoice {
+    pub budget: usize,
+    pub chosen: TuneSetting,
+    /// Every setting's mean score in `[0, 1]` at this budget.
+    pub table: Vec<(TuneSetting, f64)>,
+}
+
+impl Tuning {
+    /// The tuned setting for a mean budget: the per-budget choice nearest on a log scale, or
+    /// the overall choice when there is none (or the budget is unknown, e.g. `--ratio`).
+    pub fn setting_for(&self, budget: Option<usize>) -> TuneSetting {
+        let Some(b) = budget.filter(|&b| b > 0) else {
+            return self.chosen;
+        };
+        self.per_budget
+            .iter()
+            .filter(|c| c.budget > 0)
+            .min_by(|x, y| {
+                let d = |c: &BudgetChoice| ((c.budget as f64) / (b as f64)).ln().abs();
+                d(x).total_cmp(&d(y))
+            })
+            .map_or(self.chosen, |c| c.chosen)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneSetting {
+    pub srh_heads: usize,
+    pub window: usize,
+    /// Average-pooling kernel over the scores (absent = 5, the kernel every earlier tune ran
+    /// with). Wider kernels keep whole evidence spans rather than their peak tokens.
+    #[serde(default = "five")]
+    pub kernel: usize,
+    pub mix: f64,
+    /// Rank-level union with the all-heads ranking (absent in profiles made before it).
+    #[serde(default)]
+    pub union: f64,
+    /// Layer budgets: weight of the error shares against uniform (absent = 1, the paper).
+    #[serde(default = "one")]
+    pub error_weight: f64,
+}
+
+/// How the profile was made. Nothing machine-local (no absolute paths).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub tool_version: String,
+    /// sha256 hex of the calibration data (or of the imported files).
+    pub calibration_hash: String,
+    /// Description of the search grid / calibration settings.
+    pub grid: String,
+    pub seed: u64,
+    pub wall_time_s: f64,
+    /// File names (never absolute paths) the scores were imported from, and how.
+    #[serde(default)]
+    pub imported_from: Option<String>,
+    /// UTC timestamp, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub created: String,
+}
+
+/// Command-line overrides of the profile's settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Overrides {
+    pub srh_heads: Option<usize>,
+    pub window: Option<usize>,
+    pub kernel: Option<usize>,
+    pub mix: Option<f64>,
+    pub union: Option<f64>,
+    pub error_weight: Option<f64>,
+}
+
+/// Settings in force: defaults, overridden by tuning, overridden by the command line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effective {
+    pub srh_heads: usize,
+    pub window: usize,
+    pub kernel: usize,
+    pub mix: f64,
+    pub union: f64,
+    pub error_weight: f64,
+    pub min_budget: usize,
+    pub max_budget_factor: f64,
+}
+
+/// Lower-case sha256 hex of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+impl Fingerprint {
+    /// Fingerprint of a model: its shape from `spec`, the hash of its config text and, when
+    /// given, the hash of one weight tensor's bytes.
+    pub fn of(spec: &ModelSpec, config_text: &str, weight_bytes: Option<&[u8]>) -> Fingerprint {
+        Fingerprint {
+            architecture: spec.architecture.name().to_string(),
+            n_layers: spec.n_layers,
+            n_heads: spec.n_heads,
+            n_kv_heads: spec.n_kv_heads,
+            head_dim: spec.head_dim,
+            vocab_size: spec.vocab_size,
+            config_hash: sha256_hex(config_text.as_bytes()),
+            weight_hash: weight_bytes.map(sha256_hex).unwrap_or_default(),
+        }
+    }
+
+    /// `llama, 32 layers × 32 heads, 8 kv heads, head_dim 128, vocab 128256`.
+    pub fn describe(&self) -> String {
+        shape_text(
+            &self.architecture,
+            self.n_layers,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim,
+            self.vocab_size,
+        )
+    }
+}
+
+pub(super) fn shape_text(arch: &str, l: usize, h: usize, kv: usize, d: usize, v: usize) -> String {
+    format!("{arch}, {l} layers × {h} heads, {kv} kv heads, head_dim {d}, vocab {v}")
+}
+
+/// First 12 hex digits of a hash, for messages.
+pub(super) fn short_hash(h: &str) -> &str {
+    &h[..h.len().min(12)]
+}
+
+impl Profile {
+    /// Default number of SRH heads per layer: `max(1, n_heads / 8)`.
+    pub fn default_srh_heads(n_heads: usize) -> usize {
+        (n_heads / 8).max(1)
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (for [`Provenance::created`]).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    utc_timestamp(secs)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch.
+pub fn utc_timestamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
