@@ -113,12 +113,17 @@ impl Profile {
 
     /// Settings in force: [`Defaults`], overridden by [`Tuning::chosen`], overridden by explicit
     /// command-line `overrides`. Not range-checked; see [`Profile::effective_checked`].
+    ///
+    /// [`Defaults`]: super::Defaults
+    /// [`Tuning::chosen`]: super::Tuning::chosen
     pub fn effective(&self, overrides: &Overrides) -> Effective {
         self.effective_at(None, overrides)
     }
 
     /// [`Profile::effective`] at a mean budget: the tuning for the nearest tuned budget
     /// ([`Tuning::setting_for`]) replaces the overall tuned setting.
+    ///
+    /// [`Tuning::setting_for`]: super::Tuning::setting_for
     pub fn effective_at(&self, budget: Option<usize>, overrides: &Overrides) -> Effective {
         let d = &self.defaults;
         let mut e = Effective {

@@ -17,7 +17,7 @@ pub enum Protocol {
     Paper,
     /// The classic passkey prompt.
     Landmark,
-    /// [`NiahBuilder::custom_needle`].
+    /// [`NiahBuilder::custom_needle`](super::NiahBuilder::custom_needle).
     Custom,
 }
 
