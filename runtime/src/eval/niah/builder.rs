@@ -90,7 +90,9 @@ impl<'a> NiahBuilder<'a> {
 
     /// The peer baseline's needle prompt:
     /// `PEER_NEEDLE_PREFIX + haystack(with " " + needle) + PEER_NEEDLE_QUESTION_PREFIX + question + PEER_NEEDLE_ANSWER_PREFIX`,
-    /// exactly `length` tokens; scored by [`metrics::peer_needle_recall`](crate::eval::metrics::peer_needle_recall) of `needle.answer`.
+    /// exactly `length` tokens; scored by [`metrics::peer_needle_recall`] of `needle.answer`.
+    ///
+    /// [`metrics::peer_needle_recall`]: crate::eval::metrics::peer_needle_recall
     pub fn peer_needle(
         &self,
         needle: &Needle,
@@ -123,7 +125,9 @@ impl<'a> NiahBuilder<'a> {
 
     /// The peer baseline's passkey prompt: `PEER_PASSKEY_PREFIX + haystack(with " The pass key is
     /// NNNNN. Remember it.") + PEER_PASSKEY_SUFFIX`, exactly `length` tokens; the key is
-    /// [`passkey_for_seed`]`(seed)`; scored by [`metrics::passkey_exact`](crate::eval::metrics::passkey_exact).
+    /// [`passkey_for_seed`]`(seed)`; scored by [`metrics::passkey_exact`].
+    ///
+    /// [`metrics::passkey_exact`]: crate::eval::metrics::passkey_exact
     pub fn peer_passkey(
         &self,
         length: usize,
@@ -227,9 +231,11 @@ impl<'a> NiahBuilder<'a> {
 
     /// A token-level prompt with any wrapper, built like the peer protocol:
     /// `[BOS] + enc(prefix) + hay[..p] + enc(needle_text) + hay[p..n] + enc(suffix)`, exactly
-    /// `length` tokens, scored with [`metrics::peer_needle_recall`](crate::eval::metrics::peer_needle_recall) of `answer`. For example the SRH
+    /// `length` tokens, scored with [`metrics::peer_needle_recall`] of `answer`. For example the SRH
     /// calibration prompts of `shared/reference/gemma-3-270m/srh_reference.json` are
     /// `custom_needle("", &format!(" {}", n.needle), &format!("\nBased on the content of the book, Question: {}\nAnswer:", n.question), &n.answer, length, depth)`.
+    ///
+    /// [`metrics::peer_needle_recall`]: crate::eval::metrics::peer_needle_recall
     pub fn custom_needle(
         &self,
         prefix: &str,

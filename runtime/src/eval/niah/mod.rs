@@ -22,7 +22,7 @@
 //!   insertion point is `int(n · depth / 100)` moved back to a sentence end (depth 100: at the end),
 //!   the context is decoded to text and wrapped in the paper's template [`PAPER_TEMPLATE`] with the
 //!   needle's question; the model is fed the re-tokenized text. Scored with stemmed ROUGE-1
-//!   recall of the full needle sentence ([`metrics::rouge1_recall_stemmed`](crate::eval::metrics::rouge1_recall_stemmed)), as the paper.
+//!   recall of the full needle sentence ([`metrics::rouge1_recall_stemmed`]), as the paper.
 //! - [`Protocol::Landmark`] — the classic passkey prompt (Landmark Attention / LongLoRA):
 //!   `"The pass key is N. Remember it. N is the pass key."` with its task line and question,
 //!   built at the token level like the peer protocol ([`NiahBuilder::landmark_passkey`]); usually
@@ -46,6 +46,8 @@
 //! `inputs` (needles from jsonl, the haystack text), `builder` ([`NiahBuilder`]: the protocols'
 //! prompts at the token level), `sample` ([`NiahSample`]: one prompt and how its answer is
 //! scored). The protocols' fixed texts and the errors are here; everything public is re-exported.
+//!
+//! [`metrics::rouge1_recall_stemmed`]: crate::eval::metrics::rouge1_recall_stemmed
 
 mod builder;
 mod inputs;
