@@ -48,12 +48,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CalibError + '_ {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Needle {
-    pub needle: String,
-    pub question: String,
-    pub answer: String,
-}
+/// The needles are the runtime's (`eval niah` reads the same jsonl); calibration adds one rule:
+/// the answer must be a span of the needle, since its tokens are the evidence the SRH score is
+/// measured on.
+pub use compresskv_runtime::eval::niah::Needle;
 
 pub fn load_needles(path: &Path) -> Result<Vec<Needle>, CalibError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
@@ -64,32 +62,19 @@ pub fn load_needles(path: &Path) -> Result<Vec<Needle>, CalibError> {
 /// `built-in:needles.jsonl` for [`compresskv_runtime::profile::builtin::NEEDLES`]) is only used
 /// in messages.
 pub fn parse_needles(text: &str, origin: &Path) -> Result<Vec<Needle>, CalibError> {
-    let path = origin;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let n: Needle = serde_json::from_str(line).map_err(|e| {
-            CalibError::Input(format!(
-                "{}:{}: {e} (each line needs exactly `needle`, `question`, `answer`)",
-                path.display(),
-                i + 1
-            ))
-        })?;
-        if !n.needle.to_lowercase().contains(&n.answer.to_lowercase()) {
-            return Err(CalibError::Input(format!(
-                "{}:{}: the answer must be a span of the needle",
-                path.display(),
-                i + 1
-            )));
-        }
-        out.push(n);
+    let needles = compresskv_runtime::eval::niah::parse_needles(text, origin)
+        .map_err(|e| CalibError::Input(e.to_string()))?;
+    if let Some(i) = needles
+        .iter()
+        .position(|n| !n.needle.to_lowercase().contains(&n.answer.to_lowercase()))
+    {
+        return Err(CalibError::Input(format!(
+            "{}: needle {}: the answer must be a span of the needle",
+            origin.display(),
+            i + 1
+        )));
     }
-    if out.is_empty() {
-        return Err(CalibError::Input(format!("{}: no needles", path.display())));
-    }
-    Ok(out)
+    Ok(needles)
 }
 
 /// All `.txt` files of `dir`, in name order, joined by blank lines.
