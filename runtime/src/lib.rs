@@ -15,6 +15,7 @@ pub mod model;
 pub mod press;
 pub mod profile;
 pub mod spec;
+pub mod store;
 
 pub use cache::KvCache;
 pub use device::RuntimeDevice;

@@ -6,8 +6,9 @@ use clap::Args;
 use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
 use compresskv_runtime::generate::{CacheCompressor, GenerateOptions, GenerateOutput};
-use compresskv_runtime::loader::{fetch, load_model};
+use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
+use compresskv_runtime::store;
 
 use super::press_args::PressTuning;
 use super::table::{Table, bytes};
@@ -43,9 +44,9 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
             println!("{s}");
         }
     };
-    if fetch::find_known_model(&a.model).is_some() && fetch::resolve_model(&a.model).is_err() {
+    if store::find_known_model(&a.model).is_some() && store::resolve_model(&a.model).is_err() {
         say(&format!("fetching {} (once)…", a.model));
-        fetch::fetch_model(&a.model, &mut |l| say(&format!("  {l}")))?;
+        store::fetch_model(&a.model, &mut |l| say(&format!("  {l}")))?;
     }
     let haystack = super::eval_niah::load_haystack(a.haystack.as_deref())?;
     let device = device.runtime()?;

@@ -12,9 +12,10 @@ use compresskv_runtime::eval::niah::{
 };
 use compresskv_runtime::eval::run::{Contender, run_contenders};
 use compresskv_runtime::generate::{CacheCompressor, GenerateOptions};
-use compresskv_runtime::loader::{LoadedModel, fetch, load_model};
+use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::press::Compressor;
 use compresskv_runtime::press::engine::BudgetSpec;
+use compresskv_runtime::store;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -308,9 +309,9 @@ pub fn load_haystack(arg: Option<&str>) -> anyhow::Result<Haystack> {
         Some("noise") => Ok(Haystack::noise()),
         Some(dir) => Haystack::from_dir(dir).with_context(|| format!("reading --haystack {dir}")),
         None => {
-            let dir = fetch::haystack_dir();
+            let dir = store::haystack_dir();
             if !dir.is_dir() {
-                fetch::fetch_haystack(&mut |l| eprintln!("  {l}"))?;
+                store::fetch_haystack(&mut |l| eprintln!("  {l}"))?;
             }
             Haystack::from_dir(&dir).with_context(|| {
                 format!(

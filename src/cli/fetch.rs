@@ -1,7 +1,7 @@
 //! `compresskv fetch <model-id|haystack>`.
 
 use clap::Args;
-use compresskv_runtime::loader::fetch;
+use compresskv_runtime::store;
 
 #[derive(Args, Debug)]
 pub struct FetchArgs {
@@ -15,8 +15,8 @@ pub struct FetchArgs {
 pub fn run(a: FetchArgs) -> anyhow::Result<()> {
     let what = if a.what.is_empty() {
         vec![
-            fetch::known_models()[0].id.to_string(),
-            fetch::HAYSTACK_FETCH_ARG.to_string(),
+            store::known_models()[0].id.to_string(),
+            store::HAYSTACK_FETCH_ARG.to_string(),
         ]
     } else {
         a.what
@@ -29,10 +29,10 @@ pub fn run(a: FetchArgs) -> anyhow::Result<()> {
     };
     let mut reports = Vec::new();
     for w in &what {
-        let r = if w == fetch::HAYSTACK_FETCH_ARG {
-            fetch::fetch_haystack(&mut progress)?
+        let r = if w == store::HAYSTACK_FETCH_ARG {
+            store::fetch_haystack(&mut progress)?
         } else {
-            fetch::fetch_model(w, &mut progress)?
+            store::fetch_model(w, &mut progress)?
         };
         if !json {
             println!(

@@ -10,12 +10,13 @@ use compresskv_profiler::calibrate::{
 };
 use compresskv_profiler::layer_error::ErrorSettings;
 use compresskv_runtime::loader::hf_config::spec_from_hf_config;
-use compresskv_runtime::loader::{fetch, load_model};
+use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::budget::{Allocator, Bounds};
 use compresskv_runtime::press::engine::layer_budgets;
 use compresskv_runtime::profile::{
     Profile, ProfileSource, builtin, default_profile_out, find_profile_from_env, import_paper,
 };
+use compresskv_runtime::store;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::heatmap::heatmap_png;
@@ -168,9 +169,9 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
             builtin::NEEDLES.as_bytes().to_vec(),
         ),
     };
-    let hay_dir = a.haystack.clone().unwrap_or_else(fetch::haystack_dir);
+    let hay_dir = a.haystack.clone().unwrap_or_else(store::haystack_dir);
     if a.haystack.is_none() && !hay_dir.is_dir() {
-        fetch::fetch_haystack(&mut |l| eprintln!("  {l}"))?;
+        store::fetch_haystack(&mut |l| eprintln!("  {l}"))?;
     }
     let haystack = load_haystack(&hay_dir)?;
     let out = a.out.clone().unwrap_or_else(|| default_profile_out(&lm.id));
@@ -356,7 +357,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
     } else {
         // A model id: the profile `--profile auto` would use, next to the model's weights when
         // the model is in the cache.
-        let (id, model_path) = match fetch::resolve_model(&a.what) {
+        let (id, model_path) = match store::resolve_model(&a.what) {
             Ok(r) => (r.id, r.location.path().to_path_buf()),
             Err(_) => (a.what.clone(), PathBuf::from(&a.what)),
         };

@@ -237,7 +237,7 @@ fn parsers_never_panic_on_mutated_files() {
 
     // GGUF: the real model's metadata and tensor index (the data region cut off, so every
     // input also meets the tensor bounds checks).
-    use compresskv_runtime::loader::fetch::{ModelLocation, resolve_model};
+    use compresskv_runtime::store::{ModelLocation, resolve_model};
     let gguf = match resolve_model("google/gemma-3-270m").map(|r| r.location) {
         Ok(ModelLocation::GgufFile(p)) => Some(p),
         _ => None,

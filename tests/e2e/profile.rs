@@ -484,7 +484,7 @@ fn profile_tune_tiny_model_cli() {
 #[cfg(unix)]
 #[test]
 fn installed_binary_uses_builtin_profile() {
-    use compresskv_runtime::loader::fetch;
+    use compresskv_runtime::store;
 
     let root = temp("installed");
     let (bin_dir, cwd, home, cache) = (
@@ -500,7 +500,7 @@ fn installed_binary_uses_builtin_profile() {
     std::fs::copy(env!("CARGO_BIN_EXE_compresskv"), &bin).unwrap();
     // The model cache stays reachable: a fresh cache root ($COMPRESSKV_HOME) whose models/ is
     // the real cache's, so that the user profile directory (<cache>/profiles) starts empty.
-    let real_cache = fetch::cache_home();
+    let real_cache = store::cache_home();
     std::os::unix::fs::symlink(real_cache.join("models"), cache.join("models")).unwrap();
     let run = |args: &[&str]| {
         let o = Command::new(&bin)
@@ -547,7 +547,7 @@ fn installed_binary_uses_builtin_profile() {
     assert_eq!(code, Some(0), "{err}");
 
     // generate with CompressKV on the real model, through the built-in profile.
-    match fetch::resolve_model("google/gemma-3-270m") {
+    match store::resolve_model("google/gemma-3-270m") {
         Ok(_) => {
             let (code, out, err) = run(&[
                 "generate",

@@ -1,7 +1,6 @@
 //! Loading models: where weights come from (HF safetensors dir or GGUF file), how their config
 //! becomes a [`ModelSpec`], and the tokenizer.
 
-pub mod fetch;
 pub mod gguf;
 pub mod gguf_spec;
 pub mod hf_config;
@@ -16,6 +15,7 @@ use crate::model::kernels::blocks::BlockFormat;
 use crate::model::kernels::qmatrix::WeightBytes;
 use crate::model::{Transformer, build};
 use crate::spec::ModelSpec;
+use crate::store;
 pub use tokenizer::TextTokenizer;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,11 @@ pub enum LoadError {
     Tokenizer(String),
     /// Boxed: fetch errors carry pip's output and would make every `Result<_, LoadError>` large.
     #[error(transparent)]
-    Fetch(Box<fetch::FetchError>),
+    Fetch(Box<store::FetchError>),
 }
 
-impl From<fetch::FetchError> for LoadError {
-    fn from(e: fetch::FetchError) -> Self {
+impl From<store::FetchError> for LoadError {
+    fn from(e: store::FetchError) -> Self {
         LoadError::Fetch(Box::new(e))
     }
 }
@@ -168,10 +168,10 @@ pub fn load_hf_dir(dir: &Path, device: &RuntimeDevice) -> Result<LoadedModel, Lo
 /// Loads what a `--model` argument names: a model id (resolved in the model cache), an HF model
 /// directory, or a `.gguf` file.
 pub fn load_model(arg: &str, device: &RuntimeDevice) -> Result<LoadedModel, LoadError> {
-    let resolved = fetch::resolve_model(arg)?;
+    let resolved = store::resolve_model(arg)?;
     let mut lm = match &resolved.location {
-        fetch::ModelLocation::HfDir(dir) => load_hf_dir(dir, device)?,
-        fetch::ModelLocation::GgufFile(path) => load_gguf(path, device)?,
+        store::ModelLocation::HfDir(dir) => load_hf_dir(dir, device)?,
+        store::ModelLocation::GgufFile(path) => load_gguf(path, device)?,
     };
     lm.id = resolved.id;
     Ok(lm)

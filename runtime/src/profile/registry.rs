@@ -111,10 +111,10 @@ pub fn profile_file_name(model_id: &str) -> String {
 }
 
 /// The user's profile directory: `<cache>/profiles`, with the cache root of
-/// [`crate::loader::fetch::cache_home`] (`$COMPRESSKV_HOME`, else `~/.cache/compresskv`).
+/// [`crate::store::cache_home`] (`$COMPRESSKV_HOME`, else `~/.cache/compresskv`).
 /// `compresskv profile` writes here unless given `--out`.
 pub fn user_profiles_dir() -> PathBuf {
-    user_profiles_dir_in(&crate::loader::fetch::cache_home())
+    user_profiles_dir_in(&crate::store::cache_home())
 }
 
 /// `<home>/profiles` for the cache rooted at `home`.
@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(user_profiles_dir_in(home), home.join("profiles"));
         assert_eq!(
             user_profiles_dir(),
-            crate::loader::fetch::cache_home().join("profiles")
+            crate::store::cache_home().join("profiles")
         );
         assert_eq!(
             default_profile_out("google/gemma-3-270m"),
