@@ -13,7 +13,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = cli::Cli::parse();
-    compresskv_runtime::model::kernels::join_thread_pool();
+    compresskv_runtime::kernels::join_thread_pool();
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

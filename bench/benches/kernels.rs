@@ -9,9 +9,9 @@
 
 use compresskv_runtime::RuntimeDevice;
 use compresskv_runtime::loader::load_model;
-use compresskv_runtime::model::kernels::attention::{AttnParams, attend_at};
-use compresskv_runtime::model::kernels::peak::{Op, op_chains};
-use compresskv_runtime::model::kernels::simd::available_levels;
+use compresskv_runtime::kernels::attention::{AttnParams, attend_at};
+use compresskv_runtime::kernels::peak::{Op, op_chains};
+use compresskv_runtime::kernels::simd::available_levels;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn kernels(c: &mut Criterion) {

@@ -27,7 +27,7 @@ impl BackendKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// Weights stay in their stored block format (GGUF quants, bf16/f16) and the matmuls,
-    /// activations and attention run on the runtime's own CPU kernels (`model::kernels`).
+    /// activations and attention run on the runtime's own CPU kernels (`kernels`).
     #[default]
     Fast,
     /// Everything dequantized to f32 and computed by Burn: the reference the golden tests
@@ -125,7 +125,7 @@ impl RuntimeDevice {
             format!(
                 "{}, fast kernels ({}, weights {})",
                 self.kind.name(),
-                crate::model::kernels::simd::active().name(),
+                crate::kernels::simd::active().name(),
                 self.weights.name()
             )
         } else {

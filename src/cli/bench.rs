@@ -119,7 +119,7 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     let bandwidth = memory_bandwidth_bytes_per_s();
     let fma_peak = if device.uses_cpu_kernels() {
         say("measuring the f32 FMA peak…");
-        compresskv_runtime::model::kernels::peak::fma_peak_macs_per_s()
+        compresskv_runtime::kernels::peak::fma_peak_macs_per_s()
     } else {
         None
     };

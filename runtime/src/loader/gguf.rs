@@ -25,8 +25,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::model::kernels::blocks::BlockFormat;
-use crate::model::kernels::qmatrix::WeightBytes;
+use crate::kernels::blocks::BlockFormat;
+use crate::kernels::qmatrix::WeightBytes;
 
 /// File magic, the first four bytes of every GGUF file.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -1345,7 +1345,7 @@ mod tests {
         half::f16::from_f32(x).to_bits().to_le_bytes()
     }
 
-    use crate::model::kernels::test_rng::Rng;
+    use crate::kernels::test_rng::Rng;
 
     fn deq(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
         let n = bytes.len() / ty.type_size() * ty.block_size();

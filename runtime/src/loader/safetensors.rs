@@ -12,8 +12,8 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::{LoadError, RawTensor, SourceKind, WeightSource};
-use crate::model::kernels::blocks::BlockFormat;
-use crate::model::kernels::qmatrix::WeightBytes;
+use crate::kernels::blocks::BlockFormat;
+use crate::kernels::qmatrix::WeightBytes;
 
 pub struct SafetensorsSource {
     maps: Vec<(PathBuf, Arc<Mmap>)>,

@@ -3,8 +3,8 @@
 //! sliding-window layers (5 of every 6) with their own RoPE base, tied LM head.
 
 use super::{Family, Slot, standard_hf_name};
-use crate::loader::SourceKind;
 use crate::spec::ModelSpec;
+use crate::weights::SourceKind;
 
 pub struct Gemma3Family;
 

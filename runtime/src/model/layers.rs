@@ -7,8 +7,8 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::act::{Act, Heads, from_host, to_host};
-use super::kernels::ops;
-use super::kernels::qmatrix::{QMatrix, matvec_many};
+use crate::kernels::ops;
+use crate::kernels::qmatrix::{QMatrix, matvec_many};
 
 use crate::spec::{Activation, RopeSpec};
 

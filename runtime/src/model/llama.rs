@@ -2,8 +2,8 @@
 //! config). Mistral v0.1 adds a sliding window on every layer, which the spec carries.
 
 use super::{Family, Slot};
-use crate::loader::SourceKind;
 use crate::spec::ModelSpec;
+use crate::weights::SourceKind;
 
 pub struct LlamaFamily;
 

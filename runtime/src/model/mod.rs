@@ -4,7 +4,6 @@
 
 pub mod act;
 pub mod gemma3;
-pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod qwen;
@@ -14,8 +13,8 @@ use burn::tensor::Tensor;
 
 use crate::cache::{KvCache, LayerCache};
 use crate::device::RuntimeDevice;
-use crate::loader::{LoadError, SourceKind, WeightSource};
 use crate::spec::{Architecture, ModelSpec};
+use crate::weights::{LoadError, SourceKind, WeightSource};
 pub use transformer::{Attention, Transformer};
 
 /// A causal LM the runtime can drive. Batch size 1: long-context inference is latency-bound.

@@ -14,16 +14,16 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::act::{Act, Heads};
-use super::kernels::attention::{self as kernel_attention, AttnParams};
-use super::kernels::blocks::BlockFormat;
-use super::kernels::qmatrix::QMatrix;
-use super::kernels::qmatrix::WeightBytes;
 use super::layers::{Linear, LinearWeight, Mlp, RmsNorm, RopeTables, forward_many_host};
 use super::{AttentionEvent, CausalLM, Family, ForwardCtx, Slot, family, gguf_name};
 use crate::cache::{HeadGroup, LayerCache};
 use crate::device::{BackendKind, RuntimeDevice, WeightFormat};
-use crate::loader::{LoadError, SourceKind, WeightSource};
+use crate::kernels::attention::{self as kernel_attention, AttnParams};
+use crate::kernels::blocks::BlockFormat;
+use crate::kernels::qmatrix::QMatrix;
+use crate::kernels::qmatrix::WeightBytes;
 use crate::spec::{AttentionKind, ModelSpec, RopeSpec};
+use crate::weights::{LoadError, SourceKind, WeightSource};
 
 /// Default prefill chunk (tokens). Large enough for efficient GEMMs, small enough that
 /// sliding-window masks and MLP activations stay a few MB.
@@ -744,7 +744,7 @@ impl Weights<'_> {
             None
         };
         let label = name.clone();
-        let kernel_err = |e: crate::model::kernels::qmatrix::ShapeError| {
+        let kernel_err = |e: crate::kernels::qmatrix::ShapeError| {
             LoadError::Format(format!("tensor `{label}`: {}", e.0))
         };
         let q = match raw {

@@ -1,6 +1,6 @@
 use super::*;
 
-use crate::model::kernels::test_rng::Rng;
+use crate::kernels::test_rng::Rng;
 
 fn put_f16(b: &mut [u8], at: usize, x: f32) {
     b[at..at + 2].copy_from_slice(&half::f16::from_f32(x).to_bits().to_le_bytes());

@@ -6,7 +6,7 @@ fn h(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_bits().to_le_bytes()
 }
 
-use crate::model::kernels::test_rng::Rng;
+use crate::kernels::test_rng::Rng;
 
 fn deq(ty: BlockFormat, bytes: &[u8]) -> Vec<f32> {
     let n = bytes.len() / ty.block_bytes() * ty.block_len();
