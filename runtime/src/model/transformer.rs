@@ -435,7 +435,7 @@ impl Transformer {
         // Provenance for profiles: one small tensor that any fine-tune or requantization changes,
         // hashed as stored (so the same weights in another file format hash differently).
         let weight_hash = match source.load_raw(&w.name(Slot::O, Some(0))) {
-            Ok(Some(raw)) => Some(crate::profile::sha256_hex(&raw.bytes)),
+            Ok(Some(raw)) => Some(crate::store::sha256_hex(&raw.bytes)),
             _ => None,
         };
         Ok(Transformer {

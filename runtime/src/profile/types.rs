@@ -2,8 +2,8 @@
 //! them (fingerprint hashing, provenance timestamps). Checks live in `validate`, reading and
 //! writing in `io`, and what the runtime derives from a loaded profile in `lookup`.
 
+pub use crate::store::sha256_hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::spec::ModelSpec;
 
@@ -223,16 +223,6 @@ pub struct Effective {
     pub error_weight: f64,
     pub min_budget: usize,
     pub max_budget_factor: f64,
-}
-
-/// Lower-case sha256 hex of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 impl Fingerprint {

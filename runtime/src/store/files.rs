@@ -82,6 +82,11 @@ pub(super) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hex sha256 of bytes in memory (profile fingerprints, the model's weight hash).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    to_hex(&Sha256::digest(bytes))
+}
+
 /// Hex sha256 of a file's contents.
 pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     let mut f = File::open(path).map_err(io_err("opening", path))?;
