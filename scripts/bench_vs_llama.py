@@ -64,7 +64,12 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", help="also write the JSON result here")
     a = ap.parse_args()
-    lengths = [int(x) for x in a.lengths.split(",")]
+    if a.rounds < 1 or a.repeats < 1:
+        sys.exit("--rounds and --repeats must be at least 1")
+    try:
+        lengths = [int(x) for x in a.lengths.split(",")]
+    except ValueError:
+        sys.exit(f"--lengths {a.lengths!r}: give token counts separated by commas, e.g. 1024,4096")
 
     gguf = gguf_path(a.model)
     build = SHARED / "tools/llama-bench/build.sh"

@@ -19,20 +19,20 @@ pub fn fma_peak_macs_per_s() -> Option<f64> {
     let mut iters = 1u64 << 16;
     loop {
         let t = Instant::now();
-        run(iters);
+        op_chains(Op::Fma, iters);
         if t.elapsed() >= Duration::from_millis(10) || iters >= 1 << 32 {
             iters = (iters as f64 * 0.03 / t.elapsed().as_secs_f64().max(1e-6)) as u64;
             break;
         }
         iters *= 4;
     }
-    let threads = rayon::current_num_threads();
     let mut best = 0.0f64;
     for _ in 0..3 {
         let t = Instant::now();
-        rayon::broadcast(|_| run(iters));
-        let s = t.elapsed().as_secs_f64();
-        best = best.max(threads as f64 * (iters * MACS_PER_ITER) as f64 / s);
+        let macs: u64 = rayon::broadcast(|_| op_chains(Op::Fma, iters).unwrap_or(0))
+            .into_iter()
+            .sum();
+        best = best.max(macs as f64 / t.elapsed().as_secs_f64());
     }
     (best > 0.0).then_some(best)
 }
@@ -40,18 +40,6 @@ pub fn fma_peak_macs_per_s() -> Option<f64> {
 /// Independent FMA chains per iteration: Zen 2 and Intel cores since Haswell issue two FMAs a
 /// cycle at a latency of 4–5, so 10 chains keep both pipes full.
 const CHAINS: usize = 10;
-const MACS_PER_ITER: u64 = (CHAINS * 8) as u64;
-
-fn run(iters: u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: callers checked that the CPU has AVX2+FMA.
-    unsafe {
-        chains(Op::Fma, iters)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = iters;
-}
-
 /// The multiply-add instructions whose issue rates bound a matmul's inner loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
