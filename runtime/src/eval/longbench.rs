@@ -78,6 +78,11 @@ pub fn load_samples(path: impl AsRef<Path>) -> Result<Vec<LongBenchSample>, Long
         path: path.into(),
         source,
     })?;
+    parse_samples(&text, path)
+}
+
+/// Parse LongBench jsonl text (`origin` names it in errors); blank lines are skipped.
+pub fn parse_samples(text: &str, origin: &Path) -> Result<Vec<LongBenchSample>, LongBenchError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -85,7 +90,7 @@ pub fn load_samples(path: impl AsRef<Path>) -> Result<Vec<LongBenchSample>, Long
         }
         out.push(
             serde_json::from_str(line).map_err(|e| LongBenchError::Json {
-                path: path.into(),
+                path: origin.into(),
                 line: i + 1,
                 message: e.to_string(),
             })?,
@@ -139,9 +144,26 @@ impl LongBenchConfig {
     /// `shared/datasets/longbench-thudm/LongBench/config`).
     pub fn load(config_dir: impl AsRef<Path>) -> Result<Self, LongBenchError> {
         let dir = config_dir.as_ref();
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map(|text| (text, path.clone()))
+                .map_err(|source| LongBenchError::Io { path, source })
+        };
+        let (prompts, prompts_path) = read("dataset2prompt.json")?;
+        let (maxlen, maxlen_path) = read("dataset2maxlen.json")?;
         Ok(LongBenchConfig {
-            prompts: read_json(&dir.join("dataset2prompt.json"))?,
-            max_new_tokens: read_json(&dir.join("dataset2maxlen.json"))?,
+            prompts: parse_json(&prompts, &prompts_path)?,
+            max_new_tokens: parse_json(&maxlen, &maxlen_path)?,
+        })
+    }
+
+    /// The config from the texts of `dataset2prompt.json` and `dataset2maxlen.json` (`origin`
+    /// names them in errors).
+    pub fn from_json(prompts: &str, maxlen: &str, origin: &Path) -> Result<Self, LongBenchError> {
+        Ok(LongBenchConfig {
+            prompts: parse_json(prompts, origin)?,
+            max_new_tokens: parse_json(maxlen, origin)?,
         })
     }
 
@@ -174,12 +196,11 @@ impl LongBenchConfig {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, LongBenchError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LongBenchError::Io {
-        path: path.into(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| LongBenchError::Json {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, LongBenchError> {
+    serde_json::from_str(text).map_err(|e| LongBenchError::Json {
         path: path.into(),
         line: e.line(),
         message: e.to_string(),
