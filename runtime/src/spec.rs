@@ -129,6 +129,10 @@ pub struct LayerSpec {
     pub rope: RopeSpec,
 }
 
+/// More layers than any published model has (the largest have ~130): a config or GGUF that
+/// claims more is corrupt, and is refused before per-layer tables are sized from it.
+pub const MAX_LAYERS: usize = 4096;
+
 /// Everything the runtime needs to know about a model's shape and numerics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {

@@ -43,6 +43,13 @@ pub fn spec_from_hf_config(
     let n_heads = get_usize(cfg, "num_attention_heads")?;
     let n_kv_heads = opt_usize(cfg, "num_key_value_heads")?.unwrap_or(n_heads);
     let n_layers = get_usize(cfg, "num_hidden_layers")?;
+    if n_layers > crate::spec::MAX_LAYERS {
+        return Err(LoadError::Config(format!(
+            "config.json: num_hidden_layers = {n_layers} is more than any model has (at most {}); \
+             the file is corrupt",
+            crate::spec::MAX_LAYERS
+        )));
+    }
     let head_dim = match opt_usize(cfg, "head_dim")? {
         Some(d) => d,
         None => {
@@ -338,6 +345,15 @@ mod tests {
         json!({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
                "num_key_value_heads": 2, "num_hidden_layers": 3, "intermediate_size": 128,
                "vocab_size": 384, "eos_token_id": 1})
+    }
+
+    /// Found by the fuzzer: a layer count of 5 million sized 300 MiB of per-layer tables.
+    #[test]
+    fn absurd_layer_count_is_refused_before_allocating() {
+        let mut v = llama_base();
+        v["num_hidden_layers"] = json!(5_000_003);
+        let e = spec_from_hf_config(&v, None).unwrap_err().to_string();
+        assert!(e.contains("num_hidden_layers = 5000003") && e.contains("corrupt"), "{e}");
     }
 
     #[test]
