@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use compresskv_runtime::eval::niah::{Haystack, Needle, NiahBuilder, NiahSample, sample_seed};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
-use compresskv_runtime::generate::{CacheCompressor, GenerateOptions};
+use compresskv_runtime::generate::GenerateOptions;
 use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::press::budget::Bounds;
 use compresskv_runtime::press::engine::BudgetSpec;
@@ -304,16 +304,11 @@ pub fn tune(
         let (scores, full) = match done.remove(&i) {
             Some(c) => (c.scores, c.full),
             None => {
-                let full = Contender {
-                    method: "full".into(),
-                    budget: None,
-                    compressor: None,
-                };
-                let contenders: Vec<Contender<'_>> = std::iter::once(full)
+                let contenders: Vec<Contender<&Compressor>> = std::iter::once(Contender::full())
                     .chain(compressors.iter().map(|c| Contender {
                         method: "compresskv".into(),
                         budget: None,
-                        compressor: Some(c as &dyn CacheCompressor),
+                        compressor: Some(c),
                     }))
                     .collect();
                 // Only the first sentence is scored (needle recall, the passkey digits), so

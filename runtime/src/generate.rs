@@ -26,6 +26,23 @@ pub trait CacheCompressor {
     ) -> Result<CompressionReport, CompressError>;
 }
 
+/// A borrowed compressor compresses like the one it borrows (so evaluation lists can hold
+/// compressors owned or borrowed).
+impl<T: CacheCompressor + ?Sized> CacheCompressor for &T {
+    fn window(&self) -> usize {
+        (**self).window()
+    }
+    fn compress(
+        &self,
+        model: &dyn CausalLM,
+        cache: &mut KvCache,
+        capture: &WindowCapture,
+        prompt_len: usize,
+    ) -> Result<CompressionReport, CompressError> {
+        (**self).compress(model, cache, capture, prompt_len)
+    }
+}
+
 /// Why a compression step failed; each message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum CompressError {
@@ -83,6 +100,17 @@ pub enum StopReason {
     Eos,
     StopString,
     MaxTokens,
+}
+
+impl StopReason {
+    /// The name `--json` output and result rows use (`eos`, `stop_string`, `max_tokens`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::StopString => "stop_string",
+            StopReason::MaxTokens => "max_tokens",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -479,6 +507,13 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_reason_names_match_the_json_output() {
+        for r in [StopReason::Eos, StopReason::StopString, StopReason::MaxTokens] {
+            assert_eq!(serde_json::to_value(&r).unwrap(), r.as_str());
+        }
+    }
 
     #[test]
     fn greedy_picks_first_max_and_top_p_restricts_support() {

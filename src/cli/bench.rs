@@ -87,7 +87,7 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     };
     let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
-    let haystack = super::eval_niah::load_haystack(a.haystack.as_deref())?;
+    let haystack = super::load_haystack(a.haystack.as_deref())?;
     let builder = NiahBuilder::for_model(&haystack, &lm);
     let needle = Needle::san_francisco();
 

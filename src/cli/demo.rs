@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
-use compresskv_runtime::generate::{CacheCompressor, GenerateOptions, GenerateOutput};
+use compresskv_runtime::generate::{GenerateOptions, GenerateOutput};
 use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::store;
@@ -48,7 +48,7 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
         say(&format!("fetching {} (once)…", a.model));
         store::fetch_model(&a.model, &mut |l| say(&format!("  {l}")))?;
     }
-    let haystack = super::eval_niah::load_haystack(a.haystack.as_deref())?;
+    let haystack = super::load_haystack(a.haystack.as_deref())?;
     let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
     let needle = Needle::san_francisco();
@@ -60,15 +60,11 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
             .compressor_with_source(&lm, &a.method, BudgetSpec::Entries(a.budget))?;
     let profile = profile.map(|p| p.to_string());
     let contenders = [
-        Contender {
-            method: "full".into(),
-            budget: None,
-            compressor: None,
-        },
+        Contender::full(),
         Contender {
             method: a.method.clone(),
             budget: Some(a.budget),
-            compressor: Some(&compressor as &dyn CacheCompressor),
+            compressor: Some(compressor),
         },
     ];
     let mut eos = lm.spec.eos_token_ids.clone();

@@ -121,3 +121,15 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// `--haystack`: `noise`, a directory, or the fetched essays (fetched now if missing).
+pub fn load_haystack(
+    arg: Option<&str>,
+) -> anyhow::Result<compresskv_runtime::eval::niah::Haystack> {
+    use anyhow::Context;
+    compresskv_runtime::eval::niah::run::resolve_haystack(arg, &mut |l| eprintln!("  {l}"))
+        .with_context(|| match arg {
+            Some(dir) => format!("reading --haystack {dir}"),
+            None => "reading the fetched haystack (run `compresskv fetch haystack`)".to_string(),
+        })
+}

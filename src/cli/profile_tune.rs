@@ -167,7 +167,7 @@ pub fn tune_profile(
         }
         None => parse_needles(builtin::TUNE_NEEDLES, "built-in:tune-needles.jsonl")?,
     };
-    let hay = super::eval_niah::load_haystack(haystack)?;
+    let hay = super::load_haystack(haystack)?;
     let held = HeldOut {
         protocol: match o.tune_protocol {
             TuneProtocolArg::Peer => TuneProtocol::Peer,

@@ -5,4 +5,5 @@ pub mod fidelity;
 pub mod longbench;
 pub mod metrics;
 pub mod niah;
+pub mod rows;
 pub mod run;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod run;
+
 /// Tokenizer without special tokens.
 pub type Encode<'a> = &'a dyn Fn(&str) -> Vec<u32>;
 /// Inverse of [`Encode`].

@@ -51,6 +51,7 @@
 
 mod builder;
 mod inputs;
+pub mod run;
 mod sample;
 #[cfg(test)]
 mod tests;

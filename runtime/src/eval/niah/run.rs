@@ -1,0 +1,372 @@
+//! The NIAH runner behind `compresskv eval niah`: the prompt grid (lengths × depths × needles
+//! or passkey samples), every contender decoded from one prefill per prompt, one JSON line per
+//! answer (resumable), and the summary per method × budget.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::sample_seed;
+use super::{Haystack, Needle, NiahBuilder, NiahError, NiahSample, PaperOptions, Protocol, Task};
+use crate::eval::rows::{RowWriter, RowsError, read_rows};
+use crate::eval::run::{Contender, run_contenders};
+use crate::generate::{GenerateError, GenerateOptions};
+use crate::loader::LoadedModel;
+use crate::press::Compressor;
+use crate::store;
+
+/// Why a NIAH run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NiahRunError {
+    #[error(transparent)]
+    Niah(#[from] NiahError),
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    #[error("length {length} depth {depth}: {source}")]
+    Generate {
+        length: usize,
+        depth: f64,
+        #[source]
+        source: GenerateError,
+    },
+    #[error("fetching the haystack: {0} (or pass --haystack DIR)")]
+    Fetch(Box<store::FetchError>),
+}
+
+impl From<store::FetchError> for NiahRunError {
+    fn from(e: store::FetchError) -> Self {
+        NiahRunError::Fetch(Box::new(e))
+    }
+}
+
+/// One answer: what `eval niah` writes per (method, budget, length, depth, sample).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct NiahRow {
+    pub task: String,
+    pub protocol: String,
+    pub method: String,
+    /// `None` for the full cache.
+    pub budget: Option<usize>,
+    pub length: usize,
+    pub depth: f64,
+    pub sample: usize,
+    pub seed: Option<u64>,
+    pub reference: String,
+    pub answer: String,
+    pub score: f64,
+    pub prompt_tokens: usize,
+    pub needle_token_start: usize,
+    pub prefill_ms: f64,
+    pub compress_ms: f64,
+    pub decode_ms: f64,
+    pub kv_cache_bytes_full: usize,
+    pub kv_cache_bytes: usize,
+}
+
+type RowKey = (String, Option<usize>, usize, u64, usize);
+
+impl NiahRow {
+    fn key(&self) -> RowKey {
+        row_key(
+            &self.method,
+            self.budget,
+            self.length,
+            self.depth,
+            self.sample,
+        )
+    }
+}
+
+fn row_key(
+    method: &str,
+    budget: Option<usize>,
+    length: usize,
+    depth: f64,
+    sample: usize,
+) -> RowKey {
+    (method.to_string(), budget, length, depth.to_bits(), sample)
+}
+
+/// A summary line: mean score of one method×budget (over every length, depth and sample).
+#[derive(Serialize, Debug, Clone)]
+pub struct SummaryRow {
+    pub method: String,
+    pub budget: Option<usize>,
+    pub n: usize,
+    pub mean_score: f64,
+    /// Mean score per length, in the order of the run's lengths.
+    pub per_length: Vec<(usize, f64)>,
+    /// Mean score relative to the full cache on the same prompts (percent).
+    pub pct_of_full: Option<f64>,
+    pub mean_kv_cache_bytes: f64,
+}
+
+/// The row name of a task (`needle`, `passkey`).
+pub fn task_name(task: Task) -> &'static str {
+    match task {
+        Task::Needle => "needle",
+        Task::Passkey => "passkey",
+    }
+}
+
+/// `noise`, a directory of `.txt` files, or (`None`) the fetched essays, fetched now if missing.
+pub fn resolve_haystack(
+    arg: Option<&str>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Haystack, NiahRunError> {
+    match arg {
+        Some("noise") => Ok(Haystack::noise()),
+        Some(dir) => Ok(Haystack::from_dir(dir)?),
+        None => {
+            let dir = store::haystack_dir();
+            if !dir.is_dir() {
+                store::fetch_haystack(progress)?;
+            }
+            Ok(Haystack::from_dir(&dir)?)
+        }
+    }
+}
+
+/// The prompt grid of a run.
+pub struct NiahGrid<'a> {
+    pub task: Task,
+    /// `Peer`, `Paper` (needles) or `Landmark` (passkeys).
+    pub protocol: Protocol,
+    pub lengths: &'a [usize],
+    pub depths: &'a [f64],
+    /// One sample per needle (needle task).
+    pub needles: &'a [Needle],
+    /// Passkey samples per (length, depth), and their base seed.
+    pub passkeys: usize,
+    pub seed: u64,
+}
+
+impl NiahGrid<'_> {
+    /// Every prompt with its sample index; the same seed gives the same prompts.
+    pub fn samples(
+        &self,
+        lm: &LoadedModel,
+        haystack: &Haystack,
+    ) -> Result<Vec<(usize, NiahSample)>, NiahError> {
+        let builder = NiahBuilder::for_model(haystack, lm);
+        let mut out = Vec::new();
+        for &length in self.lengths {
+            for &depth in self.depths {
+                match self.task {
+                    Task::Needle => {
+                        for (i, n) in self.needles.iter().enumerate() {
+                            let s = match self.protocol {
+                                Protocol::Paper => {
+                                    builder.paper_needle(n, length, depth, &PaperOptions::default())
+                                }
+                                _ => builder.peer_needle(n, length, depth),
+                            };
+                            out.push((i, s?));
+                        }
+                    }
+                    Task::Passkey => {
+                        for i in 0..self.passkeys {
+                            let seed = sample_seed(self.seed.wrapping_add(i as u64), length, depth);
+                            let s = match self.protocol {
+                                Protocol::Landmark => builder.landmark_passkey(length, depth, seed),
+                                _ => builder.peer_passkey(length, depth, seed),
+                            };
+                            out.push((i, s?));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs every (prompt, contender) not yet in `rows_path`, appending one row each, and returns
+/// the file's rows for these prompts (earlier runs' other methods included).
+/// `progress(message)` is called once per prompt before it runs.
+pub fn run_niah(
+    lm: &LoadedModel,
+    task: Task,
+    samples: &[(usize, NiahSample)],
+    contenders: &[Contender],
+    rows_path: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<NiahRow>, NiahRunError> {
+    let mut rows: Vec<NiahRow> = read_rows(rows_path)?;
+    let done: HashSet<RowKey> = rows.iter().map(NiahRow::key).collect();
+    let mut out = RowWriter::append(rows_path)?;
+    let mut eos = lm.spec.eos_token_ids.clone();
+    eos.extend(lm.tokenizer.extra_eos_ids());
+    for (idx, s) in samples {
+        progress(&format!("length {} depth {}", s.length, s.depth));
+        let todo: Vec<Contender<&Compressor>> = contenders
+            .iter()
+            .filter(|c| !done.contains(&row_key(&c.method, c.budget, s.length, s.depth, *idx)))
+            .map(Contender::borrowed)
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let opts = GenerateOptions {
+            max_new_tokens: s.max_new_tokens,
+            eos_ids: eos.clone(),
+            ..Default::default()
+        };
+        let outs = run_contenders(&lm.model, &lm.tokenizer, &s.prompt_ids, &todo, &opts).map_err(
+            |source| NiahRunError::Generate {
+                length: s.length,
+                depth: s.depth,
+                source,
+            },
+        )?;
+        for (c, o) in todo.iter().zip(outs) {
+            let row = NiahRow {
+                task: task_name(task).into(),
+                protocol: format!("{:?}", s.protocol).to_lowercase(),
+                method: c.method.clone(),
+                budget: c.budget,
+                length: s.length,
+                depth: s.depth,
+                sample: *idx,
+                seed: s.seed,
+                reference: s.score_reference.clone(),
+                score: s.score(&o.text),
+                answer: o.text,
+                prompt_tokens: o.prompt_tokens,
+                needle_token_start: s.needle_token_start,
+                prefill_ms: o.prefill_ms,
+                compress_ms: o.compress_ms,
+                decode_ms: o.decode_ms,
+                kv_cache_bytes_full: o.kv_cache_bytes_full,
+                kv_cache_bytes: o.kv_cache_bytes,
+            };
+            out.push(&row)?;
+            rows.push(row);
+        }
+    }
+    // Rows of other lengths, depths or samples (earlier runs) are left out.
+    let wanted: HashSet<(usize, u64, usize)> = samples
+        .iter()
+        .map(|(idx, s)| (s.length, s.depth.to_bits(), *idx))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .filter(|r| wanted.contains(&(r.length, r.depth.to_bits(), r.sample)))
+        .collect())
+}
+
+/// Mean score per method × budget (registry order, a `method+variant` right after its method),
+/// per length, and relative to the full cache on the same prompts.
+pub fn summarize(rows: &[NiahRow], lengths: &[usize]) -> Vec<SummaryRow> {
+    let mut groups: BTreeMap<(usize, String, Option<usize>), Vec<&NiahRow>> = BTreeMap::new();
+    let order = |m: &str| {
+        let base = m.split('+').next().unwrap_or(m);
+        crate::press::REGISTRY
+            .iter()
+            .position(|(n, _)| *n == base)
+            .map_or(usize::MAX, |i| 2 * i + usize::from(base != m))
+    };
+    for r in rows {
+        groups
+            .entry((order(&r.method), r.method.clone(), r.budget))
+            .or_default()
+            .push(r);
+    }
+    let mean = |v: &[&NiahRow]| v.iter().map(|r| r.score).sum::<f64>() / v.len().max(1) as f64;
+    let full: Vec<&NiahRow> = rows.iter().filter(|r| r.method == "full").collect();
+    groups
+        .into_iter()
+        .map(|((_, method, budget), v)| {
+            let per_length = lengths
+                .iter()
+                .map(|&len| {
+                    let g: Vec<&NiahRow> = v.iter().copied().filter(|r| r.length == len).collect();
+                    (len, mean(&g))
+                })
+                .collect();
+            // % of full on the same prompts only.
+            let keys: HashSet<(usize, u64, usize)> = v
+                .iter()
+                .map(|r| (r.length, r.depth.to_bits(), r.sample))
+                .collect();
+            let f: Vec<&NiahRow> = full
+                .iter()
+                .copied()
+                .filter(|r| keys.contains(&(r.length, r.depth.to_bits(), r.sample)))
+                .collect();
+            let fm = mean(&f);
+            SummaryRow {
+                n: v.len(),
+                mean_score: mean(&v),
+                per_length,
+                pct_of_full: (!f.is_empty() && fm > 0.0).then(|| 100.0 * mean(&v) / fm),
+                mean_kv_cache_bytes: v.iter().map(|r| r.kv_cache_bytes as f64).sum::<f64>()
+                    / v.len() as f64,
+                method,
+                budget,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: &str, budget: Option<usize>, length: usize, depth: f64, score: f64) -> NiahRow {
+        NiahRow {
+            task: "needle".into(),
+            protocol: "peer".into(),
+            method: method.into(),
+            budget,
+            length,
+            depth,
+            sample: 0,
+            seed: None,
+            reference: String::new(),
+            answer: String::new(),
+            score,
+            prompt_tokens: length,
+            needle_token_start: 0,
+            prefill_ms: 0.0,
+            compress_ms: 0.0,
+            decode_ms: 0.0,
+            kv_cache_bytes_full: 100,
+            kv_cache_bytes: 10,
+        }
+    }
+
+    #[test]
+    fn summary_means_per_length_and_relative_to_full_on_the_same_prompts() {
+        let rows = vec![
+            row("full", None, 1024, 0.0, 100.0),
+            row("full", None, 1024, 50.0, 50.0),
+            row("full", None, 2048, 0.0, 100.0),
+            row("snapkv", Some(64), 1024, 0.0, 50.0),
+            row("snapkv", Some(64), 1024, 50.0, 25.0),
+        ];
+        let s = summarize(&rows, &[1024, 2048]);
+        assert_eq!(s[0].method, "full");
+        assert_eq!(s[0].n, 3);
+        assert!((s[0].mean_score - 250.0 / 3.0).abs() < 1e-9);
+        let snap = s.iter().find(|r| r.method == "snapkv").unwrap();
+        assert_eq!(snap.per_length[0], (1024, 37.5));
+        assert!(snap.per_length[1].1.is_nan() || snap.per_length[1].1 == 0.0);
+        // Full on the same two prompts averages 75: 37.5 / 75 = 50%.
+        assert!((snap.pct_of_full.unwrap() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rows_round_trip_through_the_rows_file() {
+        let dir = std::env::temp_dir().join(format!("ckv-niah-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("rows.jsonl");
+        let _ = std::fs::remove_file(&p);
+        let mut w = RowWriter::append(&p).unwrap();
+        w.push(&row("full", None, 1024, 0.0, 100.0)).unwrap();
+        let back: Vec<NiahRow> = read_rows(&p).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].key(), row("full", None, 1024, 0.0, 1.0).key());
+    }
+}
