@@ -72,6 +72,45 @@ impl TuneGrid {
         v
     }
 
+    /// Checks that the grid can be searched: no empty axis, odd pooling kernels, mixes, unions
+    /// and error weights in [0, 1].
+    pub fn check(&self) -> Result<(), CalibError> {
+        let bad = |m: String| Err(CalibError::Input(m));
+        if self.srh_heads.is_empty()
+            || self.windows.is_empty()
+            || self.kernels.is_empty()
+            || self.mixes.is_empty()
+            || self.unions.is_empty()
+            || self.error_weights.is_empty()
+            || self.budgets.is_empty()
+        {
+            return bad(
+                "--tune-windows, --tune-kernels, --tune-mixes, --tune-unions, \
+                 --tune-error-weights and --tune-budgets must not be empty"
+                    .into(),
+            );
+        }
+        if !self.kernels.iter().all(|k| k % 2 == 1) {
+            return bad(format!(
+                "--tune-kernels {:?}: pooling kernels must be odd (1 = no pooling)",
+                self.kernels
+            ));
+        }
+        if !self
+            .mixes
+            .iter()
+            .chain(&self.unions)
+            .chain(&self.error_weights)
+            .all(|x| x.is_finite() && (0.0..=1.0).contains(x))
+        {
+            return bad(
+                "--tune-mixes, --tune-unions and --tune-error-weights take values between 0 and 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         format!(
             "srh_heads {:?} x window {:?} x kernel {:?} x mix {:?} x union {:?} x error_weight {:?} \
@@ -525,4 +564,53 @@ mod tests {
         let raw = relative_to_full(vec![p("needle", vec![10.0], Some(0.0))]);
         assert_eq!(raw, vec![("needle".to_string(), vec![10.0])]);
     }
+}
+
+/// The tune step of a profile: held-out prompts from `held` over `haystack`, the grid searched
+/// on them (checkpointed in `checkpoint`, resumable), and the outcome stored in `profile` with
+/// its provenance.
+#[allow(clippy::too_many_arguments)]
+pub fn tune_profile(
+    lm: &LoadedModel,
+    profile: &mut Profile,
+    haystack: &Haystack,
+    held: &HeldOut,
+    grid: &TuneGrid,
+    checkpoint: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(), CalibError> {
+    grid.check()?;
+    let prompts = held_out_prompts(lm, haystack, held)?;
+    let started = std::time::Instant::now();
+    let outcome = tune(lm, profile, &prompts, grid, checkpoint, resume, progress)?;
+    profile.tuning = Some(outcome.tuning);
+    profile.provenance.grid = format!(
+        "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
+         passkey(s) each), srh_heads 1..={} x windows {:?} x kernels {:?} x mixes {:?} x unions {:?} \
+         x error weights {:?} at budgets {:?}, scored relative to the full cache ({} prompt(s) it missed left out), \
+         {:.0} s",
+        profile
+            .provenance
+            .grid
+            .split("; tune:")
+            .next()
+            .unwrap_or_default(),
+        prompts.len(),
+        held.protocol,
+        held.needles.len(),
+        held.lengths,
+        held.depths,
+        held.passkeys,
+        lm.spec.n_heads,
+        grid.windows,
+        grid.kernels,
+        grid.mixes,
+        grid.unions,
+        grid.error_weights,
+        grid.budgets,
+        outcome.dropped,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -510,7 +510,11 @@ mod tests {
 
     #[test]
     fn stop_reason_names_match_the_json_output() {
-        for r in [StopReason::Eos, StopReason::StopString, StopReason::MaxTokens] {
+        for r in [
+            StopReason::Eos,
+            StopReason::StopString,
+            StopReason::MaxTokens,
+        ] {
             assert_eq!(serde_json::to_value(&r).unwrap(), r.as_str());
         }
     }

@@ -1,21 +1,13 @@
 //! `compresskv bench`: prefill time, compression time, decode speed, KV bytes and peak RSS per
-//! (method, length), measured side by side in one process, with the decode cost model.
-//!
-//! Per repeat and length the prompt is prefilled once (prefill does not depend on the method:
-//! compression runs after it) and every method then compresses its own copy of that cache and
-//! decodes `--decode-tokens` tokens, so the methods of a row group share the same machine state.
-//! A warm-up run precedes the measurements; reported times are medians over `--repeats`.
+//! (method, length), measured side by side in one process, with the decode cost model. The
+//! measurement is `compresskv_runtime::eval::bench`; this file parses, calls it and renders.
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
-use compresskv_runtime::generate::{
-    CacheCompressor, GenerateOptions, continue_from, continue_owned, prefill,
-};
+use compresskv_runtime::eval::bench::{BenchPlan, BenchRow, Machine};
+use compresskv_runtime::eval::run::contender_grid;
 use compresskv_runtime::loader::load_model;
-use compresskv_runtime::press::Compressor;
 use compresskv_runtime::press::engine::BudgetSpec;
-use serde::Serialize;
 
 use super::press_args::PressTuning;
 use super::table::{Table, bytes};
@@ -47,36 +39,6 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// One (method, length) measurement.
-#[derive(Serialize, Debug, Clone)]
-pub struct BenchRow {
-    pub method: String,
-    pub length: usize,
-    pub budget: Option<usize>,
-    /// Median prefill time of the shared prefill.
-    pub prefill_ms: f64,
-    pub prefill_tokens_per_s: f64,
-    pub compress_ms: f64,
-    /// Compression time as a share of prefill time.
-    pub compress_share: f64,
-    pub decode_tokens_per_s: f64,
-    pub kv_cache_bytes_full: usize,
-    pub kv_cache_bytes: usize,
-    /// Peak resident set size of the process over the prefill, compression and decode of this
-    /// row (the model's weights included).
-    pub peak_rss_bytes: Option<u64>,
-    /// Bytes one decode step must read: weights + the kept KV cache.
-    pub decode_bytes_per_token: usize,
-    /// Decode speed if every step were limited by the measured memory bandwidth alone.
-    pub bandwidth_bound_tokens_per_s: Option<f64>,
-    /// Multiply-adds of this prefill (projections, MLP, attention, one LM head row).
-    pub prefill_macs: f64,
-    /// Prefill speed if every multiply-add ran at the measured f32 FMA peak (CPU kernels only):
-    /// the roofline of prefill's f32 `gemm` on dequantized tiles.
-    pub prefill_compute_bound_tokens_per_s: Option<f64>,
-    pub repeats: usize,
-}
-
 pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
     anyhow::ensure!(a.decode_tokens >= 2, "--decode-tokens must be at least 2");
@@ -88,131 +50,22 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
     let lm = load_model(&a.model, &device)?;
     let haystack = super::load_haystack(a.haystack.as_deref())?;
-    let builder = NiahBuilder::for_model(&haystack, &lm);
-    let needle = Needle::san_francisco();
-
-    let mut compressors: Vec<(String, Option<Compressor>)> = Vec::new();
-    for m in &a.methods {
-        let c = if m == "full" {
-            None
-        } else {
-            Some(
-                a.tuning
-                    .compressor(&lm, m, BudgetSpec::Entries(a.budget))
-                    .with_context(|| format!("--methods {m}"))?,
-            )
-        };
-        compressors.push((m.clone(), c));
-    }
-    let window = compressors
-        .iter()
-        .filter_map(|(_, c)| c.as_ref().map(|c| c.window()))
-        .max()
-        .unwrap_or(0);
-    let opts = GenerateOptions {
-        max_new_tokens: a.decode_tokens,
-        eos_ids: vec![],
-        ..Default::default()
-    };
+    let contenders = contender_grid(&a.methods, &[a.budget], None, |m, b| {
+        a.tuning
+            .compressor(&lm, m, BudgetSpec::Entries(b))
+            .with_context(|| format!("--methods {m}"))
+    })?;
     let weights = lm.model.decode_weight_bytes();
-    say("measuring memory bandwidth…");
-    let bandwidth = memory_bandwidth_bytes_per_s();
-    let fma_peak = if device.uses_cpu_kernels() {
-        say("measuring the f32 FMA peak…");
-        compresskv_runtime::kernels::peak::fma_peak_macs_per_s()
-    } else {
-        None
+    let machine = Machine::measure(device.uses_cpu_kernels(), &say);
+    let bandwidth = machine.memory_bandwidth_bytes_per_s;
+    let fma_peak = machine.fma_peak_macs_per_s;
+    let plan = BenchPlan {
+        lengths: &a.lengths,
+        contenders: &contenders,
+        decode_tokens: a.decode_tokens,
+        repeats: a.repeats,
     };
-
-    // Warm-up: the first forward passes allocate and tune kernels.
-    {
-        let warm = builder.peer_needle(
-            &needle,
-            a.lengths.iter().copied().min().unwrap().min(512),
-            50.0,
-        )?;
-        let pre = prefill(&lm.model, &warm.prompt_ids, window, a.decode_tokens)?;
-        for (_, c) in &compressors {
-            continue_from(
-                &lm.model,
-                &lm.tokenizer,
-                &pre,
-                &opts,
-                c.as_ref().map(|c| c as &dyn CacheCompressor),
-            )?;
-        }
-    }
-
-    let mut rows = Vec::new();
-    for &length in &a.lengths {
-        let sample = builder
-            .peer_needle(&needle, length, 50.0)
-            .with_context(|| format!("building a {length}-token prompt"))?;
-        // [method][repeat]
-        let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); compressors.len()];
-        let mut prefills = Vec::new();
-        for r in 0..a.repeats {
-            say(&format!("length {length}: repeat {}/{}", r + 1, a.repeats));
-            reset_peak_rss();
-            let pre = prefill(&lm.model, &sample.prompt_ids, window, a.decode_tokens)?;
-            let prefill_peak = peak_rss_bytes();
-            prefills.push(pre.prefill_ms);
-            // Compressing methods first; the last run (an uncompressed one where listed) takes
-            // the prefilled cache by value instead of growing a copy of it.
-            let mut order: Vec<usize> = (0..compressors.len()).collect();
-            order.sort_by_key(|&i| compressors[i].1.is_none());
-            let mut pre = Some(pre);
-            for (k, &i) in order.iter().enumerate() {
-                let c = compressors[i].1.as_ref().map(|c| c as &dyn CacheCompressor);
-                reset_peak_rss();
-                let o = if k + 1 == order.len() {
-                    let pre = pre.take().expect("the prefilled state is taken once");
-                    continue_owned(&lm.model, &lm.tokenizer, pre, &opts, c)?
-                } else {
-                    let pre = pre.as_ref().expect("taken only by the last run");
-                    continue_from(&lm.model, &lm.tokenizer, pre, &opts, c)?
-                };
-                let peak = match (prefill_peak, peak_rss_bytes()) {
-                    (Some(p), Some(q)) => Some(p.max(q)),
-                    _ => None,
-                };
-                runs[i].push(Measured {
-                    compress_ms: o.compress_ms,
-                    decode_tokens_per_s: o.decode_tokens_per_s,
-                    kv_full: o.kv_cache_bytes_full,
-                    kv: o.kv_cache_bytes,
-                    peak_rss: peak,
-                });
-            }
-        }
-        let prefill_ms = median(&prefills);
-        for ((method, c), r) in compressors.iter().zip(&runs) {
-            let compress_ms = median(&r.iter().map(|x| x.compress_ms).collect::<Vec<_>>());
-            let kv = r[0].kv;
-            let per_token = weights + kv;
-            let macs = lm.spec.prefill_macs(length);
-            rows.push(BenchRow {
-                method: method.clone(),
-                length,
-                budget: c.as_ref().map(|_| a.budget),
-                prefill_ms,
-                prefill_tokens_per_s: length as f64 / (prefill_ms / 1e3),
-                compress_ms,
-                compress_share: compress_ms / prefill_ms,
-                decode_tokens_per_s: median(
-                    &r.iter().map(|x| x.decode_tokens_per_s).collect::<Vec<_>>(),
-                ),
-                kv_cache_bytes_full: r[0].kv_full,
-                kv_cache_bytes: kv,
-                peak_rss_bytes: r.iter().filter_map(|x| x.peak_rss).max(),
-                decode_bytes_per_token: per_token,
-                bandwidth_bound_tokens_per_s: bandwidth.map(|b| b / per_token as f64),
-                prefill_macs: macs,
-                prefill_compute_bound_tokens_per_s: fma_peak.map(|p| p * length as f64 / macs),
-                repeats: a.repeats,
-            });
-        }
-    }
+    let rows = plan.run(&lm, &haystack, &machine, &say)?;
 
     if a.json {
         return super::print_json(&serde_json::json!({
@@ -284,65 +137,4 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
         ))
     );
     Ok(())
-}
-
-/// One method's measurement in one repeat.
-#[derive(Clone)]
-struct Measured {
-    compress_ms: f64,
-    decode_tokens_per_s: f64,
-    kv_full: usize,
-    kv: usize,
-    peak_rss: Option<u64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// Linux: resets the process's peak RSS (`VmHWM`) so the next reading covers only what follows.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Linux: the process's peak RSS since start or the last [`reset_peak_rss`]; `None` elsewhere.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Read bandwidth of main memory with every core summing its share of a 512 MiB buffer (best
-/// of 3): the ceiling a bandwidth-bound decode step can reach on this machine.
-fn memory_bandwidth_bytes_per_s() -> Option<f64> {
-    let n: usize = (512 << 20) / 8; // u64 words
-    let buf: Vec<u64> = (0..n as u64).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = n.div_ceil(threads);
-    let mut best = 0.0f64;
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let total: u64 = std::thread::scope(|s| {
-            let hs: Vec<_> = buf
-                .chunks(chunk)
-                .map(|c| s.spawn(move || c.iter().fold(0u64, |a, &x| a.wrapping_add(x))))
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap_or(0))
-                .fold(0, u64::wrapping_add)
-        });
-        std::hint::black_box(total);
-        best = best.max((n * 8) as f64 / t.elapsed().as_secs_f64());
-    }
-    (best > 0.0).then_some(best)
 }

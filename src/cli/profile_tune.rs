@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_profiler::tune::{
-    HeldOut, TuneGrid, TuneProtocol, held_out_prompts, tune, tune_checkpoint_path,
-};
+use compresskv_profiler::tune::{HeldOut, TuneGrid, TuneProtocol, tune_checkpoint_path};
 use compresskv_runtime::eval::niah::{load_needles, parse_needles};
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::profile::{
@@ -179,7 +177,6 @@ pub fn tune_profile(
         passkeys: o.tune_passkeys,
         seed: 1_000,
     };
-    let prompts = held_out_prompts(lm, &hay, &held)?;
     let grid = TuneGrid {
         srh_heads: (1..=lm.spec.n_heads).collect(),
         windows: o.tune_windows.clone(),
@@ -189,78 +186,29 @@ pub fn tune_profile(
         error_weights: o.tune_error_weights.clone(),
         budgets: o.tune_budgets.clone(),
     };
-    anyhow::ensure!(
-        !grid.windows.is_empty()
-            && !grid.kernels.is_empty()
-            && !grid.mixes.is_empty()
-            && !grid.unions.is_empty()
-            && !grid.error_weights.is_empty()
-            && !grid.budgets.is_empty(),
-        "--tune-windows, --tune-kernels, --tune-mixes, --tune-unions, --tune-error-weights and \
-         --tune-budgets must not be empty"
-    );
-    anyhow::ensure!(
-        grid.kernels.iter().all(|k| k % 2 == 1),
-        "--tune-kernels {:?}: pooling kernels must be odd (1 = no pooling)",
-        grid.kernels
-    );
-    anyhow::ensure!(
-        grid.mixes
-            .iter()
-            .chain(&grid.unions)
-            .chain(&grid.error_weights)
-            .all(|x| x.is_finite() && (0.0..=1.0).contains(x)),
-        "--tune-mixes, --tune-unions and --tune-error-weights take values between 0 and 1"
-    );
-    let bar = ProgressBar::new(prompts.len() as u64);
+    grid.check()?;
+    let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} tune prompts {msg}",
     )?);
     if quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let started = std::time::Instant::now();
-    let outcome = tune(
+    compresskv_profiler::tune::tune_profile(
         lm,
         profile,
-        &prompts,
+        &hay,
+        &held,
         &grid,
         &tune_checkpoint_path(out),
         resume,
-        &mut |i, _, msg| {
+        &mut |i, n, msg| {
+            bar.set_length(n as u64);
             bar.set_position(i as u64);
             bar.set_message(msg.to_string());
         },
     )?;
     bar.finish_and_clear();
-    profile.tuning = Some(outcome.tuning);
-    profile.provenance.grid = format!(
-        "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
-         passkey(s) each), srh_heads 1..={} x windows {:?} x kernels {:?} x mixes {:?} x unions {:?} \
-         x error weights {:?} at budgets {:?}, scored relative to the full cache ({} prompt(s) it missed left out), \
-         {:.0} s",
-        profile
-            .provenance
-            .grid
-            .split("; tune:")
-            .next()
-            .unwrap_or_default(),
-        prompts.len(),
-        held.protocol,
-        held.needles.len(),
-        held.lengths,
-        held.depths,
-        held.passkeys,
-        lm.spec.n_heads,
-        grid.windows,
-        grid.kernels,
-        grid.mixes,
-        grid.unions,
-        grid.error_weights,
-        grid.budgets,
-        outcome.dropped,
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 

@@ -353,7 +353,10 @@ mod tests {
         let mut v = llama_base();
         v["num_hidden_layers"] = json!(5_000_003);
         let e = spec_from_hf_config(&v, None).unwrap_err().to_string();
-        assert!(e.contains("num_hidden_layers = 5000003") && e.contains("corrupt"), "{e}");
+        assert!(
+            e.contains("num_hidden_layers = 5000003") && e.contains("corrupt"),
+            "{e}"
+        );
     }
 
     #[test]
