@@ -13,10 +13,10 @@
 //! prompt is prefilled once and every setting × budget decodes from its own compressed copy of
 //! that cache.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use compresskv_runtime::eval::niah::{Haystack, Needle, NiahBuilder, NiahSample, sample_seed};
+use compresskv_runtime::eval::rows::{RowWriter, RowsError, read_rows};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
 use compresskv_runtime::generate::GenerateOptions;
 use compresskv_runtime::loader::LoadedModel;
@@ -228,6 +228,10 @@ fn prompt_hash(s: &NiahSample) -> String {
     compresskv_runtime::profile::sha256_hex(&bytes)
 }
 
+fn rows_err(e: RowsError) -> CalibError {
+    CalibError::Input(format!("tune checkpoint: {e}"))
+}
+
 /// The checkpoint file of a tune run whose profile goes to `out`.
 pub fn tune_checkpoint_path(out: &Path) -> PathBuf {
     out.with_extension("ron.tune.partial.jsonl")
@@ -311,11 +315,10 @@ pub fn tune(
     }
     let grid_key = grid.describe();
     let mut done: std::collections::HashMap<usize, TuneCheckpoint> = Default::default();
-    if resume && checkpoint.exists() {
-        let text = std::fs::read_to_string(checkpoint).map_err(io)?;
-        for line in text.lines() {
-            if let Ok(c) = serde_json::from_str::<TuneCheckpoint>(line)
-                && c.grid == grid_key
+    if resume {
+        // Lines of another grid or held-out set are rerun, not reused.
+        for c in read_rows::<TuneCheckpoint>(checkpoint).map_err(rows_err)? {
+            if c.grid == grid_key
                 && c.scores.len() == slot.len()
                 && c.prompt < prompts.len()
                 && c.prompt_hash
@@ -328,11 +331,7 @@ pub fn tune(
     } else if checkpoint.exists() {
         std::fs::remove_file(checkpoint).map_err(io)?;
     }
-    let mut ck = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(checkpoint)
-        .map_err(io)?;
+    let mut ck = RowWriter::append(checkpoint).map_err(rows_err)?;
     let mut eos = lm.spec.eos_token_ids.clone();
     eos.extend(lm.tokenizer.extra_eos_ids());
 
@@ -364,7 +363,7 @@ pub fn tune(
                 let full = s.score(&outs[0].text);
                 let unique_scores: Vec<f64> = outs[1..].iter().map(|o| s.score(&o.text)).collect();
                 let scores: Vec<f64> = slot.iter().map(|&u| unique_scores[u]).collect();
-                let line = serde_json::to_string(&TuneCheckpoint {
+                ck.push(&TuneCheckpoint {
                     grid: grid_key.clone(),
                     prompt: i,
                     prompt_hash: Some(prompt_hash(s)),
@@ -372,9 +371,7 @@ pub fn tune(
                     scores: scores.clone(),
                     full: Some(full),
                 })
-                .expect("serialisable");
-                writeln!(ck, "{line}").map_err(io)?;
-                ck.flush().map_err(io)?;
+                .map_err(rows_err)?;
                 (scores, Some(full))
             }
         };
