@@ -327,8 +327,7 @@ pub fn profile_model(
         .append(true)
         .open(checkpoint)
         .map_err(io(checkpoint))?;
-    let mut eos = lm.spec.eos_token_ids.clone();
-    eos.extend(lm.tokenizer.extra_eos_ids());
+    let eos = lm.eos_ids();
     // Needle prompts measure every head subset in the SRH pass when that is affordable.
     let errors_in_srh_pass = opts.errors.qa.is_none() && spec.n_heads <= MAX_ALL_SUBSET_HEADS;
     let n_grid = needles.len() * grid.lengths.len() * grid.depths.len();

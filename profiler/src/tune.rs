@@ -332,8 +332,7 @@ pub fn tune(
         std::fs::remove_file(checkpoint).map_err(io)?;
     }
     let mut ck = RowWriter::append(checkpoint).map_err(rows_err)?;
-    let mut eos = lm.spec.eos_token_ids.clone();
-    eos.extend(lm.tokenizer.extra_eos_ids());
+    let eos = lm.eos_ids();
 
     // (task, scores per compressor, full-cache score) per prompt.
     let mut per_prompt: Vec<(String, Vec<f64>, Option<f64>)> = Vec::new();
@@ -499,6 +498,55 @@ pub fn best_setting(table: &[(TuneSetting, f64)]) -> Option<TuneSetting> {
     best.map(|(s, _)| s)
 }
 
+/// The tune step of a profile: held-out prompts from `held` over `haystack`, the grid searched
+/// on them (checkpointed in `checkpoint`, resumable), and the outcome stored in `profile` with
+/// its provenance.
+#[allow(clippy::too_many_arguments)]
+pub fn tune_profile(
+    lm: &LoadedModel,
+    profile: &mut Profile,
+    haystack: &Haystack,
+    held: &HeldOut,
+    grid: &TuneGrid,
+    checkpoint: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(), CalibError> {
+    grid.check()?;
+    let prompts = held_out_prompts(lm, haystack, held)?;
+    let started = std::time::Instant::now();
+    let outcome = tune(lm, profile, &prompts, grid, checkpoint, resume, progress)?;
+    profile.tuning = Some(outcome.tuning);
+    profile.provenance.grid = format!(
+        "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
+         passkey(s) each), srh_heads 1..={} x windows {:?} x kernels {:?} x mixes {:?} x unions {:?} \
+         x error weights {:?} at budgets {:?}, scored relative to the full cache ({} prompt(s) it missed left out), \
+         {:.0} s",
+        profile
+            .provenance
+            .grid
+            .split("; tune:")
+            .next()
+            .unwrap_or_default(),
+        prompts.len(),
+        held.protocol,
+        held.needles.len(),
+        held.lengths,
+        held.depths,
+        held.passkeys,
+        lm.spec.n_heads,
+        grid.windows,
+        grid.kernels,
+        grid.mixes,
+        grid.unions,
+        grid.error_weights,
+        grid.budgets,
+        outcome.dropped,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,53 +609,4 @@ mod tests {
         let raw = relative_to_full(vec![p("needle", vec![10.0], Some(0.0))]);
         assert_eq!(raw, vec![("needle".to_string(), vec![10.0])]);
     }
-}
-
-/// The tune step of a profile: held-out prompts from `held` over `haystack`, the grid searched
-/// on them (checkpointed in `checkpoint`, resumable), and the outcome stored in `profile` with
-/// its provenance.
-#[allow(clippy::too_many_arguments)]
-pub fn tune_profile(
-    lm: &LoadedModel,
-    profile: &mut Profile,
-    haystack: &Haystack,
-    held: &HeldOut,
-    grid: &TuneGrid,
-    checkpoint: &Path,
-    resume: bool,
-    progress: &mut dyn FnMut(usize, usize, &str),
-) -> Result<(), CalibError> {
-    grid.check()?;
-    let prompts = held_out_prompts(lm, haystack, held)?;
-    let started = std::time::Instant::now();
-    let outcome = tune(lm, profile, &prompts, grid, checkpoint, resume, progress)?;
-    profile.tuning = Some(outcome.tuning);
-    profile.provenance.grid = format!(
-        "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
-         passkey(s) each), srh_heads 1..={} x windows {:?} x kernels {:?} x mixes {:?} x unions {:?} \
-         x error weights {:?} at budgets {:?}, scored relative to the full cache ({} prompt(s) it missed left out), \
-         {:.0} s",
-        profile
-            .provenance
-            .grid
-            .split("; tune:")
-            .next()
-            .unwrap_or_default(),
-        prompts.len(),
-        held.protocol,
-        held.needles.len(),
-        held.lengths,
-        held.depths,
-        held.passkeys,
-        lm.spec.n_heads,
-        grid.windows,
-        grid.kernels,
-        grid.mixes,
-        grid.unions,
-        grid.error_weights,
-        grid.budgets,
-        outcome.dropped,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

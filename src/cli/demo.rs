@@ -67,8 +67,7 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
             compressor: Some(compressor),
         },
     ];
-    let mut eos = lm.spec.eos_token_ids.clone();
-    eos.extend(lm.tokenizer.extra_eos_ids());
+    let eos = lm.eos_ids();
     let opts = GenerateOptions {
         max_new_tokens: sample.max_new_tokens,
         eos_ids: eos,

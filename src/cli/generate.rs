@@ -76,8 +76,7 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
     }
     let lm = load_model(&a.model, &device)?;
     let ids = lm.tokenizer.encode(&prompt, true)?;
-    let mut eos = lm.spec.eos_token_ids.clone();
-    eos.extend(lm.tokenizer.extra_eos_ids());
+    let eos = lm.eos_ids();
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,

@@ -51,8 +51,7 @@ fn check_against_reference(
         serde_json::from_value(r["layer_error_subsets"].clone()).unwrap();
     assert_eq!(subsets, all_subsets(lm.spec.n_heads));
     let needles = r["needles"].as_array().unwrap();
-    let mut eos = lm.spec.eos_token_ids.clone();
-    eos.extend(lm.tokenizer.extra_eos_ids());
+    let eos = lm.eos_ids();
     for &(ni, len, depth) in picks {
         let s = r["samples"]
             .as_array()

@@ -28,8 +28,7 @@ fn srh_calibration_reproduces_the_reference() {
     let needles = r["needles"].as_array().unwrap();
     let samples = r["samples"].as_array().unwrap();
     let max_new = r["max_new"].as_u64().unwrap() as usize;
-    let mut eos = lm.spec.eos_token_ids.clone();
-    eos.extend(lm.tokenizer.extra_eos_ids());
+    let eos = lm.eos_ids();
     // Every counted sample (they define the scores) and a few that did not count.
     let mut uncounted = 0;
     let mut results = Vec::new();

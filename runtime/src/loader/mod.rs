@@ -36,6 +36,16 @@ pub struct LoadedModel {
     pub config_text: String,
 }
 
+impl LoadedModel {
+    /// Every token that ends generation: the config's EOS ids and the tokenizer's end-of-turn
+    /// tokens (e.g. Gemma's `<end_of_turn>`).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let mut eos = self.spec.eos_token_ids.clone();
+        eos.extend(self.tokenizer.extra_eos_ids());
+        eos
+    }
+}
+
 /// Loads an HF model directory: `config.json`, weights, `tokenizer.json`,
 /// `generation_config.json` if present.
 pub fn load_hf_dir(dir: &Path, device: &RuntimeDevice) -> Result<LoadedModel, LoadError> {

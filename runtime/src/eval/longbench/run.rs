@@ -269,8 +269,7 @@ impl SampleRun<'_> {
         let full_lp = teacher_forced_logprobs(model, pre.cache.clone(), &pre.first_logits, &answer);
         let full_tf_ms = t.elapsed().as_secs_f64() * 1e3;
 
-        let mut eos = lm.spec.eos_token_ids.clone();
-        eos.extend(tok.extra_eos_ids());
+        let mut eos = lm.eos_ids();
         // pred.py for samsum: the newline token ends generation too, but `min_length` forbids
         // every end token at the first step.
         let mut first_logits = pre.first_logits.clone();

@@ -196,8 +196,7 @@ pub fn run_niah(
     let mut rows: Vec<NiahRow> = read_rows(rows_path)?;
     let done: HashSet<RowKey> = rows.iter().map(NiahRow::key).collect();
     let mut out = RowWriter::append(rows_path)?;
-    let mut eos = lm.spec.eos_token_ids.clone();
-    eos.extend(lm.tokenizer.extra_eos_ids());
+    let eos = lm.eos_ids();
     for (idx, s) in samples {
         progress(&format!("length {} depth {}", s.length, s.depth));
         let todo: Vec<Contender<&Compressor>> = contenders
