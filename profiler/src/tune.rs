@@ -25,7 +25,7 @@ use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{
     Compressor, HeadProfile, PressParams, SlidingPolicy, press_by_name,
 };
-use compresskv_runtime::profile::{BudgetChoice, Profile, TuneSetting, Tuning};
+use compresskv_runtime::profile::{BudgetChoice, Effective, Profile, Settings, Tuning};
 use serde::{Deserialize, Serialize};
 
 // The held-out needle prompts use the calibration's question form (no book wrapper), so the
@@ -47,7 +47,7 @@ pub struct TuneGrid {
 impl TuneGrid {
     /// Settings in search order: the paper's setting (fewest heads, smallest window, no mix)
     /// first, so ties go to the simplest setting.
-    pub fn settings(&self) -> Vec<TuneSetting> {
+    pub fn settings(&self) -> Vec<Settings> {
         let mut v = Vec::new();
         for &srh_heads in &self.srh_heads {
             for &window in &self.windows {
@@ -55,7 +55,7 @@ impl TuneGrid {
                     for &mix in &self.mixes {
                         for &union in &self.unions {
                             for &error_weight in &self.error_weights {
-                                v.push(TuneSetting {
+                                v.push(Settings {
                                     srh_heads,
                                     window,
                                     kernel,
@@ -255,22 +255,17 @@ pub fn tune(
     };
     let settings = grid.settings();
     let head_profile = HeadProfile::from_profile(profile);
-    let bounds = Bounds {
-        min: profile.defaults.min_budget,
-        max_factor: profile.defaults.max_budget_factor,
-        error_weight: 1.0, // set per setting below
-    };
     // With every head trusted, the SRH score is the all-heads score and λ, u change nothing:
     // such settings share one compressor (and one decode) per window and budget.
-    let canonical = |s: &TuneSetting| {
+    let canonical = |s: &Settings| {
         let all = s.srh_heads >= lm.spec.n_heads;
-        TuneSetting {
+        Settings {
             mix: if all { 0.0 } else { s.mix },
             union: if all { 0.0 } else { s.union },
             ..*s
         }
     };
-    let mut unique: Vec<(TuneSetting, usize)> = Vec::new();
+    let mut unique: Vec<(Settings, usize)> = Vec::new();
     let mut slot = Vec::new();
     for s in &settings {
         for &b in &grid.budgets {
@@ -287,31 +282,19 @@ pub fn tune(
     }
     let mut compressors = Vec::new();
     for &(s, b) in &unique {
-        {
-            let params = PressParams {
-                window: s.window,
-                kernel: s.kernel,
-                srh_heads: s.srh_heads,
-                mix: s.mix,
-                union: s.union,
-                ..PressParams::default()
-            };
-            compressors.push(
-                Compressor::new(
-                    press_by_name("compresskv").expect("registered"),
-                    params,
-                    BudgetSpec::Entries(b),
-                    SlidingPolicy::Keep,
-                    Bounds {
-                        error_weight: s.error_weight,
-                        ..bounds
-                    },
-                    Some(head_profile.clone()),
-                    &lm.spec,
-                )
-                .map_err(|e| CalibError::Input(e.to_string()))?,
-            );
-        }
+        let effective = Effective::new(&profile.defaults, s);
+        compressors.push(
+            Compressor::new(
+                press_by_name("compresskv").expect("registered"),
+                PressParams::from(&s),
+                BudgetSpec::Entries(b),
+                SlidingPolicy::Keep,
+                Bounds::from(&effective),
+                Some(head_profile.clone()),
+                &lm.spec,
+            )
+            .map_err(|e| CalibError::Input(e.to_string()))?,
+        );
     }
     let grid_key = grid.describe();
     let mut done: std::collections::HashMap<usize, TuneCheckpoint> = Default::default();
@@ -440,11 +423,11 @@ fn relative_to_full(per_prompt: Vec<(String, Vec<f64>, Option<f64>)>) -> Vec<(St
 /// in `budgets` (indices into the grid's budgets), then the mean over tasks (so the needle and
 /// passkey tasks weigh the same).
 pub fn score_table(
-    settings: &[TuneSetting],
+    settings: &[Settings],
     n_budgets: usize,
     budgets: std::ops::Range<usize>,
     per_prompt: &[(String, Vec<f64>)],
-) -> Vec<(TuneSetting, f64)> {
+) -> Vec<(Settings, f64)> {
     let mut tasks: Vec<&str> = per_prompt.iter().map(|(t, _)| t.as_str()).collect();
     tasks.sort_unstable();
     tasks.dedup();
@@ -476,7 +459,7 @@ pub fn score_table(
 /// `overall`, which more prompts back, and other ties to the earliest in grid order. When
 /// several settings saturate a budget's held-out score, the earliest may be one that only just
 /// does (a narrow kernel at a large budget) where the overall choice holds at every budget.
-pub fn best_setting_or(table: &[(TuneSetting, f64)], overall: TuneSetting) -> TuneSetting {
+pub fn best_setting_or(table: &[(Settings, f64)], overall: Settings) -> Settings {
     let best = table
         .iter()
         .map(|(_, v)| *v)
@@ -488,8 +471,8 @@ pub fn best_setting_or(table: &[(TuneSetting, f64)], overall: TuneSetting) -> Tu
 }
 
 /// The best setting; ties go to the earliest in grid order (the simplest).
-pub fn best_setting(table: &[(TuneSetting, f64)]) -> Option<TuneSetting> {
-    let mut best: Option<(TuneSetting, f64)> = None;
+pub fn best_setting(table: &[(Settings, f64)]) -> Option<Settings> {
+    let mut best: Option<(Settings, f64)> = None;
     for &(s, v) in table {
         if best.is_none_or(|(_, b)| v > b + 1e-12) {
             best = Some((s, v));

@@ -6,7 +6,7 @@ use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::press::budget::Bounds;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{Compressor, PressParams, SlidingPolicy, press_by_name};
-use compresskv_runtime::profile::ProfileSource;
+use compresskv_runtime::profile::{Effective, Overrides, ProfileSource};
 
 use super::profile_load::load_head_profile;
 
@@ -94,6 +94,18 @@ impl PressArgs {
 }
 
 impl PressTuning {
+    /// The settings these flags override.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            srh_heads: self.srh_heads,
+            window: self.window,
+            kernel: self.kernel,
+            mix: self.mix,
+            union: self.union,
+            error_weight: self.error_weight,
+        }
+    }
+
     /// The compressor of `method` at `budget` with these settings.
     pub fn compressor(
         &self,
@@ -112,60 +124,33 @@ impl PressTuning {
         budget: BudgetSpec,
     ) -> anyhow::Result<(Compressor, Option<ProfileSource>)> {
         let press = press_by_name(method)?;
-        let loaded = if method == "compresskv" {
+        let overrides = self.overrides();
+        let (effective, profile, source) = if method == "compresskv" {
             let b = match budget {
                 BudgetSpec::Entries(b) => Some(b),
                 BudgetSpec::Ratio(_) => None,
             };
-            Some(
-                load_head_profile(lm, &self.profile, b, self.strict_profile)
-                    .context("loading the model's profile")?,
-            )
+            let (hp, eff, src) =
+                load_head_profile(lm, &self.profile, b, self.strict_profile, &overrides)
+                    .context("loading the model's profile")?;
+            (eff, Some(hp), Some(src))
         } else {
-            None
+            let eff = Effective::without_profile(lm.spec.n_heads, &lm.id, &overrides)?;
+            (eff, None, None)
         };
-        let mut params = PressParams::default();
-        let mut bounds = Bounds::default();
-        let mut profile = None;
-        let mut source = None;
-        if let Some((hp, eff, src)) = loaded {
-            params.window = eff.window;
-            params.kernel = eff.kernel;
-            params.srh_heads = eff.srh_heads;
-            params.mix = eff.mix;
-            params.union = eff.union;
-            bounds.min = eff.min_budget;
-            bounds.max_factor = eff.max_budget_factor;
-            bounds.error_weight = eff.error_weight;
-            profile = Some(hp);
-            source = Some(src);
-        } else {
-            params.srh_heads = (lm.spec.n_heads / 8).max(1);
-        }
-        if let Some(w) = self.window {
-            params.window = w;
-        }
-        if let Some(k) = self.kernel {
-            params.kernel = k;
-        }
-        if let Some(h) = self.srh_heads {
-            params.srh_heads = h;
-        }
-        if let Some(m) = self.mix {
-            params.mix = m;
-        }
-        if let Some(u) = self.union {
-            params.union = u;
-        }
-        if let Some(w) = self.error_weight {
-            bounds.error_weight = w;
-        }
         let sliding = match self.sliding {
             Sliding::Keep => SlidingPolicy::Keep,
             Sliding::Compress => SlidingPolicy::Compress,
         };
-        let compressor =
-            Compressor::new(press, params, budget, sliding, bounds, profile, &lm.spec)?;
+        let compressor = Compressor::new(
+            press,
+            PressParams::from(&effective.settings),
+            budget,
+            sliding,
+            Bounds::from(&effective),
+            profile,
+            &lm.spec,
+        )?;
         Ok((compressor, source))
     }
 }

@@ -292,11 +292,12 @@ pub fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
 fn budgets_of(p: &Profile, b: usize) -> anyhow::Result<(Vec<Option<usize>>, Option<String>)> {
     // The settings the runtime would use at this budget (tuned window and error weight).
     let d = p.effective_at(Some(b), &Default::default());
-    if b <= d.window {
+    let window = d.settings.window;
+    if b <= window {
         bail!(
             "--budget {b} is not larger than the profile's observation window ({}), which is \
              always kept: pass a larger --budget",
-            d.window
+            window
         );
     }
     let n = p.fingerprint.n_layers;
@@ -305,13 +306,14 @@ fn budgets_of(p: &Profile, b: usize) -> anyhow::Result<(Vec<Option<usize>>, Opti
         Some(e) => (0..n).filter(|&l| e[l] > 0.0).collect(),
         None => (0..n).collect(),
     };
-    let bounds = Bounds {
-        min: d.min_budget,
-        max_factor: d.max_budget_factor,
-        error_weight: d.error_weight,
-    };
-    let (budgets, note) =
-        layer_budgets(Allocator::ErrorAware, &layers, b, d.window, bounds, errors);
+    let (budgets, note) = layer_budgets(
+        Allocator::ErrorAware,
+        &layers,
+        b,
+        window,
+        Bounds::from(&d),
+        errors,
+    );
     let mut out = vec![None; n];
     for (&l, &bl) in layers.iter().zip(&budgets) {
         out[l] = Some(bl);

@@ -8,14 +8,15 @@ use compresskv_runtime::press::HeadProfile;
 use compresskv_runtime::profile::{Effective, Overrides, ProfileSource, find_profile_from_env};
 
 /// Loads `--profile auto|PATH` for `lm`, checks it fits the model, and returns the head ranking
-/// and layer errors plus the profile's settings in force at the mean `budget` (the tuning
-/// can differ per budget), and where the profile came from. A profile measured on other weights
+/// and layer errors plus the settings in force at the mean `budget` (the tuning can differ
+/// per budget; `overrides` checked and applied), and where the profile came from. A profile measured on other weights
 /// of the same shape (its `weight_hash` differs) is a warning, or an error when `strict`.
 pub fn load_head_profile(
     lm: &LoadedModel,
     arg: &str,
     budget: Option<usize>,
     strict: bool,
+    overrides: &Overrides,
 ) -> anyhow::Result<(HeadProfile, Effective, ProfileSource)> {
     let source = if arg == "auto" {
         find_profile_from_env(&lm.id, &lm.path)?
@@ -32,7 +33,7 @@ pub fn load_head_profile(
     }
     Ok((
         HeadProfile::from_profile(&p),
-        p.effective_at(budget, &Overrides::default()),
+        p.effective_checked_at(budget, overrides)?,
         source,
     ))
 }

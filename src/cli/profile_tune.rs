@@ -9,7 +9,7 @@ use compresskv_profiler::tune::{HeldOut, TuneGrid, TuneProtocol, tune_checkpoint
 use compresskv_runtime::eval::niah::{load_needles, parse_needles};
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::profile::{
-    Profile, ProfileSource, TuneSetting, builtin, default_profile_out, find_profile_from_env,
+    Profile, ProfileSource, Settings, builtin, default_profile_out, find_profile_from_env,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -222,7 +222,7 @@ pub fn print_tuning(p: &Profile) {
         return;
     };
     // (label, the chosen setting, the table it was chosen from)
-    type Choice<'a> = (String, TuneSetting, &'a [(TuneSetting, f64)]);
+    type Choice<'a> = (String, Settings, &'a [(Settings, f64)]);
     let mut rows: Vec<Choice> = vec![("all (mean)".into(), t.chosen, &t.table)];
     rows.extend(
         t.per_budget

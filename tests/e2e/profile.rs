@@ -421,7 +421,10 @@ fn profile_tune_tiny_model_cli() {
     // The tuned kernel is what the runtime uses at that budget.
     let c48 = t.per_budget[1].chosen;
     assert_eq!(
-        tuned.effective_at(Some(48), &Default::default()).kernel,
+        tuned
+            .effective_at(Some(48), &Default::default())
+            .settings
+            .kernel,
         c48.kernel
     );
     assert!(t.table.iter().any(|(s, _)| *s == t.chosen));

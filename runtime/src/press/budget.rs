@@ -33,6 +33,18 @@ impl Default for Bounds {
     }
 }
 
+impl From<&crate::profile::Effective> for Bounds {
+    /// The layer-budget bounds in force: the profile's min and max factor, the setting's
+    /// error weight.
+    fn from(e: &crate::profile::Effective) -> Self {
+        Bounds {
+            min: e.min_budget,
+            max_factor: e.max_budget_factor,
+            error_weight: e.settings.error_weight,
+        }
+    }
+}
+
 /// Budgets for `n` layers with mean `b`. `errors` are the layers' error shares (any positive
 /// scale) for [`Allocator::ErrorAware`]; without them it falls back to uniform and says so in
 /// the returned note.

@@ -69,6 +69,20 @@ impl Default for PressParams {
     }
 }
 
+impl From<&crate::profile::Settings> for PressParams {
+    /// The scoring knobs of a setting (the layer-budget knob goes to [`budget::Bounds`]).
+    fn from(s: &crate::profile::Settings) -> Self {
+        PressParams {
+            window: s.window,
+            kernel: s.kernel,
+            srh_heads: s.srh_heads,
+            mix: s.mix,
+            union: s.union,
+            ..PressParams::default()
+        }
+    }
+}
+
 /// What a model's profile tells the presses (kept free of the file format).
 #[derive(Debug, Clone, Default)]
 pub struct HeadProfile {

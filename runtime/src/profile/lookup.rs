@@ -125,104 +125,27 @@ impl Profile {
     ///
     /// [`Tuning::setting_for`]: super::Tuning::setting_for
     pub fn effective_at(&self, budget: Option<usize>, overrides: &Overrides) -> Effective {
-        let d = &self.defaults;
-        let mut e = Effective {
-            srh_heads: d.srh_heads,
-            window: d.window,
-            kernel: d.kernel,
-            mix: d.mix,
-            union: d.union,
-            error_weight: d.error_weight,
-            min_budget: d.min_budget,
-            max_budget_factor: d.max_budget_factor,
+        let base = match &self.tuning {
+            Some(t) => t.setting_for(budget),
+            None => self.defaults.settings(),
         };
-        if let Some(t) = &self.tuning {
-            let c = t.setting_for(budget);
-            e.srh_heads = c.srh_heads;
-            e.window = c.window;
-            e.kernel = c.kernel;
-            e.mix = c.mix;
-            e.union = c.union;
-            e.error_weight = c.error_weight;
-        }
-        if let Some(v) = overrides.srh_heads {
-            e.srh_heads = v;
-        }
-        if let Some(v) = overrides.window {
-            e.window = v;
-        }
-        if let Some(v) = overrides.kernel {
-            e.kernel = v;
-        }
-        if let Some(v) = overrides.mix {
-            e.mix = v;
-        }
-        if let Some(v) = overrides.union {
-            e.union = v;
-        }
-        if let Some(v) = overrides.error_weight {
-            e.error_weight = v;
-        }
-        e
+        Effective::new(&self.defaults, base.overridden(overrides))
     }
 
     /// [`Profile::effective`], rejecting overrides outside their valid range.
     pub fn effective_checked(&self, overrides: &Overrides) -> Result<Effective, ProfileError> {
-        let n = self.fingerprint.n_heads;
-        if let Some(h) = overrides.srh_heads
-            && (h == 0 || h > n)
-        {
-            return Err(ProfileError::BadOverride {
-                what: "--srh-heads",
-                problem: format!(
-                    "{h} is outside 1..={n} ({} has {n} query heads)",
-                    self.model_id
-                ),
-                fix: format!("pass a value between 1 and {n}"),
-            });
-        }
-        if overrides.window == Some(0) {
-            return Err(ProfileError::BadOverride {
-                what: "--window",
-                problem: "0 (the observation window needs at least one token)".into(),
-                fix: "pass a window of at least 1 (the default is 8)".into(),
-            });
-        }
-        if overrides.kernel == Some(0) {
-            return Err(ProfileError::BadOverride {
-                what: "--kernel",
-                problem: "0 (the pooling kernel needs at least one token)".into(),
-                fix: "pass a kernel of at least 1 (the default is 5; 1 disables pooling)".into(),
-            });
-        }
-        for (what, value, fix) in [
-            (
-                "--mix",
-                overrides.mix,
-                "pass a value between 0 (SRH heads only) and 1 (all heads)",
-            ),
-            (
-                "--union",
-                overrides.union,
-                "pass the share of kept entries ranked by all heads, between 0 and 1",
-            ),
-            (
-                "--error-weight",
-                overrides.error_weight,
-                "pass 1 (layer budgets from the eviction errors), 0 (uniform) or between",
-            ),
-        ] {
-            if let Some(v) = value
-                && !(v.is_finite() && (0.0..=1.0).contains(&v))
-            {
-                return Err(ProfileError::BadOverride {
-                    what,
-                    problem: format!("{v} is outside [0, 1]"),
-                    fix: fix.into(),
-                });
-            }
-        }
-        Ok(self.effective(overrides))
+        self.effective_checked_at(None, overrides)
+    }
+
+    /// [`Profile::effective_at`], rejecting overrides outside their valid range: the one merge
+    /// of profile → tuning → overrides the runtime uses.
+    pub fn effective_checked_at(
+        &self,
+        budget: Option<usize>,
+        overrides: &Overrides,
+    ) -> Result<Effective, ProfileError> {
+        overrides.check(self.fingerprint.n_heads, &self.model_id)?;
+        Ok(self.effective_at(budget, overrides))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod import;
 mod io;
 mod lookup;
 pub mod registry;
+mod settings;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
@@ -35,9 +36,9 @@ pub use registry::{
     MODEL_DIR_PROFILE, PROFILES_ENV, ProfileSource, default_profile_out, env_profiles_dir,
     find_profile, find_profile_from_env, profile_file_name, user_profiles_dir,
 };
+pub use settings::{Effective, Overrides, Settings};
 pub use types::{
-    BudgetChoice, Defaults, Effective, Fingerprint, LAYER_ERROR_SOURCES, LayerErrors, Overrides,
-    Profile, Provenance, SCHEMA_VERSION, SUM_TOLERANCE, TOOL_VERSION, TuneSetting, Tuning,
-    sha256_hex, utc_now, utc_timestamp,
+    BudgetChoice, Defaults, Fingerprint, LAYER_ERROR_SOURCES, LayerErrors, Profile, Provenance,
+    SCHEMA_VERSION, SUM_TOLERANCE, TOOL_VERSION, Tuning, sha256_hex, utc_now, utc_timestamp,
 };
 pub use validate::absolute_path_in;

@@ -32,7 +32,7 @@ fn sample() -> Profile {
         }),
         defaults: Defaults::for_heads(h),
         tuning: Some(Tuning {
-            chosen: TuneSetting {
+            chosen: Settings {
                 srh_heads: 2,
                 window: 16,
                 kernel: 9,
@@ -42,7 +42,7 @@ fn sample() -> Profile {
             },
             table: vec![
                 (
-                    TuneSetting {
+                    Settings {
                         srh_heads: 1,
                         window: 8,
                         kernel: 5,
@@ -53,7 +53,7 @@ fn sample() -> Profile {
                     0.5,
                 ),
                 (
-                    TuneSetting {
+                    Settings {
                         srh_heads: 2,
                         window: 16,
                         kernel: 5,
@@ -67,7 +67,7 @@ fn sample() -> Profile {
             budgets: vec![64; l],
             per_budget: vec![BudgetChoice {
                 budget: 256,
-                chosen: TuneSetting {
+                chosen: Settings {
                     srh_heads: 4,
                     window: 8,
                     kernel: 5,
@@ -76,7 +76,7 @@ fn sample() -> Profile {
                     error_weight: 1.0,
                 },
                 table: vec![(
-                    TuneSetting {
+                    Settings {
                         srh_heads: 4,
                         window: 8,
                         kernel: 5,
@@ -533,18 +533,20 @@ fn effective_precedence_defaults_then_tuning_then_overrides() {
     assert_eq!(
         p.effective(&none),
         Effective {
-            srh_heads: 1,
-            window: 8,
-            kernel: 5,
-            mix: 0.0,
-            union: 0.0,
-            error_weight: 1.0,
+            settings: Settings {
+                srh_heads: 1,
+                window: 8,
+                kernel: 5,
+                mix: 0.0,
+                union: 0.0,
+                error_weight: 1.0,
+            },
             min_budget: 32,
             max_budget_factor: 3.0
         }
     );
     p.tuning = tuning; // chosen: 2 heads, window 16, kernel 9, mix 0.25
-    let e = p.effective(&none);
+    let e = p.effective(&none).settings;
     assert_eq!((e.srh_heads, e.window, e.mix, e.kernel), (2, 16, 0.25, 9));
     let o = Overrides {
         srh_heads: Some(3),
@@ -554,15 +556,16 @@ fn effective_precedence_defaults_then_tuning_then_overrides() {
         union: Some(0.5),
         error_weight: Some(0.0),
     };
-    let e = p.effective(&o);
+    let eff = p.effective(&o);
+    let e = eff.settings;
     assert_eq!((e.srh_heads, e.window, e.mix, e.kernel), (3, 16, 1.0, 7));
     assert_eq!((e.union, e.error_weight), (0.5, 0.0));
-    assert_eq!((e.min_budget, e.max_budget_factor), (32, 3.0));
+    assert_eq!((eff.min_budget, eff.max_budget_factor), (32, 3.0));
     let o = Overrides {
         window: Some(32),
         ..Overrides::default()
     };
-    assert_eq!(p.effective(&o).window, 32);
+    assert_eq!(p.effective(&o).settings.window, 32);
     assert_eq!(p.effective_checked(&o).unwrap(), p.effective(&o));
 }
 
@@ -645,7 +648,7 @@ fn utc_timestamps() {
 
 #[test]
 fn settings_from_before_union_error_weight_and_kernel_keep_the_papers_behaviour() {
-    let s: TuneSetting = ron::from_str("(srh_heads: 1, window: 8, mix: 0.0)").unwrap();
+    let s: Settings = ron::from_str("(srh_heads: 1, window: 8, mix: 0.0)").unwrap();
     assert_eq!((s.union, s.error_weight, s.kernel), (0.0, 1.0, 5));
     let d: Defaults = ron::from_str(
         "(srh_heads: 1, window: 8, kernel: 5, min_budget: 32, max_budget_factor: 3.0, \
@@ -658,7 +661,7 @@ fn settings_from_before_union_error_weight_and_kernel_keep_the_papers_behaviour(
 #[test]
 fn tuned_setting_follows_the_nearest_tuned_budget() {
     let t = Tuning {
-        chosen: TuneSetting {
+        chosen: Settings {
             srh_heads: 1,
             window: 8,
             kernel: 5,
@@ -672,7 +675,7 @@ fn tuned_setting_follows_the_nearest_tuned_budget() {
             .iter()
             .map(|&(budget, srh_heads)| BudgetChoice {
                 budget,
-                chosen: TuneSetting {
+                chosen: Settings {
                     srh_heads,
                     window: 8,
                     kernel: 5,

@@ -5,6 +5,7 @@
 pub use crate::store::sha256_hex;
 use serde::{Deserialize, Serialize};
 
+use super::settings::Settings;
 use crate::spec::ModelSpec;
 
 /// The schema version this build reads and writes.
@@ -101,10 +102,6 @@ fn one() -> f64 {
     1.0
 }
 
-fn five() -> usize {
-    5
-}
-
 impl Defaults {
     /// The standard defaults for a model with `n_heads` query heads.
     pub fn for_heads(n_heads: usize) -> Defaults {
@@ -119,15 +116,27 @@ impl Defaults {
             error_weight: 1.0,
         }
     }
+
+    /// The compression setting part of the defaults.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            srh_heads: self.srh_heads,
+            window: self.window,
+            kernel: self.kernel,
+            mix: self.mix,
+            union: self.union,
+            error_weight: self.error_weight,
+        }
+    }
 }
 
 /// Result of `compresskv profile --tune`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tuning {
-    pub chosen: TuneSetting,
+    pub chosen: Settings,
     /// Every setting tried, with its mean recall in `[0, 1]`.
-    pub table: Vec<(TuneSetting, f64)>,
+    pub table: Vec<(Settings, f64)>,
     /// Per-layer budgets of the chosen setting (empty, or one per layer).
     pub budgets: Vec<usize>,
     /// The best setting at each tuned mean budget: how many heads to trust depends on how many
@@ -142,15 +151,15 @@ pub struct Tuning {
 #[serde(deny_unknown_fields)]
 pub struct BudgetChoice {
     pub budget: usize,
-    pub chosen: TuneSetting,
+    pub chosen: Settings,
     /// Every setting's mean score in `[0, 1]` at this budget.
-    pub table: Vec<(TuneSetting, f64)>,
+    pub table: Vec<(Settings, f64)>,
 }
 
 impl Tuning {
     /// The tuned setting for a mean budget: the per-budget choice nearest on a log scale, or
     /// the overall choice when there is none (or the budget is unknown, e.g. `--ratio`).
-    pub fn setting_for(&self, budget: Option<usize>) -> TuneSetting {
+    pub fn setting_for(&self, budget: Option<usize>) -> Settings {
         let Some(b) = budget.filter(|&b| b > 0) else {
             return self.chosen;
         };
@@ -163,24 +172,6 @@ impl Tuning {
             })
             .map_or(self.chosen, |c| c.chosen)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TuneSetting {
-    pub srh_heads: usize,
-    pub window: usize,
-    /// Average-pooling kernel over the scores (absent = 5, the kernel every earlier tune ran
-    /// with). Wider kernels keep whole evidence spans rather than their peak tokens.
-    #[serde(default = "five")]
-    pub kernel: usize,
-    pub mix: f64,
-    /// Rank-level union with the all-heads ranking (absent in profiles made before it).
-    #[serde(default)]
-    pub union: f64,
-    /// Layer budgets: weight of the error shares against uniform (absent = 1, the paper).
-    #[serde(default = "one")]
-    pub error_weight: f64,
 }
 
 /// How the profile was made. Nothing machine-local (no absolute paths).
@@ -199,30 +190,6 @@ pub struct Provenance {
     pub imported_from: Option<String>,
     /// UTC timestamp, `YYYY-MM-DDTHH:MM:SSZ`.
     pub created: String,
-}
-
-/// Command-line overrides of the profile's settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Overrides {
-    pub srh_heads: Option<usize>,
-    pub window: Option<usize>,
-    pub kernel: Option<usize>,
-    pub mix: Option<f64>,
-    pub union: Option<f64>,
-    pub error_weight: Option<f64>,
-}
-
-/// Settings in force: defaults, overridden by tuning, overridden by the command line.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Effective {
-    pub srh_heads: usize,
-    pub window: usize,
-    pub kernel: usize,
-    pub mix: f64,
-    pub union: f64,
-    pub error_weight: f64,
-    pub min_budget: usize,
-    pub max_budget_factor: f64,
 }
 
 impl Fingerprint {

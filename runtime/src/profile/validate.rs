@@ -2,9 +2,7 @@
 //! version, shapes, finite non-negative scores, sane settings, nothing machine-local), each
 //! failure a [`ProfileError`] that says what is wrong and how to fix it.
 
-use super::{
-    LAYER_ERROR_SOURCES, Profile, ProfileError, SCHEMA_VERSION, SUM_TOLERANCE, TuneSetting,
-};
+use super::{LAYER_ERROR_SOURCES, Profile, ProfileError, SCHEMA_VERSION, SUM_TOLERANCE};
 
 impl Profile {
     /// `per_layer` summing to 1, sane defaults/tuning, no machine-local paths).
@@ -102,15 +100,7 @@ impl Profile {
             }
         }
         let d = &self.defaults;
-        let ds = TuneSetting {
-            srh_heads: d.srh_heads,
-            window: d.window,
-            kernel: d.kernel,
-            mix: d.mix,
-            union: d.union,
-            error_weight: d.error_weight,
-        };
-        check_setting("defaults", &ds, fp.n_heads)?;
+        d.settings().check("defaults", fp.n_heads)?;
         if d.min_budget == 0 {
             return Err("defaults.min_budget is 0 (must be ≥ 1)".into());
         }
@@ -122,9 +112,9 @@ impl Profile {
         }
         if let Some(t) = &self.tuning {
             let c = &t.chosen;
-            check_setting("tuning.chosen", c, fp.n_heads)?;
+            c.check("tuning.chosen", fp.n_heads)?;
             for (i, (s, recall)) in t.table.iter().enumerate() {
-                check_setting(&format!("tuning.table[{i}]"), s, fp.n_heads)?;
+                s.check(&format!("tuning.table[{i}]"), fp.n_heads)?;
                 if !recall.is_finite() || !(0.0..=1.0).contains(recall) {
                     return Err(format!(
                         "tuning.table[{i}] has mean recall {recall} (must be in [0, 1])"
@@ -137,9 +127,9 @@ impl Profile {
                     return Err(format!("{at} has budget 0"));
                 }
                 let s = &c.chosen;
-                check_setting(&at, s, fp.n_heads)?;
+                s.check(&at, fp.n_heads)?;
                 for (j, (s, v)) in c.table.iter().enumerate() {
-                    check_setting(&format!("{at}.table[{j}]"), s, fp.n_heads)?;
+                    s.check(&format!("{at}.table[{j}]"), fp.n_heads)?;
                     if !v.is_finite() || !(0.0..=1.0).contains(v) {
                         return Err(format!(
                             "{at}.table[{j}] has mean score {v} (must be in [0, 1])"
@@ -259,42 +249,6 @@ fn check_matrix(what: &str, m: &[Vec<f64>], n_layers: usize, n_heads: usize) -> 
         for (h, &x) in row.iter().enumerate() {
             check_value(&format!("{what}[{l}][{h}]"), x)?;
         }
-    }
-    Ok(())
-}
-
-fn check_setting(what: &str, s: &TuneSetting, n_heads: usize) -> Result<(), String> {
-    let TuneSetting {
-        srh_heads,
-        window,
-        kernel,
-        mix,
-        union,
-        error_weight,
-    } = *s;
-    if srh_heads == 0 || srh_heads > n_heads {
-        return Err(format!(
-            "{what}.srh_heads is {srh_heads} (must be in 1..={n_heads})"
-        ));
-    }
-    if window == 0 {
-        return Err(format!("{what}.window is 0 (must be ≥ 1)"));
-    }
-    if kernel == 0 || kernel.is_multiple_of(2) {
-        return Err(format!(
-            "{what}.kernel is {kernel} (must be odd: 1 = no pooling, 5 = the paper's)"
-        ));
-    }
-    if !mix.is_finite() || !(0.0..=1.0).contains(&mix) {
-        return Err(format!("{what}.mix is {mix} (must be in [0, 1])"));
-    }
-    if !union.is_finite() || !(0.0..=1.0).contains(&union) {
-        return Err(format!("{what}.union is {union} (must be in [0, 1])"));
-    }
-    if !error_weight.is_finite() || !(0.0..=1.0).contains(&error_weight) {
-        return Err(format!(
-            "{what}.error_weight is {error_weight} (must be in [0, 1])"
-        ));
     }
     Ok(())
 }

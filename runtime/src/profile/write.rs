@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Profile, ProfileError, TuneSetting};
+use super::{Profile, ProfileError, Settings};
 
 struct W<'a> {
     out: String,
@@ -48,7 +48,7 @@ impl W<'_> {
         Ok(())
     }
 
-    fn setting(&self, s: &TuneSetting) -> Result<String, ProfileError> {
+    fn setting(&self, s: &Settings) -> Result<String, ProfileError> {
         Ok(format!(
             "(srh_heads: {}, window: {}, kernel: {}, mix: {}, union: {}, error_weight: {})",
             s.srh_heads,
