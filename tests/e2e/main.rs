@@ -3,6 +3,7 @@
 //! They read `../shared` (tiny reference models, the Gemma 3 golden values). When it is
 //! missing they fail under `CI=true` and skip with a loud message elsewhere.
 
+mod calib_prompts;
 mod cli;
 mod common;
 mod eval;
