@@ -109,6 +109,12 @@ impl Haystack {
     /// All `*.txt` files of `dir`, sorted by file name (byte order), concatenated as they are (no
     /// separator: needlehaystack's `context += f.read()`).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, NiahError> {
+        Self::from_dir_joined(dir, "")
+    }
+
+    /// [`Haystack::from_dir`] with `separator` between files (the profiler's calibration
+    /// haystack: `"\n\n"`).
+    pub fn from_dir_joined(dir: impl AsRef<Path>, separator: &str) -> Result<Self, NiahError> {
         let dir = dir.as_ref();
         let io = |source| NiahError::Io {
             path: dir.into(),
@@ -124,7 +130,10 @@ impl Haystack {
             .collect();
         files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
         let mut text = String::new();
-        for f in &files {
+        for (i, f) in files.iter().enumerate() {
+            if i > 0 {
+                text.push_str(separator);
+            }
             text.push_str(&std::fs::read_to_string(f).map_err(|source| NiahError::Io {
                 path: f.clone(),
                 source,

@@ -424,6 +424,17 @@ fn haystack_from_dir_sorted() {
     ));
 }
 
+#[test]
+fn haystack_from_dir_joined() {
+    let dir = std::env::temp_dir().join(format!("niah-hay-joined-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("b.txt"), "Second.").unwrap();
+    std::fs::write(dir.join("a.txt"), "First.").unwrap();
+    let h = Haystack::from_dir_joined(&dir, "\n\n").unwrap();
+    assert_eq!(h.text(), "First.\n\nSecond.");
+    assert_eq!(Haystack::from_dir(&dir).unwrap().text(), "First.Second.");
+}
+
 /// `shared/datasets/<name>` (the repository's `../shared`), if present.
 fn shared_dataset(name: &str) -> Option<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
