@@ -1,10 +1,14 @@
-//! [`NiahBuilder`]: builds the peer, paper, landmark and custom prompts from a haystack and a
-//! tokenizer — the token-level layout, the depth-to-position rule and the exact-length fit
-//! described in the module docs.
+//! [`NiahBuilder`]: builds the peer, paper, landmark, custom and calibration prompts from a
+//! haystack and a tokenizer — the token-level layout, the depth-to-position rule and the
+//! exact-length fit described in the module docs.
+
+use std::cell::OnceCell;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
+    CALIBRATION_MAX_NEW_TOKENS, CALIBRATION_MIN_HAYSTACK_TOKENS, CALIBRATION_QUESTION_TEMPLATE,
     Haystack, LANDMARK_MAX_NEW_TOKENS, LANDMARK_NEEDLE, LANDMARK_PREFIX, LANDMARK_SUFFIX, Needle,
     NiahError, NiahSample, PAPER_CONTEXT_BUFFER, PAPER_MAX_NEW_TOKENS, PAPER_TEMPLATE,
     PEER_NEEDLE_ANSWER_PREFIX, PEER_NEEDLE_MAX_NEW_TOKENS, PEER_NEEDLE_PREFIX,
@@ -34,8 +38,49 @@ impl Default for PaperOptions {
 enum Rounding {
     /// Python `round` (ties to even): the SRH reference / peer.
     Nearest,
+    /// Rust `f64::round` (ties away from zero): the profiler's calibration prompts, whose
+    /// recorded ids depend on it.
+    NearestAway,
     /// Python `int()`: needlehaystack / the paper.
     Floor,
+}
+
+/// How a token-level prompt takes its haystack and places its needle. The protocols share one
+/// set of rules; the profiler's calibration prompts predate this builder and keep theirs, so
+/// that their ids (and the profiles computed from them) do not change.
+#[derive(Clone, Copy)]
+struct Rules {
+    rounding: Rounding,
+    /// A token ends a sentence when its text ends with `.` after trailing whitespace is
+    /// trimmed (`".\n"` counts), not only when it ends with `.`.
+    trim_sentence_end: bool,
+    /// Depth 100 moves back to a sentence end like any depth, instead of putting the needle
+    /// right after the last haystack token.
+    back_off_at_end: bool,
+    /// The haystack is used once, tokenized whole: a prompt that needs more is an error
+    /// ([`NiahError::HaystackTooShort`]) instead of repeating it.
+    once: bool,
+    /// Haystack tokens a prompt needs at least.
+    min_haystack: usize,
+}
+
+impl Rules {
+    /// Peer, landmark and custom prompts.
+    const PROTOCOL: Rules = Rules {
+        rounding: Rounding::Nearest,
+        trim_sentence_end: false,
+        back_off_at_end: false,
+        once: false,
+        min_haystack: 1,
+    };
+    /// [`NiahBuilder::calibration_needle`].
+    const CALIBRATION: Rules = Rules {
+        rounding: Rounding::NearestAway,
+        trim_sentence_end: true,
+        back_off_at_end: true,
+        once: true,
+        min_haystack: CALIBRATION_MIN_HAYSTACK_TOKENS,
+    };
 }
 
 /// The text pieces of a token-level prompt.
@@ -54,6 +99,8 @@ pub struct NiahBuilder<'a> {
     encode: BoxedEncode<'a>,
     decode: BoxedDecode<'a>,
     bos: Option<u32>,
+    /// The whole haystack (one repetition) tokenized, for [`Rules::once`].
+    whole: OnceCell<Vec<u32>>,
 }
 
 impl<'a> NiahBuilder<'a> {
@@ -68,6 +115,7 @@ impl<'a> NiahBuilder<'a> {
             encode: Box::new(encode),
             decode: Box::new(decode),
             bos: None,
+            whole: OnceCell::new(),
         }
     }
 
@@ -112,7 +160,7 @@ impl<'a> NiahBuilder<'a> {
             },
             length,
             depth,
-            Rounding::Nearest,
+            Rules::PROTOCOL,
         )?;
         s.protocol = Protocol::Peer;
         s.task = Task::Needle;
@@ -144,7 +192,7 @@ impl<'a> NiahBuilder<'a> {
             },
             length,
             depth,
-            Rounding::Nearest,
+            Rules::PROTOCOL,
         )?;
         s.protocol = Protocol::Peer;
         s.max_new_tokens = PEER_PASSKEY_MAX_NEW_TOKENS;
@@ -169,7 +217,7 @@ impl<'a> NiahBuilder<'a> {
             },
             length,
             depth,
-            Rounding::Nearest,
+            Rules::PROTOCOL,
         )?;
         s.protocol = Protocol::Landmark;
         s.max_new_tokens = LANDMARK_MAX_NEW_TOKENS;
@@ -195,7 +243,14 @@ impl<'a> NiahBuilder<'a> {
         }
         let n = budget - needle_ids.len();
         let hay = self.haystack.tokens(n, &*self.encode)?;
-        let p = self.insertion_point(&hay, depth, Rounding::Floor);
+        let p = self.insertion_point(
+            &hay,
+            depth,
+            Rules {
+                rounding: Rounding::Floor,
+                ..Rules::PROTOCOL
+            },
+        );
         let (head, tail) = self.decode_split(&hay, p);
 
         let (before_context, after_context) = PAPER_TEMPLATE
@@ -233,7 +288,8 @@ impl<'a> NiahBuilder<'a> {
     /// `[BOS] + enc(prefix) + hay[..p] + enc(needle_text) + hay[p..n] + enc(suffix)`, exactly
     /// `length` tokens, scored with [`metrics::peer_needle_recall`] of `answer`. For example the SRH
     /// calibration prompts of `shared/reference/gemma-3-270m/srh_reference.json` are
-    /// `custom_needle("", &format!(" {}", n.needle), &format!("\nBased on the content of the book, Question: {}\nAnswer:", n.question), &n.answer, length, depth)`.
+    /// `custom_needle("", &format!(" {}", n.needle), &format!("\nBased on the content of the book, Question: {}\nAnswer:", n.question), &n.answer, length, depth)`
+    /// (the profiler's, [`NiahBuilder::calibration_needle`], differ from them at depth 100).
     ///
     /// [`metrics::peer_needle_recall`]: crate::eval::metrics::peer_needle_recall
     pub fn custom_needle(
@@ -253,13 +309,77 @@ impl<'a> NiahBuilder<'a> {
             },
             length,
             depth,
-            Rounding::Nearest,
+            Rules::PROTOCOL,
         )?;
         s.protocol = Protocol::Custom;
         s.answer = answer.to_string();
         s.score_reference = answer.to_string();
         s.max_new_tokens = PAPER_MAX_NEW_TOKENS;
         Ok(s)
+    }
+
+    /// The profiler's SRH calibration prompt: `[BOS] + hay[..p] + enc(" " + needle) + hay[p..n] +
+    /// enc(question)` with the question of [`CALIBRATION_QUESTION_TEMPLATE`], exactly `length`
+    /// tokens, scored with [`metrics::rouge1_recall`] of `needle.answer`. The profiler's rules,
+    /// kept so that its prompts do not change: `p = n · depth / 100` rounded half away from
+    /// zero, moved back until the token before it ends with `.` once trailing whitespace is
+    /// trimmed, at depth 100 too; the haystack is not repeated ([`NiahError::HaystackTooShort`])
+    /// and gives at least [`CALIBRATION_MIN_HAYSTACK_TOKENS`] tokens. These are the prompts of
+    /// `srh_reference.json` except at depth 100, where the reference does not move the needle.
+    /// The answer's tokens: [`NiahBuilder::answer_span`].
+    ///
+    /// [`metrics::rouge1_recall`]: crate::eval::metrics::rouge1_recall
+    pub fn calibration_needle(
+        &self,
+        needle: &Needle,
+        length: usize,
+        depth: f64,
+    ) -> Result<NiahSample, NiahError> {
+        let needle_text = format!(" {}", needle.needle);
+        let suffix = CALIBRATION_QUESTION_TEMPLATE.replace("{question}", &needle.question);
+        let mut s = self.token_level(
+            Pieces {
+                prefix: "",
+                needle: &needle_text,
+                suffix: &suffix,
+            },
+            length,
+            depth,
+            Rules::CALIBRATION,
+        )?;
+        s.protocol = Protocol::Calibration;
+        s.answer = needle.answer.clone();
+        s.score_reference = needle.answer.clone();
+        s.scoring = Scoring::Rouge1Recall;
+        s.max_new_tokens = CALIBRATION_MAX_NEW_TOKENS;
+        Ok(s)
+    }
+
+    /// The positions in `s.prompt_ids` of the needle tokens whose decoded text overlaps the
+    /// answer (found case-insensitively in the needle text): the evidence the SRH scores measure
+    /// attention on. Empty (at the needle) when no token overlaps; exact for the token-level
+    /// protocols, whose needle tokens are in the prompt as encoded alone.
+    pub fn answer_span(&self, s: &NiahSample) -> Result<Range<usize>, NiahError> {
+        let a0 = s
+            .needle_text
+            .to_lowercase()
+            .find(&s.answer.to_lowercase())
+            .ok_or(NiahError::AnswerNotInNeedle)?;
+        let a1 = a0 + s.answer.len();
+        let needle_ids = s.needle_ids();
+        let (mut first, mut last) = (None, 0);
+        let mut prev_len = 0;
+        for i in 0..needle_ids.len() {
+            // Character range of token i: the growth of the decoded prefix.
+            let len = (self.decode)(&needle_ids[..=i]).len();
+            if len > a0 && prev_len < a1 {
+                first.get_or_insert(i);
+                last = i + 1;
+            }
+            prev_len = len;
+        }
+        let offset = s.needle_token_start;
+        Ok(offset + first.unwrap_or(0)..offset + last)
     }
 
     /// Peer samples for every (length, depth); passkeys use [`sample_seed`]`(base_seed, length, depth)`.
@@ -291,7 +411,7 @@ impl<'a> NiahBuilder<'a> {
         pieces: Pieces<'_>,
         length: usize,
         depth: f64,
-        rounding: Rounding,
+        rules: Rules,
     ) -> Result<NiahSample, NiahError> {
         check_depth(depth)?;
         let prefix_ids = (self.encode)(pieces.prefix);
@@ -299,12 +419,29 @@ impl<'a> NiahBuilder<'a> {
         let suffix_ids = (self.encode)(pieces.suffix);
         let bos_len = usize::from(self.bos.is_some());
         let fixed = bos_len + prefix_ids.len() + needle_ids.len() + suffix_ids.len();
-        if length <= fixed {
-            return Err(NiahError::TooShort { length, fixed });
+        if length < fixed + rules.min_haystack {
+            return Err(NiahError::TooShort {
+                length,
+                fixed: fixed + rules.min_haystack - 1,
+            });
         }
         let n = length - fixed;
-        let hay = self.haystack.tokens(n, &*self.encode)?;
-        let p = self.insertion_point(&hay, depth, rounding);
+        let hay = if rules.once {
+            let whole = self
+                .whole
+                .get_or_init(|| (self.encode)(self.haystack.text()));
+            if whole.len() < n {
+                return Err(NiahError::HaystackTooShort {
+                    length,
+                    need: n,
+                    have: whole.len(),
+                });
+            }
+            whole[..n].to_vec()
+        } else {
+            self.haystack.tokens(n, &*self.encode)?
+        };
+        let p = self.insertion_point(&hay, depth, rules);
 
         let mut prompt_ids = Vec::with_capacity(length);
         prompt_ids.extend(self.bos);
@@ -342,19 +479,28 @@ impl<'a> NiahBuilder<'a> {
     }
 
     /// `round`/`int` of `n · depth / 100`, moved back to just after a token whose text ends with
-    /// `.` (or to 0). Depth 100 is `n`, unmoved.
-    fn insertion_point(&self, hay: &[u32], depth: f64, rounding: Rounding) -> usize {
+    /// `.` (or to 0). Depth 100 is `n`, unmoved (unless [`Rules::back_off_at_end`]).
+    fn insertion_point(&self, hay: &[u32], depth: f64, rules: Rules) -> usize {
         let n = hay.len();
-        if depth >= 100.0 {
+        if depth >= 100.0 && !rules.back_off_at_end {
             return n;
         }
         let raw = n as f64 * depth / 100.0;
-        let mut p = match rounding {
+        let mut p = match rules.rounding {
             Rounding::Nearest => raw.round_ties_even(),
+            Rounding::NearestAway => raw.round(),
             Rounding::Floor => raw.floor(),
         } as usize;
         p = p.min(n);
-        while p > 0 && !(self.decode)(&hay[p - 1..p]).ends_with('.') {
+        let ends_sentence = |t: &[u32]| {
+            let text = (self.decode)(t);
+            if rules.trim_sentence_end {
+                text.trim_end().ends_with('.')
+            } else {
+                text.ends_with('.')
+            }
+        };
+        while p > 0 && !ends_sentence(&hay[p - 1..p]) {
             p -= 1;
         }
         p

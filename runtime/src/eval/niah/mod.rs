@@ -27,6 +27,12 @@
 //!   `"The pass key is N. Remember it. N is the pass key."` with its task line and question,
 //!   built at the token level like the peer protocol ([`NiahBuilder::landmark_passkey`]); usually
 //!   over the repeated-noise haystack ([`Haystack::noise`]).
+//! - [`Protocol::Calibration`] — the profiler's SRH calibration prompts
+//!   ([`NiahBuilder::calibration_needle`]): the peer layout without the book wrapper, with the
+//!   question of [`CALIBRATION_QUESTION_TEMPLATE`], and the rules the profiler has always used
+//!   (rounding half away from zero, a sentence end may be followed by whitespace in its token,
+//!   depth 100 moves back too, the haystack is not repeated); [`NiahBuilder::answer_span`] gives
+//!   the answer's tokens inside the needle.
 //!
 //! # Text versus tokens
 //! Each [`NiahSample`] carries the prompt twice: `prompt_ids` (what to feed the model; exactly
@@ -106,6 +112,15 @@ pub const LANDMARK_MAX_NEW_TOKENS: usize = 10;
 pub const NOISE_UNIT: &str =
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
 
+/// Calibration prompts: the question after the haystack, `{question}` replaced (the SRH
+/// reference's `question_template`).
+pub const CALIBRATION_QUESTION_TEMPLATE: &str =
+    "\nBased on the content of the book, Question: {question}\nAnswer:";
+/// Calibration prompts: the fewest haystack tokens a prompt may have.
+pub const CALIBRATION_MIN_HAYSTACK_TOKENS: usize = 17;
+/// Calibration prompts: new tokens generated (the SRH reference's `max_new`).
+pub const CALIBRATION_MAX_NEW_TOKENS: usize = 50;
+
 /// The paper's prompt; `{context}` and `{question}` are replaced once each.
 pub const PAPER_TEMPLATE: &str = "<|im_start|> This is a very long story book: <book> {context} </book>.\n Based on the content of the book, Question: {question}\nAnswer:";
 /// The paper's `final_context_length_buffer`.
@@ -175,7 +190,23 @@ pub enum NiahError {
     TooShort {
         /// Requested length.
         length: usize,
-        /// Tokens taken by BOS, wrapper, needle and question (and the paper's buffer).
+        /// Tokens taken by BOS, wrapper, needle and question (and the paper's buffer; for
+        /// calibration prompts also all but one of their minimum haystack tokens).
         fixed: usize,
     },
+    /// A prompt that does not repeat its haystack needs more of it than there is.
+    #[error(
+        "length {length} does not fit: it needs {need} haystack tokens and the haystack has {have}"
+    )]
+    HaystackTooShort {
+        /// Requested length.
+        length: usize,
+        /// Haystack tokens the prompt needs.
+        need: usize,
+        /// Haystack tokens there are.
+        have: usize,
+    },
+    /// The answer is not a (case-insensitive) span of the needle text.
+    #[error("the answer is not in the needle")]
+    AnswerNotInNeedle,
 }

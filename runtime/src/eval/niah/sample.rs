@@ -19,6 +19,8 @@ pub enum Protocol {
     Landmark,
     /// [`NiahBuilder::custom_needle`](super::NiahBuilder::custom_needle).
     Custom,
+    /// [`NiahBuilder::calibration_needle`](super::NiahBuilder::calibration_needle).
+    Calibration,
 }
 
 /// What is hidden.
@@ -37,6 +39,9 @@ pub enum Task {
 pub enum Scoring {
     /// [`metrics::peer_needle_recall`] against `score_reference`.
     PeerRecall,
+    /// [`metrics::rouge1_recall`] of `score_reference` in the whole answer (the profiler counts
+    /// a calibration sample above 50).
+    Rouge1Recall,
     /// [`metrics::rouge1_recall_stemmed`] of `score_reference` in the stripped answer.
     Rouge1RecallStemmed,
     /// [`metrics::passkey_exact`] against `answer`.
@@ -86,6 +91,7 @@ impl NiahSample {
     pub fn score(&self, generated: &str) -> f64 {
         match self.scoring {
             Scoring::PeerRecall => metrics::peer_needle_recall(generated, &self.score_reference),
+            Scoring::Rouge1Recall => metrics::rouge1_recall(generated, &self.score_reference),
             Scoring::Rouge1RecallStemmed => {
                 metrics::rouge1_recall_stemmed(generated.trim(), &self.score_reference)
             }

@@ -299,6 +299,185 @@ fn custom_srh_layout() {
     });
 }
 
+/// A whole-word tokenizer whose tokens carry the whitespace *after* a word (`"three. "`), as
+/// BPE tokenizers with `".\n"` tokens do: the calibration's sentence rule trims it.
+fn trailing_space_encode(tok: &WordTok, text: &str) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let mut start = 0;
+    let mut prev_ws = false;
+    for (i, c) in text.char_indices() {
+        if !c.is_whitespace() && prev_ws {
+            ids.push(tok.id(&text[start..i]));
+            start = i;
+        }
+        prev_ws = c.is_whitespace();
+    }
+    if start < text.len() {
+        ids.push(tok.id(&text[start..]));
+    }
+    ids
+}
+
+#[test]
+fn calibration_layout_and_answer_span() {
+    let h = numbered_haystack(100);
+    with_builder(&h, Some(2), |b, tok| {
+        let nd = Needle::san_francisco();
+        let whole = tok.encode(h.text());
+        let needle_ids = tok.encode(&format!(" {}", nd.needle));
+        let suffix = CALIBRATION_QUESTION_TEMPLATE.replace("{question}", &nd.question);
+        let suffix_ids = tok.encode(&suffix);
+        for depth in [0.0, 30.0, 100.0] {
+            let s = b.calibration_needle(&nd, 303, depth).unwrap();
+            let n = s.haystack_tokens;
+            assert_eq!(n, 303 - 1 - needle_ids.len() - suffix_ids.len());
+            // Sentences are 10 tokens: `p` is `n · depth / 100` moved back to a multiple of 10,
+            // at depth 100 too (the protocols put the needle at `n` there).
+            let p = s.needle_token_start - 1;
+            let target = (n as f64 * depth / 100.0).round() as usize;
+            assert_eq!(p, target - target % 10, "depth {depth}");
+            let want = [
+                &[2][..],
+                &whole[..p],
+                &needle_ids,
+                &whole[p..n],
+                &suffix_ids,
+            ]
+            .concat();
+            assert_eq!(s.prompt_ids, want, "depth {depth}");
+            assert!(s.prompt.ends_with(
+                "\nBased on the content of the book, Question: What is the best thing to do in San Francisco?\nAnswer:"
+            ));
+            assert_eq!(s.protocol, Protocol::Calibration);
+            let span = b.answer_span(&s).unwrap();
+            assert_eq!(
+                s.prompt_ids[span.clone()],
+                tok.encode(" eat a sandwich and sit in Dolores Park on a sunny day.")[..],
+                "the needle tokens that overlap the answer"
+            );
+            assert_eq!(span.start, s.needle_token_start + 9);
+        }
+        let end = b.custom_needle(
+            "",
+            &format!(" {}", nd.needle),
+            &suffix,
+            &nd.answer,
+            303,
+            100.0,
+        );
+        assert_eq!(
+            end.unwrap().needle_token_start - 1,
+            303 - 1 - needle_ids.len() - suffix_ids.len()
+        );
+        // Scored on the whole answer (the profiler's word recall), not its first line.
+        let s = b.calibration_needle(&nd, 303, 50.0).unwrap();
+        let answer = "\nIt is\neat a sandwich and sit in Dolores Park on a sunny day";
+        assert_eq!(s.score(answer), 100.0);
+        assert!(s.score("It is\neat a sandwich") < 30.0);
+        let other = Needle {
+            answer: "not in it".into(),
+            ..nd
+        };
+        let s = b.calibration_needle(&other, 303, 50.0).unwrap();
+        assert!(matches!(
+            b.answer_span(&s),
+            Err(NiahError::AnswerNotInNeedle)
+        ));
+    });
+}
+
+#[test]
+fn calibration_rounds_ties_away_from_zero() {
+    // Every token ends a sentence, so the rounding alone places the needle.
+    let h = Haystack::from_text("a. ".repeat(500)).unwrap();
+    with_builder(&h, None, |b, _| {
+        let nd = Needle::san_francisco();
+        let suffix = CALIBRATION_QUESTION_TEMPLATE.replace("{question}", &nd.question);
+        let (s, length) = (100..104)
+            .map(|l| (b.calibration_needle(&nd, l, 50.0).unwrap(), l))
+            .find(|(s, _)| s.haystack_tokens % 4 == 1)
+            .unwrap();
+        let n = s.haystack_tokens;
+        assert_eq!(s.needle_token_start, n / 2 + 1, "n/2 = k + 0.5 goes up");
+        let peer = b
+            .custom_needle(
+                "",
+                &format!(" {}", nd.needle),
+                &suffix,
+                &nd.answer,
+                length,
+                50.0,
+            )
+            .unwrap();
+        assert_eq!(
+            peer.needle_token_start,
+            n / 2,
+            "the protocols round to even"
+        );
+    });
+}
+
+#[test]
+fn calibration_sentence_end_may_carry_whitespace() {
+    let h = Haystack::from_text("one two three. four five six. ".repeat(100)).unwrap();
+    let tok = WordTok::default();
+    let enc = |s: &str| trailing_space_encode(&tok, s);
+    let dec = |ids: &[u32]| tok.decode(ids);
+    let b = NiahBuilder::new(&h, enc, dec);
+    let nd = Needle::san_francisco();
+    let s = b.calibration_needle(&nd, 200, 50.0).unwrap();
+    let target = (s.haystack_tokens as f64 / 2.0).round() as usize;
+    assert!(s.needle_token_start > 0 && target - s.needle_token_start < 3);
+    assert!(s.prompt[..s.needle_char_offset].ends_with(". "));
+    // The protocols' rule sees no sentence end ("six. " does not end with '.').
+    let suffix = CALIBRATION_QUESTION_TEMPLATE.replace("{question}", &nd.question);
+    let peer = b
+        .custom_needle(
+            "",
+            &format!(" {}", nd.needle),
+            &suffix,
+            &nd.answer,
+            200,
+            50.0,
+        )
+        .unwrap();
+    assert_eq!(peer.needle_token_start, 0);
+}
+
+#[test]
+fn calibration_haystack_is_used_once_and_not_too_short() {
+    let h = Haystack::from_text("One. Two. Three. ").unwrap();
+    with_builder(&h, None, |b, _| {
+        let nd = Needle::san_francisco();
+        assert!(matches!(
+            b.calibration_needle(&nd, 200, 50.0),
+            Err(NiahError::HaystackTooShort { have: 4, .. })
+        ));
+        // The protocols repeat it.
+        assert!(b.peer_needle(&nd, 200, 50.0).is_ok());
+    });
+    let h = numbered_haystack(100);
+    with_builder(&h, None, |b, tok| {
+        let nd = Needle::san_francisco();
+        let suffix = CALIBRATION_QUESTION_TEMPLATE.replace("{question}", &nd.question);
+        let fixed = tok.encode(&format!(" {}", nd.needle)).len() + tok.encode(&suffix).len();
+        let min = CALIBRATION_MIN_HAYSTACK_TOKENS;
+        let err = b
+            .calibration_needle(&nd, fixed + min - 1, 50.0)
+            .unwrap_err();
+        assert!(
+            matches!(err, NiahError::TooShort { fixed: f, .. } if f == fixed + min - 1),
+            "{err}"
+        );
+        let s = b.calibration_needle(&nd, fixed + min, 50.0).unwrap();
+        assert_eq!(s.haystack_tokens, min);
+        assert!(matches!(
+            b.calibration_needle(&nd, 300, 100.5),
+            Err(NiahError::BadDepth(_))
+        ));
+    });
+}
+
 #[test]
 fn haystack_repeats_when_short() {
     let h = Haystack::from_text("One. Two. Three. ").unwrap();
