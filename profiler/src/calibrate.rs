@@ -9,6 +9,7 @@ use compresskv_runtime::eval::longbench::{
     self, LongBenchConfig, format_template, official_max_new_tokens, stops_at_newline,
     truncate_middle,
 };
+use compresskv_runtime::eval::niah::{Haystack, NiahBuilder, NiahError};
 use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::profile::{
     Defaults, Fingerprint, LayerErrors, Profile, Provenance, sha256_hex,
@@ -36,6 +37,8 @@ pub enum CalibError {
     Load(#[from] compresskv_runtime::loader::LoadError),
     #[error(transparent)]
     LongBench(#[from] longbench::LongBenchError),
+    #[error(transparent)]
+    Niah(#[from] NiahError),
     /// `stop_after` was reached (tests of resuming use it); the checkpoint holds the samples.
     #[error("stopped after {0} new samples as asked; rerun with --resume to continue")]
     Stopped(usize),
@@ -77,87 +80,32 @@ pub fn parse_needles(text: &str, origin: &Path) -> Result<Vec<Needle>, CalibErro
     Ok(needles)
 }
 
-/// All `.txt` files of `dir`, in name order, joined by blank lines.
-pub fn load_haystack(dir: &Path) -> Result<String, CalibError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(CalibError::Input(format!(
-            "{} has no .txt files: pass --haystack DIR with prose, or run `compresskv fetch \
-             haystack`",
+/// All `.txt` files of `dir`, in name order, joined by blank lines (the SRH reference joins
+/// its book's parts so).
+pub fn load_haystack(dir: &Path) -> Result<Haystack, CalibError> {
+    Haystack::from_dir_joined(dir, "\n\n").map_err(|e| match e {
+        NiahError::EmptyHaystack(_) => CalibError::Input(format!(
+            "{} has no .txt files with text: pass --haystack DIR with prose, or run `compresskv \
+             fetch haystack`",
             dir.display()
-        )));
-    }
-    let texts: Result<Vec<String>, CalibError> = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).map_err(io(f)))
-        .collect();
-    Ok(texts?.join("\n\n"))
+        )),
+        e => e.into(),
+    })
 }
 
-pub const QUESTION_TEMPLATE: &str = "\nBased on the content of the book, Question: {q}\nAnswer:";
-
-/// `<bos> + book[..p] + tok(" " + needle) + book[p..n] + tok(question)`, exactly `length`
-/// tokens, `p` at `depth`% moved back to a sentence end. The span is the needle tokens that
-/// overlap the answer text.
+/// The calibration prompt of `needle` ([`NiahBuilder::calibration_needle`]) with its answer
+/// span ([`NiahBuilder::answer_span`]).
 pub fn build_sample(
-    lm: &LoadedModel,
-    book: &[u32],
+    b: &NiahBuilder<'_>,
     needle: &Needle,
     length: usize,
     depth: f64,
 ) -> Result<CalibSample, CalibError> {
-    let tok = &lm.tokenizer;
-    let needle_text = format!(" {}", needle.needle);
-    let needle_ids = tok.encode(&needle_text, false)?;
-    let q_ids = tok.encode(&QUESTION_TEMPLATE.replace("{q}", &needle.question), false)?;
-    let bos: Vec<u32> = lm.spec.bos_token_id.into_iter().collect();
-    let fixed = bos.len() + needle_ids.len() + q_ids.len();
-    if length <= fixed + 16 || book.len() < length - fixed {
-        return Err(CalibError::Input(format!(
-            "length {length} does not fit: the haystack has {} tokens and the needle + question \
-             take {fixed}",
-            book.len()
-        )));
-    }
-    let n = length - fixed;
-    let mut p = ((n as f64) * depth / 100.0).round() as usize;
-    while p > 0 && !tok.decode(&book[p - 1..p])?.trim_end().ends_with('.') {
-        p -= 1;
-    }
-    // Answer span: needle tokens whose text overlaps the answer's characters.
-    let lower = needle_text.to_lowercase();
-    let a0 = lower
-        .find(&needle.answer.to_lowercase())
-        .ok_or_else(|| CalibError::Input("answer not in needle".into()))?;
-    let a1 = a0 + needle.answer.len();
-    let (mut first, mut last) = (None, 0);
-    let mut prev_len = 0;
-    for i in 0..needle_ids.len() {
-        let len = tok.decode(&needle_ids[..=i])?.len();
-        let (c0, c1) = (prev_len, len);
-        if c1 > a0 && c0 < a1 {
-            first.get_or_insert(i);
-            last = i + 1;
-        }
-        prev_len = len;
-    }
-    let first = first.unwrap_or(0);
-    let offset = bos.len() + p;
-    let mut ids = bos;
-    ids.extend_from_slice(&book[..p]);
-    ids.extend_from_slice(&needle_ids);
-    ids.extend_from_slice(&book[p..n]);
-    ids.extend_from_slice(&q_ids);
-    debug_assert_eq!(ids.len(), length);
+    let s = b.calibration_needle(needle, length, depth)?;
     Ok(CalibSample {
-        ids,
-        span: offset + first..offset + last,
-        answer: needle.answer.clone(),
+        span: b.answer_span(&s)?,
+        ids: s.prompt_ids,
+        answer: s.answer,
     })
 }
 
@@ -297,7 +245,7 @@ pub fn load_qa(
 pub fn profile_model(
     lm: &LoadedModel,
     needles: &[Needle],
-    haystack: &str,
+    haystack: &Haystack,
     opts: &RunOptions,
     checkpoint: &Path,
     calibration_bytes: &[u8],
@@ -306,7 +254,7 @@ pub fn profile_model(
     let started = Instant::now();
     let grid = &opts.grid;
     let spec = &lm.spec;
-    let book = lm.tokenizer.encode(haystack, false)?;
+    let builder = NiahBuilder::for_model(haystack, lm);
     let mut done: std::collections::HashMap<String, SampleResult> = Default::default();
     let mut done_err: std::collections::HashMap<String, PromptErrors> = Default::default();
     if opts.resume && checkpoint.exists() {
@@ -353,7 +301,7 @@ pub fn profile_model(
             for &depth in &grid.depths {
                 i += 1;
                 let key = format!("{ni}/{len}/{depth}");
-                let s = build_sample(lm, &book, needle, len, depth)?;
+                let s = build_sample(&builder, needle, len, depth)?;
                 let cached = done
                     .remove(&key)
                     .filter(|r| !errors_in_srh_pass || r.layer_err.len() == spec.n_layers);

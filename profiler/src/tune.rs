@@ -15,7 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
-use compresskv_runtime::eval::niah::{Haystack, Needle, NiahBuilder, NiahSample, sample_seed};
+use compresskv_runtime::eval::niah::{
+    CALIBRATION_QUESTION_TEMPLATE, Haystack, Needle, NiahBuilder, NiahSample, sample_seed,
+};
 use compresskv_runtime::eval::rows::{RowWriter, RowsError, read_rows};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
 use compresskv_runtime::generate::GenerateOptions;
@@ -28,9 +30,7 @@ use compresskv_runtime::press::{
 use compresskv_runtime::profile::{BudgetChoice, Effective, Profile, Settings, Tuning};
 use serde::{Deserialize, Serialize};
 
-// The held-out needle prompts use the calibration's question form (no book wrapper), so the
-// evaluation protocols stay unseen.
-use crate::calibrate::{CalibError, QUESTION_TEMPLATE};
+use crate::calibrate::CalibError;
 
 /// What `--tune` searches.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,10 +171,12 @@ pub fn held_out_prompts(
             k += 1;
             let mut s = match h.protocol {
                 TuneProtocol::Peer => b.peer_needle(n, length, depth),
+                // The calibration's question form (no book wrapper), so the evaluation
+                // protocols stay unseen.
                 TuneProtocol::Calibration => b.custom_needle(
                     "",
                     &format!(" {}", n.needle),
-                    &QUESTION_TEMPLATE.replace("{q}", &n.question),
+                    &CALIBRATION_QUESTION_TEMPLATE.replace("{question}", &n.question),
                     &n.answer,
                     length,
                     depth,

@@ -184,7 +184,7 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
         max_new: a.max_new,
     };
     let mut calib = needles_bytes;
-    calib.extend_from_slice(haystack.as_bytes());
+    calib.extend_from_slice(haystack.text().as_bytes());
     let qa = if a.qa.is_empty() {
         None
     } else {

@@ -8,23 +8,21 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use compresskv_profiler::calibrate::{Needle, build_sample, load_haystack, parse_needles};
-use compresskv_runtime::loader::LoadedModel;
+use compresskv_runtime::eval::niah::{Haystack, NiahBuilder};
 use compresskv_runtime::profile::builtin;
 use compresskv_runtime::profile::sha256_hex;
 
 use crate::common::{json, real_model, shared_dir};
 
-/// The calibration prompt builder over `haystack` (text): (needle, length, depth) → the prompt
-/// ids and the answer span.
-fn builder<'a>(
-    lm: &'a LoadedModel,
-    haystack: &str,
-) -> impl Fn(&Needle, usize, f64) -> (Vec<u32>, Range<usize>) + 'a {
-    let book = lm.tokenizer.encode(haystack, false).unwrap();
-    move |needle, length, depth| {
-        let s = build_sample(lm, &book, needle, length, depth).unwrap();
-        (s.ids, s.span)
-    }
+/// The calibration prompt ids and answer span.
+fn build(
+    b: &NiahBuilder<'_>,
+    needle: &Needle,
+    length: usize,
+    depth: f64,
+) -> (Vec<u32>, Range<usize>) {
+    let s = build_sample(b, needle, length, depth).unwrap();
+    (s.ids, s.span)
 }
 
 /// The book of the reference's needle `i`: the complete `"text"` fields of the truncated
@@ -61,10 +59,13 @@ fn calibration_prompts_reproduce_the_srh_reference() {
         .iter()
         .map(|n| serde_json::from_value(n.clone()).unwrap())
         .collect();
-    let books: Vec<String> = (0..needles.len())
-        .map(|i| reference_book(&shared, i))
+    let books: Vec<Haystack> = (0..needles.len())
+        .map(|i| Haystack::from_text(reference_book(&shared, i)).unwrap())
         .collect();
-    let builders: Vec<_> = books.iter().map(|b| builder(&lm, b)).collect();
+    let builders: Vec<_> = books
+        .iter()
+        .map(|h| NiahBuilder::for_model(h, &lm))
+        .collect();
     let samples = r["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 54);
     let mut compared = 0;
@@ -79,7 +80,7 @@ fn calibration_prompts_reproduce_the_srh_reference() {
             // profiler moves it back to a sentence end there as at every other depth.
             continue;
         }
-        let (ids, got_span) = builders[ni](&needles[ni], length, depth);
+        let (ids, got_span) = build(&builders[ni], &needles[ni], length, depth);
         let tag = format!("needle {ni} length {length} depth {depth}");
         assert_eq!(ids, want, "{tag}: prompt ids");
         assert_eq!(got_span, span[0]..span[1], "{tag}: answer span");
@@ -103,7 +104,7 @@ fn calibration_prompts_match_the_recorded_grid() {
     let needles = parse_needles(builtin::NEEDLES, Path::new("built-in:needles.jsonl")).unwrap();
     let hay =
         load_haystack(&shared.join("datasets/compresskv-paper/needle/PaulGrahamEssays")).unwrap();
-    let build = builder(&lm, &hay);
+    let b = NiahBuilder::for_model(&hay, &lm);
     let mut cases = Vec::new();
     for ni in 0..needles.len() {
         for length in [1000, 2001, 4003] {
@@ -118,7 +119,7 @@ fn calibration_prompts_match_the_recorded_grid() {
     let mut got = String::new();
     for (ni, length, depth) in cases {
         let needle = &needles[ni];
-        let (ids, span) = build(needle, length, depth);
+        let (ids, span) = build(&b, needle, length, depth);
         assert_eq!(ids.len(), length);
         let bytes: Vec<u8> = ids.iter().flat_map(|t| t.to_le_bytes()).collect();
         writeln!(

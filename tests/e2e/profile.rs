@@ -10,6 +10,7 @@ use compresskv_profiler::calibrate::{
     CalibError, ErrorPlan, Grid, RunOptions, load_haystack, load_needles, load_qa, profile_model,
 };
 use compresskv_profiler::layer_error::ErrorSettings;
+use compresskv_runtime::eval::niah::Haystack;
 use compresskv_runtime::generate::{GenerateOptions, generate};
 use compresskv_runtime::loader::{LoadedModel, load_hf_dir};
 use compresskv_runtime::press::budget::Bounds;
@@ -59,7 +60,7 @@ fn tiny(
 ) -> (
     LoadedModel,
     Vec<compresskv_profiler::calibrate::Needle>,
-    String,
+    Haystack,
 ) {
     let lm = load_hf_dir(&shared.join("reference/tiny/tiny-gemma3"), &cpu()).unwrap();
     let needles = load_needles(&repo().join("calibration-data/needles.jsonl")).unwrap();
@@ -182,7 +183,7 @@ fn profile_tiny_model_end_to_end_and_resume() {
         &lm.spec,
     )
     .unwrap();
-    let ids = lm.tokenizer.encode(&hay[..1500], true).unwrap();
+    let ids = lm.tokenizer.encode(&hay.text()[..1500], true).unwrap();
     assert!(ids.len() > 40);
     let out = generate(
         &lm.model,
