@@ -1,7 +1,7 @@
 //! Calibration prompts and the profiling run: needles × lengths × depths → SRH scores →
 //! [`Profile`]. Checkpoints after every sample, so a killed run resumes.
 
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use compresskv_runtime::eval::longbench::{
     truncate_middle,
 };
 use compresskv_runtime::eval::niah::{Haystack, NiahBuilder, NiahError};
+use compresskv_runtime::eval::rows::{RowWriter, RowsError, read_rows};
 use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::profile::{
     Defaults, Fingerprint, LayerErrors, Profile, Provenance, sha256_hex,
@@ -239,199 +240,182 @@ pub fn load_qa(
     Ok(out)
 }
 
-/// Runs the calibration and returns the profile. `checkpoint` collects finished samples; with
-/// `opts.resume`, samples already there are not run again.
-#[allow(clippy::too_many_arguments)]
-pub fn profile_model(
-    lm: &LoadedModel,
-    needles: &[Needle],
-    haystack: &Haystack,
-    opts: &RunOptions,
-    checkpoint: &Path,
-    calibration_bytes: &[u8],
-    progress: &mut dyn FnMut(usize, usize, &str),
-) -> Result<(Profile, Vec<SampleResult>), CalibError> {
-    let started = Instant::now();
-    let grid = &opts.grid;
-    let spec = &lm.spec;
-    let builder = NiahBuilder::for_model(haystack, lm);
-    let mut done: std::collections::HashMap<String, SampleResult> = Default::default();
-    let mut done_err: std::collections::HashMap<String, PromptErrors> = Default::default();
-    if opts.resume && checkpoint.exists() {
-        let text = std::fs::read_to_string(checkpoint).map_err(io(checkpoint))?;
-        for line in text.lines() {
-            // A line cut by a kill is simply redone.
-            if let Ok(c) = serde_json::from_str::<Checkpoint>(line) {
-                done.insert(c.key, c.result);
-            } else if let Ok(c) = serde_json::from_str::<ErrCheckpoint>(line) {
-                done_err.insert(c.key, c.errors);
+/// One line of a profiling run's checkpoint: a finished needle sample, or the layer errors of
+/// one error-pass prompt.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum CheckpointLine {
+    Sample(Checkpoint),
+    Errors(ErrCheckpoint),
+}
+
+/// An error-pass prompt: (checkpoint key, dataset, ids, max new tokens, stop at newline).
+type ErrPrompt = (String, String, Vec<u32>, usize, bool);
+/// Needle samples by checkpoint key.
+type KeyedSamples = Vec<(String, CalibSample)>;
+/// Summed per-layer errors per dataset.
+type DatasetErrors = Vec<(String, Vec<f64>)>;
+
+/// A profiling run in progress: what the checkpoint already holds, where new lines go, and
+/// the progress count shared by both passes.
+struct Run<'a> {
+    lm: &'a LoadedModel,
+    opts: &'a RunOptions,
+    done: HashMap<String, SampleResult>,
+    done_err: HashMap<String, PromptErrors>,
+    ck: RowWriter,
+    eos: Vec<u32>,
+    /// Samples computed (not read from the checkpoint) so far, for `stop_after`.
+    fresh: usize,
+    step: usize,
+    total: usize,
+}
+
+impl<'a> Run<'a> {
+    /// Reads the checkpoint (with `opts.resume`; otherwise starts it over) and opens it for
+    /// appending.
+    fn open(
+        lm: &'a LoadedModel,
+        opts: &'a RunOptions,
+        checkpoint: &Path,
+        total: usize,
+    ) -> Result<Self, CalibError> {
+        let rows_err = |e: RowsError| CalibError::Input(format!("profile checkpoint: {e}"));
+        let mut done = HashMap::new();
+        let mut done_err = HashMap::new();
+        if opts.resume {
+            for line in read_rows::<CheckpointLine>(checkpoint).map_err(rows_err)? {
+                match line {
+                    CheckpointLine::Sample(c) => done.insert(c.key, c.result).map(|_| ()),
+                    CheckpointLine::Errors(c) => done_err.insert(c.key, c.errors).map(|_| ()),
+                };
             }
+        } else if checkpoint.exists() {
+            std::fs::remove_file(checkpoint).map_err(io(checkpoint))?;
         }
-    } else if checkpoint.exists() {
-        std::fs::remove_file(checkpoint).map_err(io(checkpoint))?;
+        Ok(Run {
+            lm,
+            opts,
+            done,
+            done_err,
+            ck: RowWriter::append(checkpoint).map_err(rows_err)?,
+            eos: lm.eos_ids(),
+            fresh: 0,
+            step: 0,
+            total,
+        })
     }
-    let mut ck = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(checkpoint)
-        .map_err(io(checkpoint))?;
-    let eos = lm.eos_ids();
-    // Needle prompts measure every head subset in the SRH pass when that is affordable.
-    let errors_in_srh_pass = opts.errors.qa.is_none() && spec.n_heads <= MAX_ALL_SUBSET_HEADS;
-    let n_grid = needles.len() * grid.lengths.len() * grid.depths.len();
-    let n_err_pass = match &opts.errors.qa {
-        Some(qa) => qa.len(),
-        None if errors_in_srh_pass => 0,
-        None => n_grid,
-    };
-    let total = n_grid + n_err_pass;
-    let mut fresh = 0usize;
-    let mut count_fresh = || -> Result<(), CalibError> {
-        fresh += 1;
-        match opts.stop_after {
-            Some(k) if fresh > k => Err(CalibError::Stopped(k)),
+
+    /// Counts a newly computed sample; past `opts.stop_after` the run stops (resume tests).
+    fn count_fresh(&mut self) -> Result<(), CalibError> {
+        self.fresh += 1;
+        match self.opts.stop_after {
+            Some(k) if self.fresh > k => Err(CalibError::Stopped(k)),
             _ => Ok(()),
         }
-    };
-    let mut results = Vec::new();
-    let mut samples = Vec::new();
-    let mut i = 0;
-    for (ni, needle) in needles.iter().enumerate() {
-        for &len in &grid.lengths {
-            for &depth in &grid.depths {
-                i += 1;
-                let key = format!("{ni}/{len}/{depth}");
-                let s = build_sample(&builder, needle, len, depth)?;
-                let cached = done
-                    .remove(&key)
-                    .filter(|r| !errors_in_srh_pass || r.layer_err.len() == spec.n_layers);
-                let r = match cached {
-                    Some(r) => r,
-                    None => {
-                        count_fresh()?;
-                        let mut probe = errors_in_srh_pass
-                            .then(|| ErrorProbe::all_subsets(opts.errors.settings, spec));
-                        let r = score_sample_with(
-                            &lm.model,
-                            &lm.tokenizer,
-                            &s,
-                            grid.max_new,
-                            &eos,
-                            probe.as_mut(),
-                        );
-                        let line = serde_json::to_string(&Checkpoint {
-                            key: key.clone(),
-                            result: r.clone(),
-                        })
-                        .expect("serialisable");
-                        writeln!(ck, "{line}").map_err(io(checkpoint))?;
-                        ck.flush().map_err(io(checkpoint))?;
-                        r
-                    }
-                };
-                progress(i, total, &format!("{key} recall {:.2}", r.recall));
-                results.push(r);
-                samples.push((key, s));
-            }
-        }
     }
-    let (srh, classic) = aggregate(&results, spec.n_layers, spec.n_heads);
-    let n_counted = results.iter().filter(|r| r.counted).count();
-    if n_counted == 0 && !opts.allow_uncounted {
-        return Err(CalibError::Input(
-            "no calibration sample was answered (word recall > 0.5): the model cannot retrieve \
-             at these lengths; try shorter --lengths"
-                .into(),
-        ));
+
+    fn save(&mut self, line: &CheckpointLine) -> Result<(), CalibError> {
+        self.ck
+            .push(line)
+            .map_err(|e| CalibError::Input(format!("profile checkpoint: {e}")))
     }
-    let defaults = Defaults::for_heads(spec.n_heads);
-    // The heads the runtime will score with: the top `srh_heads` SRHs of each layer.
-    let top: Vec<Vec<usize>> = srh
-        .iter()
-        .map(|row| {
-            let mut order: Vec<usize> = (0..row.len()).collect();
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            let mut t = order[..defaults.srh_heads].to_vec();
-            t.sort_unstable();
-            t
-        })
-        .collect();
-    let (source, per_dataset, n_prompts, steps) = if errors_in_srh_pass {
-        let subsets = all_subsets(spec.n_heads);
-        let mut sums = vec![0.0; spec.n_layers];
-        for r in &results {
-            for (l, row) in r.layer_err.iter().enumerate() {
-                if !row.is_empty() {
-                    let idx = subsets.iter().position(|s| *s == top[l]).expect("subset");
-                    sums[l] += row[idx];
+
+    /// The SRH pass: every (needle, length, depth) prompt decoded with the heads' attention
+    /// recorded (and, with `with_errors`, every head subset's eviction error measured).
+    fn srh_pass(
+        &mut self,
+        needles: &[Needle],
+        builder: &NiahBuilder<'_>,
+        with_errors: bool,
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<(Vec<SampleResult>, KeyedSamples), CalibError> {
+        let (spec, grid) = (&self.lm.spec, &self.opts.grid);
+        let mut results = Vec::new();
+        let mut samples = Vec::new();
+        for (ni, needle) in needles.iter().enumerate() {
+            for &len in &grid.lengths {
+                for &depth in &grid.depths {
+                    self.step += 1;
+                    let key = format!("{ni}/{len}/{depth}");
+                    let s = build_sample(builder, needle, len, depth)?;
+                    let cached = self
+                        .done
+                        .remove(&key)
+                        .filter(|r| !with_errors || r.layer_err.len() == spec.n_layers);
+                    let r = match cached {
+                        Some(r) => r,
+                        None => {
+                            self.count_fresh()?;
+                            let mut probe = with_errors
+                                .then(|| ErrorProbe::all_subsets(self.opts.errors.settings, spec));
+                            let r = score_sample_with(
+                                &self.lm.model,
+                                &self.lm.tokenizer,
+                                &s,
+                                grid.max_new,
+                                &self.eos,
+                                probe.as_mut(),
+                            );
+                            self.save(&CheckpointLine::Sample(Checkpoint {
+                                key: key.clone(),
+                                result: r.clone(),
+                            }))?;
+                            r
+                        }
+                    };
+                    progress(
+                        self.step,
+                        self.total,
+                        &format!("{key} recall {:.2}", r.recall),
+                    );
+                    results.push(r);
+                    samples.push((key, s));
                 }
             }
         }
-        let steps = results.iter().map(|r| r.layer_err_steps).sum::<usize>();
-        (
-            "needles",
-            vec![("needles".to_string(), sums)],
-            results.len(),
-            steps,
-        )
-    } else {
-        // A separate decode pass with the chosen heads.
-        let prompts: Vec<(String, String, Vec<u32>, usize, bool)> = match &opts.errors.qa {
-            Some(qa) => qa
-                .iter()
-                .enumerate()
-                .map(|(j, p)| {
-                    (
-                        format!("err/qa/{}/{j}", p.dataset),
-                        p.dataset.clone(),
-                        p.ids.clone(),
-                        p.max_new,
-                        p.stop_at_newline,
-                    )
-                })
-                .collect(),
-            None => samples
-                .iter()
-                .map(|(k, s)| {
-                    (
-                        format!("err/needles/{k}"),
-                        "needles".into(),
-                        s.ids.clone(),
-                        grid.max_new,
-                        true,
-                    )
-                })
-                .collect(),
-        };
-        let mut per_dataset: Vec<(String, Vec<f64>)> = Vec::new();
+        Ok((results, samples))
+    }
+
+    /// The separate error pass: each prompt decoded with the chosen heads `top`; the summed
+    /// per-layer errors per dataset, and the decode steps measured.
+    fn error_pass(
+        &mut self,
+        prompts: &[ErrPrompt],
+        top: &[Vec<usize>],
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<(DatasetErrors, usize), CalibError> {
+        let spec = &self.lm.spec;
+        let mut per_dataset: DatasetErrors = Vec::new();
         let mut steps = 0;
-        for (key, dataset, ids, max_new, stop_nl) in &prompts {
-            i += 1;
-            let e = match done_err.remove(key) {
+        for (key, dataset, ids, max_new, stop_nl) in prompts {
+            self.step += 1;
+            let e = match self.done_err.remove(key) {
                 Some(e) => e,
                 None => {
-                    count_fresh()?;
-                    let probe = ErrorProbe::known(opts.errors.settings, spec, &top);
+                    self.count_fresh()?;
+                    let probe = ErrorProbe::known(self.opts.errors.settings, spec, top);
                     let e = prompt_errors(
-                        &lm.model,
-                        &lm.tokenizer,
+                        &self.lm.model,
+                        &self.lm.tokenizer,
                         ids,
                         *max_new,
-                        &eos,
+                        &self.eos,
                         *stop_nl,
                         probe,
                     );
-                    let line = serde_json::to_string(&ErrCheckpoint {
+                    self.save(&CheckpointLine::Errors(ErrCheckpoint {
                         key: key.clone(),
                         errors: e.clone(),
-                    })
-                    .expect("serialisable");
-                    writeln!(ck, "{line}").map_err(io(checkpoint))?;
-                    ck.flush().map_err(io(checkpoint))?;
+                    }))?;
                     e
                 }
             };
-            progress(i, total, &format!("layer errors {key}: {} steps", e.steps));
+            progress(
+                self.step,
+                self.total,
+                &format!("layer errors {key}: {} steps", e.steps),
+            );
             steps += e.steps;
             let row: Vec<f64> = e
                 .err
@@ -443,6 +427,114 @@ pub fn profile_model(
                 None => per_dataset.push((dataset.clone(), row)),
             }
         }
+        Ok((per_dataset, steps))
+    }
+}
+
+/// The `k` best-scoring heads of each layer (ties: lower index), in head order: the heads the
+/// runtime will score with.
+fn top_heads(srh: &[Vec<f64>], k: usize) -> Vec<Vec<usize>> {
+    srh.iter()
+        .map(|row| {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            let mut t = order[..k].to_vec();
+            t.sort_unstable();
+            t
+        })
+        .collect()
+}
+
+/// Per-layer errors of the `top` subsets, summed over the SRH pass's samples (which measured
+/// every subset).
+fn srh_pass_errors(results: &[SampleResult], top: &[Vec<usize>], n_heads: usize) -> Vec<f64> {
+    let subsets = all_subsets(n_heads);
+    let mut sums = vec![0.0; top.len()];
+    for r in results {
+        for (l, row) in r.layer_err.iter().enumerate() {
+            if !row.is_empty() {
+                let idx = subsets.iter().position(|s| *s == top[l]).expect("subset");
+                sums[l] += row[idx];
+            }
+        }
+    }
+    sums
+}
+
+/// The error-pass prompts: the QA prompts, or the needle samples again.
+fn error_prompts(opts: &RunOptions, samples: &[(String, CalibSample)]) -> Vec<ErrPrompt> {
+    match &opts.errors.qa {
+        Some(qa) => qa
+            .iter()
+            .enumerate()
+            .map(|(j, p)| {
+                (
+                    format!("err/qa/{}/{j}", p.dataset),
+                    p.dataset.clone(),
+                    p.ids.clone(),
+                    p.max_new,
+                    p.stop_at_newline,
+                )
+            })
+            .collect(),
+        None => samples
+            .iter()
+            .map(|(k, s)| {
+                (
+                    format!("err/needles/{k}"),
+                    "needles".into(),
+                    s.ids.clone(),
+                    opts.grid.max_new,
+                    true,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Runs the calibration and returns the profile. `checkpoint` collects finished samples; with
+/// `opts.resume`, samples already there are not run again.
+pub fn profile_model(
+    lm: &LoadedModel,
+    needles: &[Needle],
+    haystack: &Haystack,
+    opts: &RunOptions,
+    checkpoint: &Path,
+    calibration_bytes: &[u8],
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(Profile, Vec<SampleResult>), CalibError> {
+    let started = Instant::now();
+    let (grid, spec) = (&opts.grid, &lm.spec);
+    // Needle prompts measure every head subset in the SRH pass when that is affordable.
+    let errors_in_srh_pass = opts.errors.qa.is_none() && spec.n_heads <= MAX_ALL_SUBSET_HEADS;
+    let n_grid = needles.len() * grid.lengths.len() * grid.depths.len();
+    let n_err_pass = match &opts.errors.qa {
+        Some(qa) => qa.len(),
+        None if errors_in_srh_pass => 0,
+        None => n_grid,
+    };
+    let mut run = Run::open(lm, opts, checkpoint, n_grid + n_err_pass)?;
+    let builder = NiahBuilder::for_model(haystack, lm);
+    let (results, samples) = run.srh_pass(needles, &builder, errors_in_srh_pass, progress)?;
+    let (srh, classic) = aggregate(&results, spec.n_layers, spec.n_heads);
+    let n_counted = results.iter().filter(|r| r.counted).count();
+    if n_counted == 0 && !opts.allow_uncounted {
+        return Err(CalibError::Input(
+            "no calibration sample was answered (word recall > 0.5): the model cannot retrieve \
+             at these lengths; try shorter --lengths"
+                .into(),
+        ));
+    }
+    let defaults = Defaults::for_heads(spec.n_heads);
+    let top = top_heads(&srh, defaults.srh_heads);
+    let (source, per_dataset, n_prompts, steps) = if errors_in_srh_pass {
+        let sums = srh_pass_errors(&results, &top, spec.n_heads);
+        let steps = results.iter().map(|r| r.layer_err_steps).sum::<usize>();
+        let per_dataset = vec![("needles".to_string(), sums)];
+        ("needles", per_dataset, results.len(), steps)
+    } else {
+        let prompts = error_prompts(opts, &samples);
+        let (per_dataset, steps) = run.error_pass(&prompts, &top, progress)?;
         let source = if opts.errors.qa.is_some() {
             "qa"
         } else {
