@@ -256,48 +256,7 @@ pub fn tune(
         source,
     };
     let settings = grid.settings();
-    let head_profile = HeadProfile::from_profile(profile);
-    // With every head trusted, the SRH score is the all-heads score and λ, u change nothing:
-    // such settings share one compressor (and one decode) per window and budget.
-    let canonical = |s: &Settings| {
-        let all = s.srh_heads >= lm.spec.n_heads;
-        Settings {
-            mix: if all { 0.0 } else { s.mix },
-            union: if all { 0.0 } else { s.union },
-            ..*s
-        }
-    };
-    let mut unique: Vec<(Settings, usize)> = Vec::new();
-    let mut slot = Vec::new();
-    for s in &settings {
-        for &b in &grid.budgets {
-            let key = (canonical(s), b);
-            let i = match unique.iter().position(|u| *u == key) {
-                Some(i) => i,
-                None => {
-                    unique.push(key);
-                    unique.len() - 1
-                }
-            };
-            slot.push(i);
-        }
-    }
-    let mut compressors = Vec::new();
-    for &(s, b) in &unique {
-        let effective = Effective::new(&profile.defaults, s);
-        compressors.push(
-            Compressor::new(
-                press_by_name("compresskv").expect("registered"),
-                PressParams::from(&s),
-                BudgetSpec::Entries(b),
-                SlidingPolicy::Keep,
-                Bounds::from(&effective),
-                Some(head_profile.clone()),
-                &lm.spec,
-            )
-            .map_err(|e| CalibError::Input(e.to_string()))?,
-        );
-    }
+    let (compressors, slot) = shared_compressors(lm, profile, &settings, &grid.budgets)?;
     let grid_key = grid.describe();
     let mut done: std::collections::HashMap<usize, TuneCheckpoint> = Default::default();
     if resume {
@@ -370,20 +329,82 @@ pub fn tune(
         );
         per_prompt.push((task, scores, full));
     }
+    tuning_from(per_prompt, &settings, &grid.budgets)
+}
+
+/// One compressor per distinct (setting, budget) of the grid and, per grid cell (settings ×
+/// budgets, in order), the index of its compressor: with every head trusted, the SRH score is
+/// the all-heads score and λ, u change nothing, so such settings share one compressor (and one
+/// decode) per window and budget.
+fn shared_compressors(
+    lm: &LoadedModel,
+    profile: &Profile,
+    settings: &[Settings],
+    budgets: &[usize],
+) -> Result<(Vec<Compressor>, Vec<usize>), CalibError> {
+    let head_profile = HeadProfile::from_profile(profile);
+    let canonical = |s: &Settings| {
+        let all = s.srh_heads >= lm.spec.n_heads;
+        Settings {
+            mix: if all { 0.0 } else { s.mix },
+            union: if all { 0.0 } else { s.union },
+            ..*s
+        }
+    };
+    let mut unique: Vec<(Settings, usize)> = Vec::new();
+    let mut slot = Vec::new();
+    for s in settings {
+        for &b in budgets {
+            let key = (canonical(s), b);
+            let i = match unique.iter().position(|u| *u == key) {
+                Some(i) => i,
+                None => {
+                    unique.push(key);
+                    unique.len() - 1
+                }
+            };
+            slot.push(i);
+        }
+    }
+    let mut compressors = Vec::new();
+    for &(s, b) in &unique {
+        let effective = Effective::new(&profile.defaults, s);
+        compressors.push(
+            Compressor::new(
+                press_by_name("compresskv").expect("registered"),
+                PressParams::from(&s),
+                BudgetSpec::Entries(b),
+                SlidingPolicy::Keep,
+                Bounds::from(&effective),
+                Some(head_profile.clone()),
+                &lm.spec,
+            )
+            .map_err(|e| CalibError::Input(e.to_string()))?,
+        );
+    }
+    Ok((compressors, slot))
+}
+
+/// The tuning from every prompt's scores (task, one per grid cell, the full cache's): the best
+/// setting overall and per budget, each with its table.
+fn tuning_from(
+    per_prompt: Vec<(String, Vec<f64>, Option<f64>)>,
+    settings: &[Settings],
+    budgets: &[usize],
+) -> Result<TuneOutcome, CalibError> {
     let n_prompts = per_prompt.len();
     let per_prompt = relative_to_full(per_prompt);
     let dropped = n_prompts - per_prompt.len();
-    let nb = grid.budgets.len();
-    let table = score_table(&settings, nb, 0..nb, &per_prompt);
+    let nb = budgets.len();
+    let table = score_table(settings, nb, 0..nb, &per_prompt);
     let chosen = best_setting(&table).ok_or_else(|| {
         CalibError::Input("--tune had no prompts to score: give held-out lengths and depths".into())
     })?;
-    let per_budget = grid
-        .budgets
+    let per_budget = budgets
         .iter()
         .enumerate()
         .map(|(bi, &budget)| {
-            let table = score_table(&settings, nb, bi..bi + 1, &per_prompt);
+            let table = score_table(settings, nb, bi..bi + 1, &per_prompt);
             BudgetChoice {
                 budget,
                 chosen: best_setting_or(&table, chosen),
