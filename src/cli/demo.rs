@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use compresskv_runtime::eval::niah::{Needle, NiahBuilder};
+use compresskv_runtime::eval::niah::{Needle, NiahBuilder, NiahSample};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
 use compresskv_runtime::generate::{GenerateOptions, GenerateOutput};
 use compresskv_runtime::loader::load_model;
@@ -108,9 +108,15 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
             "profile": profile,
         }));
     }
+    render(&needle, &sample, &contenders, &outs);
+    Ok(())
+}
+
+/// The human-mode report: the answers side by side and what the compression kept.
+fn render(needle: &Needle, sample: &NiahSample, contenders: &[Contender], outs: &[GenerateOutput]) {
     println!("Q: {}", needle.question);
     println!("expected: {}\n", needle.answer);
-    let runs: Vec<_> = contenders.iter().zip(&outs).collect();
+    let runs: Vec<_> = contenders.iter().zip(outs).collect();
     let t = Table::new()
         .col("cache", |(c, _): &(&Contender, &GenerateOutput)| {
             match c.budget {
@@ -157,5 +163,4 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
              (--sliding compress compresses them too)."
         );
     }
-    Ok(())
 }

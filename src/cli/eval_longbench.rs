@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use compresskv_runtime::eval::longbench::load_samples;
 use compresskv_runtime::eval::longbench::run::{
     LongBenchRun, SummaryRow, find_config, find_data_dir, jsonl_names,
 };
+use compresskv_runtime::eval::longbench::{LongBenchSample, load_samples};
 use compresskv_runtime::eval::metrics::metric_for_dataset;
 use compresskv_runtime::eval::run::contender_grid;
 use compresskv_runtime::loader::load_model;
@@ -72,49 +72,8 @@ pub struct LongbenchArgs {
 pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
     let t_start = Instant::now();
     let device = device.runtime()?;
-    let data_dir = find_data_dir(&a.data)?;
-    let available = jsonl_names(&data_dir);
-    let datasets: Vec<String> = if a.datasets.is_empty() {
-        available.clone()
-    } else {
-        dedup(a.datasets.iter().map(|d| d.trim().to_string()))
-    };
-    for ds in &datasets {
-        let p = data_dir.join(format!("{ds}.jsonl"));
-        if !p.is_file() {
-            bail!(
-                "{} does not exist; the datasets in {} are: {}",
-                p.display(),
-                data_dir.display(),
-                available.join(", ")
-            );
-        }
-        metric_for_dataset(ds).with_context(|| format!("--datasets {ds}"))?;
-    }
+    let (samples, methods, budgets) = read_inputs(&a)?;
     let (config, config_dir) = find_config(a.config.as_deref(), &a.data)?;
-    let methods = dedup(a.methods.iter().map(|m| m.trim().to_string()));
-    let known = method_names();
-    for m in &methods {
-        if !known.contains(&m.as_str()) {
-            bail!(
-                "unknown method `{m}` in --methods; available: {}",
-                known.join(", ")
-            );
-        }
-    }
-    let budgets = dedup(a.budgets.iter().copied());
-    if methods.iter().any(|m| m != "full") && budgets.is_empty() {
-        bail!("--budgets is empty: give at least one KV budget (e.g. --budgets 64,128,256)");
-    }
-
-    let mut samples = Vec::new();
-    for ds in &datasets {
-        let mut s = load_samples(data_dir.join(format!("{ds}.jsonl")))?;
-        if let Some(n) = a.max_samples {
-            s.truncate(n);
-        }
-        samples.push((ds.clone(), s));
-    }
 
     let lm = load_model(&a.model, &device)?;
     let contenders = contender_grid(&methods, &budgets, None, |m, b| {
@@ -189,6 +148,57 @@ pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The samples per dataset, methods and budgets asked for, checked before the model loads.
+#[allow(clippy::type_complexity)]
+fn read_inputs(
+    a: &LongbenchArgs,
+) -> anyhow::Result<(Vec<(String, Vec<LongBenchSample>)>, Vec<String>, Vec<usize>)> {
+    let data_dir = find_data_dir(&a.data)?;
+    let available = jsonl_names(&data_dir);
+    let datasets: Vec<String> = if a.datasets.is_empty() {
+        available.clone()
+    } else {
+        dedup(a.datasets.iter().map(|d| d.trim().to_string()))
+    };
+    for ds in &datasets {
+        let p = data_dir.join(format!("{ds}.jsonl"));
+        if !p.is_file() {
+            bail!(
+                "{} does not exist; the datasets in {} are: {}",
+                p.display(),
+                data_dir.display(),
+                available.join(", ")
+            );
+        }
+        metric_for_dataset(ds).with_context(|| format!("--datasets {ds}"))?;
+    }
+    let methods = dedup(a.methods.iter().map(|m| m.trim().to_string()));
+    let known = method_names();
+    for m in &methods {
+        if !known.contains(&m.as_str()) {
+            bail!(
+                "unknown method `{m}` in --methods; available: {}",
+                known.join(", ")
+            );
+        }
+    }
+    let budgets = dedup(a.budgets.iter().copied());
+    if methods.iter().any(|m| m != "full") && budgets.is_empty() {
+        bail!("--budgets is empty: give at least one KV budget (e.g. --budgets 64,128,256)");
+    }
+
+    let mut samples = Vec::new();
+    for ds in &datasets {
+        let mut s = load_samples(data_dir.join(format!("{ds}.jsonl")))?;
+        if let Some(n) = a.max_samples {
+            s.truncate(n);
+        }
+        samples.push((ds.clone(), s));
+    }
+
+    Ok((samples, methods, budgets))
 }
 
 /// `items` without repeats, first occurrence kept.

@@ -152,47 +152,7 @@ impl BenchPlan<'_> {
             let sample = builder
                 .peer_needle(&needle, length, 50.0)
                 .map_err(|source| BenchError::Prompt { length, source })?;
-            // [contender][repeat]
-            let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); contenders.len()];
-            let mut prefills = Vec::new();
-            for r in 0..self.repeats {
-                say(&format!(
-                    "length {length}: repeat {}/{}",
-                    r + 1,
-                    self.repeats
-                ));
-                reset_peak_rss();
-                let pre = prefill(&lm.model, &sample.prompt_ids, window, self.decode_tokens)?;
-                let prefill_peak = peak_rss_bytes();
-                prefills.push(pre.prefill_ms);
-                // Compressing contenders first; the last run (an uncompressed one where listed)
-                // takes the prefilled cache by value instead of growing a copy of it.
-                let mut order: Vec<usize> = (0..contenders.len()).collect();
-                order.sort_by_key(|&i| contenders[i].compressor.is_none());
-                let mut pre = Some(pre);
-                for (k, &i) in order.iter().enumerate() {
-                    let c = dyn_c(&contenders[i]);
-                    reset_peak_rss();
-                    let o = if k + 1 == order.len() {
-                        let pre = pre.take().expect("the prefilled state is taken once");
-                        continue_owned(&lm.model, &lm.tokenizer, pre, &opts, c)?
-                    } else {
-                        let pre = pre.as_ref().expect("taken only by the last run");
-                        continue_from(&lm.model, &lm.tokenizer, pre, &opts, c)?
-                    };
-                    let peak = match (prefill_peak, peak_rss_bytes()) {
-                        (Some(p), Some(q)) => Some(p.max(q)),
-                        _ => None,
-                    };
-                    runs[i].push(Measured {
-                        compress_ms: o.compress_ms,
-                        decode_tokens_per_s: o.decode_tokens_per_s,
-                        kv_full: o.kv_cache_bytes_full,
-                        kv: o.kv_cache_bytes,
-                        peak_rss: peak,
-                    });
-                }
-            }
+            let (prefills, runs) = self.measure(lm, &sample.prompt_ids, window, &opts, say)?;
             let prefill_ms = median(&prefills);
             for (c, r) in contenders.iter().zip(&runs) {
                 let compress_ms = median(&r.iter().map(|x| x.compress_ms).collect::<Vec<_>>());
@@ -226,6 +186,63 @@ impl BenchPlan<'_> {
             }
         }
         Ok(rows)
+    }
+
+    /// `repeats` rounds on one prompt: a prefill, then every contender from it. The prefill
+    /// times, and each contender's measurements (`[contender][repeat]`).
+    #[allow(clippy::type_complexity)]
+    fn measure(
+        &self,
+        lm: &LoadedModel,
+        ids: &[u32],
+        window: usize,
+        opts: &GenerateOptions,
+        say: &dyn Fn(&str),
+    ) -> Result<(Vec<f64>, Vec<Vec<Measured>>), BenchError> {
+        let contenders = self.contenders;
+        // [contender][repeat]
+        let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); contenders.len()];
+        let mut prefills = Vec::new();
+        for r in 0..self.repeats {
+            say(&format!(
+                "length {}: repeat {}/{}",
+                ids.len(),
+                r + 1,
+                self.repeats
+            ));
+            reset_peak_rss();
+            let pre = prefill(&lm.model, ids, window, self.decode_tokens)?;
+            let prefill_peak = peak_rss_bytes();
+            prefills.push(pre.prefill_ms);
+            // Compressing contenders first; the last run (an uncompressed one where listed)
+            // takes the prefilled cache by value instead of growing a copy of it.
+            let mut order: Vec<usize> = (0..contenders.len()).collect();
+            order.sort_by_key(|&i| contenders[i].compressor.is_none());
+            let mut pre = Some(pre);
+            for (k, &i) in order.iter().enumerate() {
+                let c = dyn_c(&contenders[i]);
+                reset_peak_rss();
+                let o = if k + 1 == order.len() {
+                    let pre = pre.take().expect("the prefilled state is taken once");
+                    continue_owned(&lm.model, &lm.tokenizer, pre, opts, c)?
+                } else {
+                    let pre = pre.as_ref().expect("taken only by the last run");
+                    continue_from(&lm.model, &lm.tokenizer, pre, opts, c)?
+                };
+                let peak = match (prefill_peak, peak_rss_bytes()) {
+                    (Some(p), Some(q)) => Some(p.max(q)),
+                    _ => None,
+                };
+                runs[i].push(Measured {
+                    compress_ms: o.compress_ms,
+                    decode_tokens_per_s: o.decode_tokens_per_s,
+                    kv_full: o.kv_cache_bytes_full,
+                    kv: o.kv_cache_bytes,
+                    peak_rss: peak,
+                });
+            }
+        }
+        Ok((prefills, runs))
     }
 }
 
