@@ -158,7 +158,44 @@ impl<'a> Reader<'a> {
 
 pub(super) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
     let mut r = Reader { buf, pos: 0, file };
+    let version = read_header(&mut r)?;
+    let n_tensors = r.u64(&|| "tensor count".to_string())?;
+    let n_kv = r.u64(&|| "metadata key/value count".to_string())?;
+    // Minimum encodings: kv = key len (8) + type (4) + 1-byte value;
+    // tensor info = name len (8) + n_dims (4) + type (4) + offset (8).
+    r.check_count(n_kv, 13, &|| "metadata key/value count".to_string())?;
+    r.check_count(n_tensors, 24, &|| "tensor count".to_string())?;
 
+    let metadata = read_metadata(&mut r, n_kv)?;
+    let alignment = alignment_of(&metadata, file)?;
+    // Bounded by check_count above.
+    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    let mut index = HashMap::with_capacity(n_tensors as usize);
+    for i in 0..n_tensors {
+        let t = read_tensor_info(&mut r, i, alignment)?;
+        if index.insert(t.name.clone(), tensors.len()).is_some() {
+            return Err(GgufError::DuplicateTensor {
+                file: file.to_string(),
+                tensor: t.name,
+            });
+        }
+        tensors.push(t);
+    }
+    let data_offset =
+        check_data_section(r.pos as u64, buf.len() as u64, alignment, &tensors, file)?;
+    Ok(Parsed {
+        version,
+        alignment,
+        data_offset,
+        metadata,
+        tensors,
+        index,
+    })
+}
+
+/// The magic and a supported version (2 or 3); the errors say what the file is instead.
+fn read_header(r: &mut Reader<'_>) -> Result<u32> {
+    let (buf, file) = (r.buf, r.file);
     // Check the magic on whatever is there, so a short non-GGUF file reports
     // "not a GGUF file" rather than "truncated".
     let head = &buf[..buf.len().min(4)];
@@ -171,38 +208,23 @@ pub(super) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
     r.array::<4>(&|| "magic".to_string())?;
 
     let version = r.u32(&|| "header version".to_string())?;
-    match version {
-        2 | 3 => {}
-        1 => {
-            return Err(GgufError::UnsupportedVersion {
-                file: file.to_string(),
-                version,
-                reason: "GGUF v1 (32-bit counts) is obsolete; re-convert the model (expected 2 or 3)",
-            });
-        }
+    let reason = match version {
+        2 | 3 => return Ok(version),
+        1 => "GGUF v1 (32-bit counts) is obsolete; re-convert the model (expected 2 or 3)",
         v if matches!(v.swap_bytes(), 2 | 3) => {
-            return Err(GgufError::UnsupportedVersion {
-                file: file.to_string(),
-                version,
-                reason: "this looks like a big-endian GGUF; only little-endian is supported",
-            });
+            "this looks like a big-endian GGUF; only little-endian is supported"
         }
-        _ => {
-            return Err(GgufError::UnsupportedVersion {
-                file: file.to_string(),
-                version,
-                reason: "expected 2 or 3",
-            });
-        }
-    }
+        _ => "expected 2 or 3",
+    };
+    Err(GgufError::UnsupportedVersion {
+        file: file.to_string(),
+        version,
+        reason,
+    })
+}
 
-    let n_tensors = r.u64(&|| "tensor count".to_string())?;
-    let n_kv = r.u64(&|| "metadata key/value count".to_string())?;
-    // Minimum encodings: kv = key len (8) + type (4) + 1-byte value;
-    // tensor info = name len (8) + n_dims (4) + type (4) + offset (8).
-    r.check_count(n_kv, 13, &|| "metadata key/value count".to_string())?;
-    r.check_count(n_tensors, 24, &|| "tensor count".to_string())?;
-
+/// `n_kv` metadata entries; a key given twice is an error.
+fn read_metadata(r: &mut Reader<'_>, n_kv: u64) -> Result<BTreeMap<String, MetaValue>> {
     let mut metadata = BTreeMap::new();
     for i in 0..n_kv {
         let key = r.string(&|| format!("key of metadata entry {i}"))?;
@@ -210,111 +232,128 @@ pub(super) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
         let value = r.value(ty, &key, 0, &|| format!("value of metadata key '{key}'"))?;
         if metadata.contains_key(&key) {
             return Err(GgufError::DuplicateKey {
-                file: file.to_string(),
+                file: r.file.to_string(),
                 key,
             });
         }
         metadata.insert(key, value);
     }
+    Ok(metadata)
+}
 
-    let alignment = match metadata.get("general.alignment") {
-        None => DEFAULT_ALIGNMENT,
-        Some(MetaValue::U32(a)) if a.is_power_of_two() => u64::from(*a),
+/// `general.alignment` (a non-zero power of two) or the default.
+fn alignment_of(metadata: &BTreeMap<String, MetaValue>, file: &str) -> Result<u64> {
+    match metadata.get("general.alignment") {
+        None => Ok(DEFAULT_ALIGNMENT),
+        Some(MetaValue::U32(a)) if a.is_power_of_two() => Ok(u64::from(*a)),
         Some(v) => {
             let reason = match v {
                 MetaValue::U32(a) => format!("alignment {a} must be a non-zero power of two"),
                 other => format!("expected u32 alignment, found {}", other.type_name()),
             };
-            return Err(GgufError::BadMetadata {
+            Err(GgufError::BadMetadata {
                 file: file.to_string(),
                 key: "general.alignment".to_string(),
                 reason,
-            });
+            })
         }
-    };
+    }
+}
 
-    let invalid = |tensor: &str, reason: String| GgufError::InvalidTensor {
+fn invalid(file: &str, tensor: &str, reason: String) -> GgufError {
+    GgufError::InvalidTensor {
         file: file.to_string(),
         tensor: tensor.to_string(),
         reason,
+    }
+}
+
+/// Tensor info `i`: name, shape, type and data offset, checked for a whole number of blocks
+/// per row, a byte size that fits, and an aligned offset.
+fn read_tensor_info(r: &mut Reader<'_>, i: u64, alignment: u64) -> Result<TensorInfo> {
+    let file = r.file;
+    let name = r.string(&|| format!("name of tensor info {i}"))?;
+    let n_dims = r.u32(&|| format!("n_dims of tensor '{name}'"))?;
+    if n_dims > MAX_DIMS {
+        return Err(invalid(
+            file,
+            &name,
+            format!("has {n_dims} dimensions, expected at most {MAX_DIMS}"),
+        ));
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    for d in 0..n_dims {
+        dims.push(r.u64(&|| format!("dimension {d} of tensor '{name}'"))?);
+    }
+    let type_id = r.u32(&|| format!("ggml type of tensor '{name}'"))?;
+    let offset = r.u64(&|| format!("data offset of tensor '{name}'"))?;
+    let Some(ggml_type) = GgmlType::from_id(type_id) else {
+        return Err(GgufError::UnknownGgmlType {
+            file: file.to_string(),
+            tensor: name,
+            type_id,
+        });
     };
 
-    // Bounded by check_count above.
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut index = HashMap::with_capacity(n_tensors as usize);
-    for i in 0..n_tensors {
-        let name = r.string(&|| format!("name of tensor info {i}"))?;
-        let n_dims = r.u32(&|| format!("n_dims of tensor '{name}'"))?;
-        if n_dims > MAX_DIMS {
-            return Err(invalid(
+    let n_elements = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            invalid(
+                file,
                 &name,
-                format!("has {n_dims} dimensions, expected at most {MAX_DIMS}"),
-            ));
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        for d in 0..n_dims {
-            dims.push(r.u64(&|| format!("dimension {d} of tensor '{name}'"))?);
-        }
-        let type_id = r.u32(&|| format!("ggml type of tensor '{name}'"))?;
-        let offset = r.u64(&|| format!("data offset of tensor '{name}'"))?;
-        let Some(ggml_type) = GgmlType::from_id(type_id) else {
-            return Err(GgufError::UnknownGgmlType {
-                file: file.to_string(),
-                tensor: name,
-                type_id,
-            });
-        };
-
-        let n_elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| invalid(&name, format!("dims {dims:?}: element count overflows i64")))?;
-        let row_len = dims.first().copied().unwrap_or(1);
-        let bs = ggml_type.block_size() as u64;
-        if !row_len.is_multiple_of(bs) {
-            return Err(invalid(
-                &name,
-                format!(
-                    "row length ne[0]={row_len} is not a multiple of the {ggml_type} block size {bs}"
-                ),
-            ));
-        }
-        // Divisible by construction (row_len is a block multiple).
-        if ggml_type.bytes_for(n_elements).is_none() {
-            return Err(invalid(
-                &name,
-                format!("byte size of {n_elements} {ggml_type} elements overflows"),
-            ));
-        }
-        if !offset.is_multiple_of(alignment) {
-            return Err(invalid(
-                &name,
-                format!("data offset {offset} is not a multiple of the alignment {alignment}"),
-            ));
-        }
-        if index.insert(name.clone(), tensors.len()).is_some() {
-            return Err(GgufError::DuplicateTensor {
-                file: file.to_string(),
-                tensor: name,
-            });
-        }
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-        });
+                format!("dims {dims:?}: element count overflows i64"),
+            )
+        })?;
+    let row_len = dims.first().copied().unwrap_or(1);
+    let bs = ggml_type.block_size() as u64;
+    if !row_len.is_multiple_of(bs) {
+        return Err(invalid(
+            file,
+            &name,
+            format!(
+                "row length ne[0]={row_len} is not a multiple of the {ggml_type} block size {bs}"
+            ),
+        ));
     }
+    // Divisible by construction (row_len is a block multiple).
+    if ggml_type.bytes_for(n_elements).is_none() {
+        return Err(invalid(
+            file,
+            &name,
+            format!("byte size of {n_elements} {ggml_type} elements overflows"),
+        ));
+    }
+    if !offset.is_multiple_of(alignment) {
+        return Err(invalid(
+            file,
+            &name,
+            format!("data offset {offset} is not a multiple of the alignment {alignment}"),
+        ));
+    }
+    Ok(TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+    })
+}
 
-    let infos_end = r.pos as u64;
+/// The data section's start (the tensor infos' end, aligned), checked to hold every tensor.
+fn check_data_section(
+    infos_end: u64,
+    file_len: u64,
+    alignment: u64,
+    tensors: &[TensorInfo],
+    file: &str,
+) -> Result<u64> {
     let data_offset = infos_end
         .checked_next_multiple_of(alignment)
         .ok_or_else(|| GgufError::BadDataSection {
             file: file.to_string(),
             reason: "data offset overflows".to_string(),
         })?;
-    let file_len = buf.len() as u64;
     if !tensors.is_empty() && data_offset > file_len {
         return Err(GgufError::BadDataSection {
             file: file.to_string(),
@@ -325,12 +364,13 @@ pub(super) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
         });
     }
     let data_len = file_len.saturating_sub(data_offset);
-    for t in &tensors {
+    for t in tensors {
         let n_bytes = t.n_bytes(); // exact: validated above
         match t.offset.checked_add(n_bytes) {
             Some(end) if end <= data_len => {}
             _ => {
                 return Err(invalid(
+                    file,
                     &t.name,
                     format!(
                         "{} bytes of {} data at data offset {} extend past the end of the file \
@@ -341,13 +381,5 @@ pub(super) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
             }
         }
     }
-
-    Ok(Parsed {
-        version,
-        alignment,
-        data_offset,
-        metadata,
-        tensors,
-        index,
-    })
+    Ok(data_offset)
 }
