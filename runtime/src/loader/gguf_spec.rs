@@ -129,41 +129,7 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec, LoadError> {
     let rms_norm_eps = opt_f64(f, &k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6);
     // The metadata holds the f32 value; round to the nearest decimal the config had.
     let rms_norm_eps = (rms_norm_eps * 1e12).round() / 1e12;
-    let theta = opt_f64(f, &k("rope.freq_base")).unwrap_or(10000.0);
-    let scaling = match meta(f, &k("rope.scaling.type")).and_then(MetaValue::as_str) {
-        Some("linear") => RopeScaling::Linear {
-            factor: opt_f64(f, &k("rope.scaling.factor")).unwrap_or(1.0),
-        },
-        Some("none") | None => RopeScaling::None,
-        Some(other) => {
-            return Err(LoadError::Unsupported(format!(
-                "GGUF `{a}.rope.scaling.type` = {other} is not supported (none, linear)"
-            )));
-        }
-    };
-    let full_rope = RopeSpec { theta, scaling };
-    let sliding_window = meta(f, &k("attention.sliding_window"))
-        .and_then(MetaValue::as_u64)
-        .map(|x| x as usize);
-    let layers: Vec<LayerSpec> = (0..n_layers)
-        .map(|i| {
-            // llama.cpp hard-codes Gemma 3's pattern: every 6th layer is global.
-            let sliding = is_gemma && (i + 1) % 6 != 0;
-            match (sliding, sliding_window) {
-                (true, Some(w)) => LayerSpec {
-                    attention: AttentionKind::Sliding(w),
-                    rope: RopeSpec {
-                        theta: opt_f64(f, &k("rope.local_freq_base")).unwrap_or(10000.0),
-                        scaling: RopeScaling::None,
-                    },
-                },
-                _ => LayerSpec {
-                    attention: AttentionKind::Full,
-                    rope: full_rope,
-                },
-            }
-        })
-        .collect();
+    let layers = layer_specs(f, a, n_layers, is_gemma)?;
     // llama.cpp: Gemma 3 27B scales by hidden/heads, the other sizes by head_dim
     // (`query_pre_attn_scalar` has no GGUF key).
     let attn_scale = if is_gemma && n_layers == 62 {
@@ -171,13 +137,7 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec, LoadError> {
     } else {
         1.0 / (head_dim as f64).sqrt()
     };
-    let bos_token_id = meta(f, "tokenizer.ggml.bos_token_id")
-        .and_then(MetaValue::as_u64)
-        .map(|x| x as u32);
-    let eos_token_ids: Vec<u32> = meta(f, "tokenizer.ggml.eos_token_id")
-        .and_then(MetaValue::as_u64)
-        .map(|x| vec![x as u32])
-        .unwrap_or_default();
+    let (bos_token_id, eos_token_ids) = special_tokens(f);
     let softcap = |key: &str| opt_f64(f, &k(key)).filter(|&c| c > 0.0);
     let spec = ModelSpec {
         architecture,
@@ -213,6 +173,64 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec, LoadError> {
     spec.validate()
         .map_err(|e| LoadError::Config(format!("GGUF metadata: {e}")))?;
     Ok(spec)
+}
+
+/// Per-layer attention and RoPE: Gemma 3's sliding layers (every 6th layer global, as
+/// llama.cpp hard-codes it) take the local RoPE base; the others the global RoPE and scaling.
+fn layer_specs(
+    f: &GgufFile,
+    a: &str,
+    n_layers: usize,
+    is_gemma: bool,
+) -> Result<Vec<LayerSpec>, LoadError> {
+    let k = |s: &str| format!("{a}.{s}");
+    let theta = opt_f64(f, &k("rope.freq_base")).unwrap_or(10000.0);
+    let scaling = match meta(f, &k("rope.scaling.type")).and_then(MetaValue::as_str) {
+        Some("linear") => RopeScaling::Linear {
+            factor: opt_f64(f, &k("rope.scaling.factor")).unwrap_or(1.0),
+        },
+        Some("none") | None => RopeScaling::None,
+        Some(other) => {
+            return Err(LoadError::Unsupported(format!(
+                "GGUF `{a}.rope.scaling.type` = {other} is not supported (none, linear)"
+            )));
+        }
+    };
+    let full_rope = RopeSpec { theta, scaling };
+    let sliding_window = meta(f, &k("attention.sliding_window"))
+        .and_then(MetaValue::as_u64)
+        .map(|x| x as usize);
+    Ok((0..n_layers)
+        .map(|i| {
+            // llama.cpp hard-codes Gemma 3's pattern: every 6th layer is global.
+            let sliding = is_gemma && (i + 1) % 6 != 0;
+            match (sliding, sliding_window) {
+                (true, Some(w)) => LayerSpec {
+                    attention: AttentionKind::Sliding(w),
+                    rope: RopeSpec {
+                        theta: opt_f64(f, &k("rope.local_freq_base")).unwrap_or(10000.0),
+                        scaling: RopeScaling::None,
+                    },
+                },
+                _ => LayerSpec {
+                    attention: AttentionKind::Full,
+                    rope: full_rope,
+                },
+            }
+        })
+        .collect())
+}
+
+/// BOS and EOS ids from the tokenizer metadata.
+fn special_tokens(f: &GgufFile) -> (Option<u32>, Vec<u32>) {
+    let bos_token_id = meta(f, "tokenizer.ggml.bos_token_id")
+        .and_then(MetaValue::as_u64)
+        .map(|x| x as u32);
+    let eos_token_ids: Vec<u32> = meta(f, "tokenizer.ggml.eos_token_id")
+        .and_then(MetaValue::as_u64)
+        .map(|x| vec![x as u32])
+        .unwrap_or_default();
+    (bos_token_id, eos_token_ids)
 }
 
 /// Builds the SentencePiece tokenizer of a `tokenizer.ggml.model = "llama"` vocabulary.
