@@ -66,24 +66,7 @@ pub fn spec_from_hf_config(
     let default_eps = if is_gemma { 1e-6 } else { 1e-5 };
     let rms_norm_eps = opt_f64(cfg, "rms_norm_eps")?.unwrap_or(default_eps);
 
-    let act_name = cfg
-        .get("hidden_activation")
-        .or_else(|| cfg.get("hidden_act"))
-        .and_then(Value::as_str)
-        .unwrap_or(if is_gemma {
-            "gelu_pytorch_tanh"
-        } else {
-            "silu"
-        });
-    let activation = match act_name {
-        "silu" | "swish" => Activation::Silu,
-        "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Activation::GeluTanh,
-        other => {
-            return Err(LoadError::Unsupported(format!(
-                "config.json: activation \"{other}\" is not supported (silu, gelu_pytorch_tanh)"
-            )));
-        }
-    };
+    let activation = activation(cfg, is_gemma)?;
 
     let layers = layer_specs(cfg, architecture, n_layers)?;
     let attn_scale = match (is_gemma, opt_f64(cfg, "query_pre_attn_scalar")?) {
@@ -96,15 +79,7 @@ pub fn spec_from_hf_config(
         .and_then(Value::as_bool)
         .unwrap_or(is_gemma);
 
-    let mut eos_token_ids = token_ids(cfg.get("eos_token_id"));
-    if let Some(g) = generation_config {
-        for id in token_ids(g.get("eos_token_id")) {
-            if !eos_token_ids.contains(&id) {
-                eos_token_ids.push(id);
-            }
-        }
-    }
-    let bos_token_id = token_ids(cfg.get("bos_token_id")).first().copied();
+    let (bos_token_id, eos_token_ids) = special_tokens(cfg, generation_config);
 
     let spec = ModelSpec {
         architecture,
@@ -139,6 +114,42 @@ pub fn spec_from_hf_config(
     spec.validate()
         .map_err(|e| LoadError::Config(format!("config.json: {e}")))?;
     Ok(spec)
+}
+
+/// `hidden_activation` (Gemma) or `hidden_act`, defaulting per family.
+fn activation(cfg: &Value, is_gemma: bool) -> Result<Activation, LoadError> {
+    let act_name = cfg
+        .get("hidden_activation")
+        .or_else(|| cfg.get("hidden_act"))
+        .and_then(Value::as_str)
+        .unwrap_or(if is_gemma {
+            "gelu_pytorch_tanh"
+        } else {
+            "silu"
+        });
+    Ok(match act_name {
+        "silu" | "swish" => Activation::Silu,
+        "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Activation::GeluTanh,
+        other => {
+            return Err(LoadError::Unsupported(format!(
+                "config.json: activation \"{other}\" is not supported (silu, gelu_pytorch_tanh)"
+            )));
+        }
+    })
+}
+
+/// BOS, and the EOS ids of `config.json` joined with those of `generation_config.json`.
+fn special_tokens(cfg: &Value, generation_config: Option<&Value>) -> (Option<u32>, Vec<u32>) {
+    let mut eos_token_ids = token_ids(cfg.get("eos_token_id"));
+    if let Some(g) = generation_config {
+        for id in token_ids(g.get("eos_token_id")) {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
+    }
+    let bos_token_id = token_ids(cfg.get("bos_token_id")).first().copied();
+    (bos_token_id, eos_token_ids)
 }
 
 fn layer_specs(
