@@ -335,19 +335,10 @@ impl Transformer {
             device,
             consumed: RefCell::new(HashSet::new()),
         };
-        let (h, d) = (spec.hidden_size, spec.head_dim);
-        let norm = |slot, layer, n| -> Result<RmsNorm, LoadError> {
-            Ok(RmsNorm::new(
-                w.take::<1>(slot, layer, [n])?,
-                spec.rms_norm_eps,
-            ))
-        };
-        let lin = |slot, layer, out: usize, inp: usize| -> Result<Linear, LoadError> {
-            Ok(Linear::new(w.take_matrix(slot, layer, [out, inp])?))
-        };
+        let h = spec.hidden_size;
         let embed = w.take_matrix(Slot::Embed, None, [spec.vocab_size, h])?;
         let (lm_head, tied) = if w.has(Slot::LmHead, None) {
-            (lin(Slot::LmHead, None, spec.vocab_size, h)?, false)
+            (w.linear(Slot::LmHead, None, spec.vocab_size, h)?, false)
         } else if spec.tie_embeddings {
             (Linear::new(embed.clone()), true)
         } else {
@@ -359,79 +350,13 @@ impl Transformer {
                 ),
             });
         };
-        let mut layers = Vec::with_capacity(spec.n_layers);
-        for i in 0..spec.n_layers {
-            let li = Some(i);
-            let mut q = lin(Slot::Q, li, spec.q_dim(), h)?;
-            let mut k = lin(Slot::K, li, spec.kv_dim(), h)?;
-            let mut v = lin(Slot::V, li, spec.kv_dim(), h)?;
-            if spec.qkv_bias {
-                q = q.with_bias(w.take::<1>(Slot::QBias, li, [spec.q_dim()])?);
-                k = k.with_bias(w.take::<1>(Slot::KBias, li, [spec.kv_dim()])?);
-                v = v.with_bias(w.take::<1>(Slot::VBias, li, [spec.kv_dim()])?);
-            }
-            let (q_norm, k_norm) = if spec.qk_norm {
-                (
-                    Some(norm(Slot::QNorm, li, d)?),
-                    Some(norm(Slot::KNorm, li, d)?),
-                )
-            } else {
-                (None, None)
-            };
-            let attn = Attention {
-                layer: i,
-                q,
-                k,
-                v,
-                o: lin(Slot::O, li, h, spec.q_dim())?,
-                q_norm,
-                k_norm,
-                n_heads: spec.n_heads,
-                n_kv_heads: spec.n_kv_heads,
-                head_dim: d,
-                scale: spec.attn_scale,
-                softcap: spec.attn_logit_softcap,
-                kind: spec.layers[i].attention,
-                backend: device.kind,
-            };
-            let sandwich = spec.sandwich_norms;
-            layers.push(DecoderLayer {
-                attn_norm: norm(Slot::AttnNorm, li, h)?,
-                attn,
-                post_attn_norm: if sandwich {
-                    Some(norm(Slot::PostAttnNorm, li, h)?)
-                } else {
-                    None
-                },
-                ffn_norm: norm(Slot::FfnNorm, li, h)?,
-                mlp: Mlp {
-                    gate: lin(Slot::Gate, li, spec.intermediate_size, h)?,
-                    up: lin(Slot::Up, li, spec.intermediate_size, h)?,
-                    down: lin(Slot::Down, li, h, spec.intermediate_size)?,
-                    activation: spec.activation,
-                },
-                post_ffn_norm: if sandwich {
-                    Some(norm(Slot::PostFfnNorm, li, h)?)
-                } else {
-                    None
-                },
-            });
-        }
-        let final_norm = norm(Slot::FinalNorm, None, h)?;
+        let layers = (0..spec.n_layers)
+            .map(|i| w.layer(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let final_norm = w.norm(Slot::FinalNorm, None, h)?;
         w.check_all_consumed()?;
 
-        let mut ropes: Vec<RopeSpec> = Vec::new();
-        let mut rope_of_layer = Vec::new();
-        for l in &spec.layers {
-            let idx = match ropes.iter().position(|r| *r == l.rope) {
-                Some(i) => i,
-                None => {
-                    ropes.push(l.rope);
-                    ropes.len() - 1
-                }
-            };
-            rope_of_layer.push(idx);
-        }
+        let (ropes, rope_of_layer) = shared_ropes(&spec);
         // Provenance for profiles: one small tensor that any fine-tune or requantization changes,
         // hashed as stored (so the same weights in another file format hash differently).
         let weight_hash = match source.load_raw(&w.name(Slot::O, Some(0))) {
@@ -654,6 +579,24 @@ impl CausalLM for Transformer {
     }
 }
 
+/// The distinct RoPE settings of the layers and, per layer, which one it uses (their tables
+/// are built once each).
+fn shared_ropes(spec: &ModelSpec) -> (Vec<RopeSpec>, Vec<usize>) {
+    let mut ropes: Vec<RopeSpec> = Vec::new();
+    let mut rope_of_layer = Vec::new();
+    for l in &spec.layers {
+        let idx = match ropes.iter().position(|r| *r == l.rope) {
+            Some(i) => i,
+            None => {
+                ropes.push(l.rope);
+                ropes.len() - 1
+            }
+        };
+        rope_of_layer.push(idx);
+    }
+    (ropes, rope_of_layer)
+}
+
 /// Loads tensors by slot, checks shapes, applies the family's transforms and remembers what
 /// was used so that unexpected extra tensors are reported.
 struct Weights<'a> {
@@ -665,6 +608,87 @@ struct Weights<'a> {
 }
 
 impl Weights<'_> {
+    /// An RMSNorm weight of `n` values.
+    fn norm(&self, slot: Slot, layer: Option<usize>, n: usize) -> Result<RmsNorm, LoadError> {
+        Ok(RmsNorm::new(
+            self.take::<1>(slot, layer, [n])?,
+            self.spec.rms_norm_eps,
+        ))
+    }
+
+    /// A `[out, inp]` projection.
+    fn linear(
+        &self,
+        slot: Slot,
+        layer: Option<usize>,
+        out: usize,
+        inp: usize,
+    ) -> Result<Linear, LoadError> {
+        Ok(Linear::new(self.take_matrix(slot, layer, [out, inp])?))
+    }
+
+    /// Decoder layer `i`: attention (with biases and q/k norms where the spec has them), MLP and
+    /// norms.
+    fn layer(&self, i: usize) -> Result<DecoderLayer, LoadError> {
+        let (spec, device) = (self.spec, self.device);
+        let (h, d) = (spec.hidden_size, spec.head_dim);
+        let li = Some(i);
+        let mut q = self.linear(Slot::Q, li, spec.q_dim(), h)?;
+        let mut k = self.linear(Slot::K, li, spec.kv_dim(), h)?;
+        let mut v = self.linear(Slot::V, li, spec.kv_dim(), h)?;
+        if spec.qkv_bias {
+            q = q.with_bias(self.take::<1>(Slot::QBias, li, [spec.q_dim()])?);
+            k = k.with_bias(self.take::<1>(Slot::KBias, li, [spec.kv_dim()])?);
+            v = v.with_bias(self.take::<1>(Slot::VBias, li, [spec.kv_dim()])?);
+        }
+        let (q_norm, k_norm) = if spec.qk_norm {
+            (
+                Some(self.norm(Slot::QNorm, li, d)?),
+                Some(self.norm(Slot::KNorm, li, d)?),
+            )
+        } else {
+            (None, None)
+        };
+        let attn = Attention {
+            layer: i,
+            q,
+            k,
+            v,
+            o: self.linear(Slot::O, li, h, spec.q_dim())?,
+            q_norm,
+            k_norm,
+            n_heads: spec.n_heads,
+            n_kv_heads: spec.n_kv_heads,
+            head_dim: d,
+            scale: spec.attn_scale,
+            softcap: spec.attn_logit_softcap,
+            kind: spec.layers[i].attention,
+            backend: device.kind,
+        };
+        let sandwich = spec.sandwich_norms;
+        Ok(DecoderLayer {
+            attn_norm: self.norm(Slot::AttnNorm, li, h)?,
+            attn,
+            post_attn_norm: if sandwich {
+                Some(self.norm(Slot::PostAttnNorm, li, h)?)
+            } else {
+                None
+            },
+            ffn_norm: self.norm(Slot::FfnNorm, li, h)?,
+            mlp: Mlp {
+                gate: self.linear(Slot::Gate, li, spec.intermediate_size, h)?,
+                up: self.linear(Slot::Up, li, spec.intermediate_size, h)?,
+                down: self.linear(Slot::Down, li, h, spec.intermediate_size)?,
+                activation: spec.activation,
+            },
+            post_ffn_norm: if sandwich {
+                Some(self.norm(Slot::PostFfnNorm, li, h)?)
+            } else {
+                None
+            },
+        })
+    }
+
     fn name(&self, slot: Slot, layer: Option<usize>) -> String {
         match self.source.kind() {
             SourceKind::Safetensors => self.family.hf_name(slot, layer),
