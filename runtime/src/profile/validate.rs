@@ -28,6 +28,44 @@ impl Profile {
     }
 
     fn check_consistency(&self) -> Result<(), String> {
+        self.check_fingerprint()?;
+        let fp = &self.fingerprint;
+        check_matrix("srh_scores", &self.srh_scores, fp.n_layers, fp.n_heads)?;
+        check_matrix(
+            "retrieval_scores",
+            &self.retrieval_scores,
+            fp.n_layers,
+            fp.n_heads,
+        )?;
+        if let Some(le) = &self.layer_errors {
+            check_layer_errors(le, fp.n_layers)?;
+        }
+        let d = &self.defaults;
+        d.settings().check("defaults", fp.n_heads)?;
+        if d.min_budget == 0 {
+            return Err("defaults.min_budget is 0 (must be ≥ 1)".into());
+        }
+        if !d.max_budget_factor.is_finite() || d.max_budget_factor < 1.0 {
+            return Err(format!(
+                "defaults.max_budget_factor is {} (must be finite and ≥ 1)",
+                d.max_budget_factor
+            ));
+        }
+        if let Some(t) = &self.tuning {
+            check_tuning(t, fp.n_layers, fp.n_heads)?;
+        }
+        let p = &self.provenance;
+        if !p.wall_time_s.is_finite() || p.wall_time_s < 0.0 {
+            return Err(format!(
+                "provenance.wall_time_s is {} (must be finite and ≥ 0)",
+                p.wall_time_s
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model's shape is non-degenerate and its hashes are sha256 digests.
+    fn check_fingerprint(&self) -> Result<(), String> {
         let fp = &self.fingerprint;
         if self.model_id.trim().is_empty() {
             return Err("model_id is empty".into());
@@ -62,94 +100,6 @@ impl Profile {
             return Err(format!(
                 "fingerprint.weight_hash {:?} is neither empty nor a sha256 hex digest",
                 fp.weight_hash
-            ));
-        }
-        check_matrix("srh_scores", &self.srh_scores, fp.n_layers, fp.n_heads)?;
-        check_matrix(
-            "retrieval_scores",
-            &self.retrieval_scores,
-            fp.n_layers,
-            fp.n_heads,
-        )?;
-        if let Some(le) = &self.layer_errors {
-            check_vector("layer_errors.per_layer", &le.per_layer, fp.n_layers)?;
-            let sum: f64 = le.per_layer.iter().sum();
-            if (sum - 1.0).abs() > SUM_TOLERANCE {
-                return Err(format!(
-                    "layer_errors.per_layer sums to {sum}, not 1 (tolerance {SUM_TOLERANCE})"
-                ));
-            }
-            for (i, (name, v)) in le.per_dataset.iter().enumerate() {
-                if name.trim().is_empty() {
-                    return Err(format!("layer_errors.per_dataset[{i}] has an empty name"));
-                }
-                if le.per_dataset[..i].iter().any(|(n, _)| n == name) {
-                    return Err(format!("layer_errors.per_dataset has {name:?} twice"));
-                }
-                check_vector(
-                    &format!("layer_errors.per_dataset[{name:?}]"),
-                    v,
-                    fp.n_layers,
-                )?;
-            }
-            if !LAYER_ERROR_SOURCES.contains(&le.source.as_str()) {
-                return Err(format!(
-                    "layer_errors.source is {:?}; expected one of {LAYER_ERROR_SOURCES:?}",
-                    le.source
-                ));
-            }
-        }
-        let d = &self.defaults;
-        d.settings().check("defaults", fp.n_heads)?;
-        if d.min_budget == 0 {
-            return Err("defaults.min_budget is 0 (must be ≥ 1)".into());
-        }
-        if !d.max_budget_factor.is_finite() || d.max_budget_factor < 1.0 {
-            return Err(format!(
-                "defaults.max_budget_factor is {} (must be finite and ≥ 1)",
-                d.max_budget_factor
-            ));
-        }
-        if let Some(t) = &self.tuning {
-            let c = &t.chosen;
-            c.check("tuning.chosen", fp.n_heads)?;
-            for (i, (s, recall)) in t.table.iter().enumerate() {
-                s.check(&format!("tuning.table[{i}]"), fp.n_heads)?;
-                if !recall.is_finite() || !(0.0..=1.0).contains(recall) {
-                    return Err(format!(
-                        "tuning.table[{i}] has mean recall {recall} (must be in [0, 1])"
-                    ));
-                }
-            }
-            for (i, c) in t.per_budget.iter().enumerate() {
-                let at = format!("tuning.per_budget[{i}]");
-                if c.budget == 0 {
-                    return Err(format!("{at} has budget 0"));
-                }
-                let s = &c.chosen;
-                s.check(&at, fp.n_heads)?;
-                for (j, (s, v)) in c.table.iter().enumerate() {
-                    s.check(&format!("{at}.table[{j}]"), fp.n_heads)?;
-                    if !v.is_finite() || !(0.0..=1.0).contains(v) {
-                        return Err(format!(
-                            "{at}.table[{j}] has mean score {v} (must be in [0, 1])"
-                        ));
-                    }
-                }
-            }
-            if !t.budgets.is_empty() && t.budgets.len() != fp.n_layers {
-                return Err(format!(
-                    "tuning.budgets has {} entries but the model has {} layers",
-                    t.budgets.len(),
-                    fp.n_layers
-                ));
-            }
-        }
-        let p = &self.provenance;
-        if !p.wall_time_s.is_finite() || p.wall_time_s < 0.0 {
-            return Err(format!(
-                "provenance.wall_time_s is {} (must be finite and ≥ 0)",
-                p.wall_time_s
             ));
         }
         Ok(())
@@ -228,6 +178,71 @@ fn check_vector(what: &str, v: &[f64], n_layers: usize) -> Result<(), String> {
     }
     for (i, &x) in v.iter().enumerate() {
         check_value(&format!("{what}[{i}]"), x)?;
+    }
+    Ok(())
+}
+
+/// Layer errors: one non-negative value per layer summing to 1, named datasets, a known source.
+fn check_layer_errors(le: &super::LayerErrors, n_layers: usize) -> Result<(), String> {
+    check_vector("layer_errors.per_layer", &le.per_layer, n_layers)?;
+    let sum: f64 = le.per_layer.iter().sum();
+    if (sum - 1.0).abs() > SUM_TOLERANCE {
+        return Err(format!(
+            "layer_errors.per_layer sums to {sum}, not 1 (tolerance {SUM_TOLERANCE})"
+        ));
+    }
+    for (i, (name, v)) in le.per_dataset.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(format!("layer_errors.per_dataset[{i}] has an empty name"));
+        }
+        if le.per_dataset[..i].iter().any(|(n, _)| n == name) {
+            return Err(format!("layer_errors.per_dataset has {name:?} twice"));
+        }
+        check_vector(&format!("layer_errors.per_dataset[{name:?}]"), v, n_layers)?;
+    }
+    if !LAYER_ERROR_SOURCES.contains(&le.source.as_str()) {
+        return Err(format!(
+            "layer_errors.source is {:?}; expected one of {LAYER_ERROR_SOURCES:?}",
+            le.source
+        ));
+    }
+    Ok(())
+}
+
+/// Tuning: every setting valid for `n_heads`, scores in [0, 1], budgets per layer if any.
+fn check_tuning(t: &super::Tuning, n_layers: usize, n_heads: usize) -> Result<(), String> {
+    let c = &t.chosen;
+    c.check("tuning.chosen", n_heads)?;
+    for (i, (s, recall)) in t.table.iter().enumerate() {
+        s.check(&format!("tuning.table[{i}]"), n_heads)?;
+        if !recall.is_finite() || !(0.0..=1.0).contains(recall) {
+            return Err(format!(
+                "tuning.table[{i}] has mean recall {recall} (must be in [0, 1])"
+            ));
+        }
+    }
+    for (i, c) in t.per_budget.iter().enumerate() {
+        let at = format!("tuning.per_budget[{i}]");
+        if c.budget == 0 {
+            return Err(format!("{at} has budget 0"));
+        }
+        let s = &c.chosen;
+        s.check(&at, n_heads)?;
+        for (j, (s, v)) in c.table.iter().enumerate() {
+            s.check(&format!("{at}.table[{j}]"), n_heads)?;
+            if !v.is_finite() || !(0.0..=1.0).contains(v) {
+                return Err(format!(
+                    "{at}.table[{j}] has mean score {v} (must be in [0, 1])"
+                ));
+            }
+        }
+    }
+    if !t.budgets.is_empty() && t.budgets.len() != n_layers {
+        return Err(format!(
+            "tuning.budgets has {} entries but the model has {} layers",
+            t.budgets.len(),
+            n_layers
+        ));
     }
     Ok(())
 }
