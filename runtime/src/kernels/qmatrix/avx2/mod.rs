@@ -326,106 +326,123 @@ pub unsafe fn dequantize(format: BlockFormat, src: &[u8], dst: &mut [f32]) -> bo
                 }
             }
         }
-        Q4_K | Q5_K => {
-            let low = _mm256_set1_epi8(0x0F);
-            let bit4 = _mm256_set1_epi8(0x10);
-            for b in 0..nb {
-                let bp = unsafe { p.add(b * bb) };
-                let o = unsafe { out.add(b * 256) };
-                let (d, dmin, sc) = unsafe {
-                    (
-                        f16_at(bp),
-                        f16_at(bp.add(2)),
-                        &*bp.add(4).cast::<[u8; 12]>(),
-                    )
-                };
-                let (sc, mn) = k4_scales_mins(sc);
-                let q5 = format == Q5_K;
-                let mut qh = if q5 {
-                    unsafe { load256(bp.add(16)) }
-                } else {
-                    low
-                };
-                for g in 0..4 {
-                    let q = unsafe { load256(bp.add(if q5 { 48 } else { 16 } + 32 * g)) };
-                    let mut lo = _mm256_and_si256(q, low);
-                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
-                    if q5 {
-                        lo =
-                            _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bit4));
-                        hi =
-                            _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(qh), bit4));
-                        qh = _mm256_srli_epi16::<2>(qh);
-                    }
-                    let (k0, k1) = (2 * g, 2 * g + 1);
-                    let d0 = _mm256_set1_ps(d * f32::from(sc[k0]));
-                    let m0 = _mm256_set1_ps(dmin * f32::from(mn[k0]));
-                    let d1 = _mm256_set1_ps(d * f32::from(sc[k1]));
-                    let m1 = _mm256_set1_ps(dmin * f32::from(mn[k1]));
-                    unsafe {
-                        store_affine(lo, d0, m0, true, o.add(64 * g));
-                        store_affine(hi, d1, m1, true, o.add(64 * g + 32));
-                    }
-                }
-            }
-        }
-        Q6_K => {
-            let low = _mm256_set1_epi8(0x0F);
-            let two = _mm256_set1_epi8(0x30);
-            let m32 = _mm256_set1_epi8(32);
-            for b in 0..nb {
-                let bp = unsafe { p.add(b * bb) };
-                let o = unsafe { out.add(b * 256) };
-                let d = unsafe { f16_at(bp.add(208)) };
-                let sc = unsafe { std::slice::from_raw_parts(bp.add(192), 16) };
-                for n in 0..2 {
-                    let (ql0, ql1, qh) = unsafe {
-                        (
-                            load256(bp.add(64 * n)),
-                            load256(bp.add(64 * n + 32)),
-                            load256(bp.add(128 + 32 * n)),
-                        )
-                    };
-                    let q = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql0, low),
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), two),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql1, low),
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), two),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
-                            _mm256_and_si256(qh, two),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), two),
-                        ),
-                    ];
-                    for (k, q) in q.into_iter().enumerate() {
-                        // q - 32 as signed bytes; elements 0..16 and 16..32 have their own
-                        // scale: `d * sc * q`, multiplied in the scalar decoder's order.
-                        let q = _mm256_sub_epi8(q, m32);
-                        let s0 = d * f32::from(sc[8 * n + 2 * k] as i8);
-                        let s1 = d * f32::from(sc[8 * n + 2 * k + 1] as i8);
-                        let lo = _mm256_castsi256_si128(q);
-                        let hi = _mm256_extracti128_si256::<1>(q);
-                        let parts = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
-                        for (h, part) in parts.into_iter().enumerate() {
-                            let s = _mm256_set1_ps(if h < 2 { s0 } else { s1 });
-                            let v =
-                                _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part)));
-                            unsafe { _mm256_storeu_ps(o.add(128 * n + 32 * k + 8 * h), v) };
-                        }
-                    }
-                }
-            }
-        }
+        // SAFETY: as above.
+        Q4_K | Q5_K => unsafe { dequantize_k4(format == Q5_K, p, out, nb, bb) },
+        // SAFETY: as above.
+        Q6_K => unsafe { dequantize_q6_k(p, out, nb, bb) },
         Q2_K | Q3_K | Q8_K => return false,
     }
     true
+}
+
+/// Q4_K / Q5_K (`q5`) blocks of [`dequantize`]: per 32-element sub-block `d·sc·q − dmin·m`.
+///
+/// # Safety
+/// AVX2+FMA+F16C present; `nb` blocks of `bb` bytes readable at `p`, `256·nb` floats writable
+/// at `out`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_k4(q5: bool, p: *const u8, out: *mut f32, nb: usize, bb: usize) {
+    // SAFETY (every access below): block b < nb is src[b*bb..(b+1)*bb] and out[256b..256(b+1)],
+    // in bounds per the caller.
+    let low = _mm256_set1_epi8(0x0F);
+    let bit4 = _mm256_set1_epi8(0x10);
+    for b in 0..nb {
+        let bp = unsafe { p.add(b * bb) };
+        let o = unsafe { out.add(b * 256) };
+        let (d, dmin, sc) = unsafe {
+            (
+                f16_at(bp),
+                f16_at(bp.add(2)),
+                &*bp.add(4).cast::<[u8; 12]>(),
+            )
+        };
+        let (sc, mn) = k4_scales_mins(sc);
+        let mut qh = if q5 {
+            unsafe { load256(bp.add(16)) }
+        } else {
+            low
+        };
+        for g in 0..4 {
+            let q = unsafe { load256(bp.add(if q5 { 48 } else { 16 } + 32 * g)) };
+            let mut lo = _mm256_and_si256(q, low);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            if q5 {
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bit4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(qh), bit4));
+                qh = _mm256_srli_epi16::<2>(qh);
+            }
+            let (k0, k1) = (2 * g, 2 * g + 1);
+            let d0 = _mm256_set1_ps(d * f32::from(sc[k0]));
+            let m0 = _mm256_set1_ps(dmin * f32::from(mn[k0]));
+            let d1 = _mm256_set1_ps(d * f32::from(sc[k1]));
+            let m1 = _mm256_set1_ps(dmin * f32::from(mn[k1]));
+            unsafe {
+                store_affine(lo, d0, m0, true, o.add(64 * g));
+                store_affine(hi, d1, m1, true, o.add(64 * g + 32));
+            }
+        }
+    }
+}
+
+/// Q6_K blocks of [`dequantize`]: `d·sc·(q − 32)` per 16-element group.
+///
+/// # Safety
+/// As [`dequantize_k4`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_q6_k(p: *const u8, out: *mut f32, nb: usize, bb: usize) {
+    // SAFETY (every access below): block b < nb is src[b*bb..(b+1)*bb] and out[256b..256(b+1)],
+    // in bounds per the caller.
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x30);
+    let m32 = _mm256_set1_epi8(32);
+    for b in 0..nb {
+        let bp = unsafe { p.add(b * bb) };
+        let o = unsafe { out.add(b * 256) };
+        let d = unsafe { f16_at(bp.add(208)) };
+        let sc = unsafe { std::slice::from_raw_parts(bp.add(192), 16) };
+        for n in 0..2 {
+            let (ql0, ql1, qh) = unsafe {
+                (
+                    load256(bp.add(64 * n)),
+                    load256(bp.add(64 * n + 32)),
+                    load256(bp.add(128 + 32 * n)),
+                )
+            };
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, low),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), two),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, low),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), two),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
+                    _mm256_and_si256(qh, two),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), two),
+                ),
+            ];
+            for (k, q) in q.into_iter().enumerate() {
+                // q - 32 as signed bytes; elements 0..16 and 16..32 have their own
+                // scale: `d * sc * q`, multiplied in the scalar decoder's order.
+                let q = _mm256_sub_epi8(q, m32);
+                let s0 = d * f32::from(sc[8 * n + 2 * k] as i8);
+                let s1 = d * f32::from(sc[8 * n + 2 * k + 1] as i8);
+                let lo = _mm256_castsi256_si128(q);
+                let hi = _mm256_extracti128_si256::<1>(q);
+                let parts = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
+                for (h, part) in parts.into_iter().enumerate() {
+                    let s = _mm256_set1_ps(if h < 2 { s0 } else { s1 });
+                    let v = _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part)));
+                    unsafe { _mm256_storeu_ps(o.add(128 * n + 32 * k + 8 * h), v) };
+                }
+            }
+        }
+    }
 }
 
 /// Float element encodings as const parameters, so the per-8-element load is chosen at
