@@ -9,8 +9,9 @@ use compresskv_profiler::calibrate::{
     profile_model,
 };
 use compresskv_profiler::layer_error::ErrorSettings;
+use compresskv_runtime::eval::niah::Haystack;
 use compresskv_runtime::loader::hf_config::spec_from_hf_config;
-use compresskv_runtime::loader::load_model;
+use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::press::budget::{Allocator, Bounds};
 use compresskv_runtime::press::engine::layer_budgets;
 use compresskv_runtime::profile::{
@@ -154,6 +155,7 @@ pub fn run(device: &super::DeviceArgs, a: ProfileArgs) -> anyhow::Result<()> {
 fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
     let model = a
         .model
+        .clone()
         .context("--model is required (e.g. --model google/gemma-3-270m)")?;
     let device = device.runtime()?;
     let lm = load_model(&model, &device)?;
@@ -178,51 +180,7 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
     // The checkpoint goes next to the profile, from the first sample on.
     create_parent_dir(&out)?;
     let checkpoint = out.with_extension("ron.partial.jsonl");
-    let grid = Grid {
-        lengths: a.lengths.clone(),
-        depths: a.depths.clone(),
-        max_new: a.max_new,
-    };
-    let mut calib = needles_bytes;
-    calib.extend_from_slice(haystack.text().as_bytes());
-    let qa = if a.qa.is_empty() {
-        None
-    } else {
-        for f in &a.qa {
-            calib.extend(std::fs::read(f).with_context(|| {
-                format!(
-                    "cannot read --qa {} (LongBench jsonl expected)",
-                    f.display()
-                )
-            })?);
-        }
-        Some(load_qa(
-            &lm,
-            &a.qa,
-            a.qa_config.as_deref(),
-            a.qa_max_samples,
-            a.qa_max_len,
-            a.qa_max_new,
-        )?)
-    };
-    let settings = ErrorSettings {
-        budget: a.error_budget,
-        ..ErrorSettings::default()
-    };
-    if settings.budget <= settings.window {
-        bail!(
-            "--error-budget {} must be larger than the observation window ({})",
-            settings.budget,
-            settings.window
-        );
-    }
-    let opts = RunOptions {
-        grid,
-        errors: ErrorPlan { settings, qa },
-        resume: a.resume,
-        stop_after: a.stop_after,
-        allow_uncounted: a.allow_uncounted,
-    };
+    let (opts, calib) = run_options(&a, &lm, needles_bytes, &haystack)?;
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
@@ -273,6 +231,62 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
         print_heads(&profile, None);
     }
     Ok(())
+}
+
+/// The calibration run's options (grid, error plan, resume) from the flags, and the bytes its
+/// provenance hash covers (needles, haystack, QA files).
+fn run_options(
+    a: &RunArgs,
+    lm: &LoadedModel,
+    needles_bytes: Vec<u8>,
+    haystack: &Haystack,
+) -> anyhow::Result<(RunOptions, Vec<u8>)> {
+    let grid = Grid {
+        lengths: a.lengths.clone(),
+        depths: a.depths.clone(),
+        max_new: a.max_new,
+    };
+    let mut calib = needles_bytes;
+    calib.extend_from_slice(haystack.text().as_bytes());
+    let qa = if a.qa.is_empty() {
+        None
+    } else {
+        for f in &a.qa {
+            calib.extend(std::fs::read(f).with_context(|| {
+                format!(
+                    "cannot read --qa {} (LongBench jsonl expected)",
+                    f.display()
+                )
+            })?);
+        }
+        Some(load_qa(
+            lm,
+            &a.qa,
+            a.qa_config.as_deref(),
+            a.qa_max_samples,
+            a.qa_max_len,
+            a.qa_max_new,
+        )?)
+    };
+    let settings = ErrorSettings {
+        budget: a.error_budget,
+        ..ErrorSettings::default()
+    };
+    if settings.budget <= settings.window {
+        bail!(
+            "--error-budget {} must be larger than the observation window ({})",
+            settings.budget,
+            settings.window
+        );
+    }
+    let opts = RunOptions {
+        grid,
+        errors: ErrorPlan { settings, qa },
+        resume: a.resume,
+        stop_after: a.stop_after,
+        allow_uncounted: a.allow_uncounted,
+    };
+    Ok((opts, calib))
 }
 
 /// Creates the directory `path` will be written into (the user's profile directory may not
