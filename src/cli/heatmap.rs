@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{Context, bail};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
@@ -60,21 +61,7 @@ pub fn heatmap_png(
     values: &[Vec<f64>],
     range: Option<(f64, f64)>,
 ) -> anyhow::Result<()> {
-    let rows = values.len();
-    let cols = values.first().map_or(0, Vec::len);
-    if rows == 0 || cols == 0 {
-        bail!("nothing to draw: the heatmap has no rows or no columns");
-    }
-    if values.iter().any(|r| r.len() != cols) {
-        bail!("the heatmap rows have different lengths");
-    }
-    if x_ticks.len() != cols || y_ticks.len() != rows {
-        bail!(
-            "{} x tick labels for {cols} columns and {} y tick labels for {rows} rows",
-            x_ticks.len(),
-            y_ticks.len()
-        );
-    }
+    let (rows, cols) = check_shape(x_ticks, y_ticks, values)?;
     let (lo, hi) = range.unwrap_or_else(|| {
         let finite = values.iter().flatten().copied().filter(|v| v.is_finite());
         let lo = finite.clone().fold(f64::INFINITY, f64::min);
@@ -145,7 +132,46 @@ pub fn heatmap_png(
     let (_, top) = centre(0.0, rows as f64);
     let (_, bottom) = centre(0.0, 0.0);
 
-    // Colour scale: a vertical bar with the range's ends and middle labelled.
+    draw_colour_scale(&side, top, bottom, lo, span, &tick_font)?;
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The grid's (rows, columns), checked: non-empty, rectangular, one tick label per row/column.
+fn check_shape(
+    x_ticks: &[String],
+    y_ticks: &[String],
+    values: &[Vec<f64>],
+) -> anyhow::Result<(usize, usize)> {
+    let rows = values.len();
+    let cols = values.first().map_or(0, Vec::len);
+    if rows == 0 || cols == 0 {
+        bail!("nothing to draw: the heatmap has no rows or no columns");
+    }
+    if values.iter().any(|r| r.len() != cols) {
+        bail!("the heatmap rows have different lengths");
+    }
+    if x_ticks.len() != cols || y_ticks.len() != rows {
+        bail!(
+            "{} x tick labels for {cols} columns and {} y tick labels for {rows} rows",
+            x_ticks.len(),
+            y_ticks.len()
+        );
+    }
+    Ok((rows, cols))
+}
+
+/// The colour scale: a vertical bar from `top` to `bottom` with the range's ends and middle
+/// labelled.
+fn draw_colour_scale(
+    side: &DrawingArea<BitMapBackend<'_>, Shift>,
+    top: i32,
+    bottom: i32,
+    lo: f64,
+    span: f64,
+    tick_font: &FontDesc<'_>,
+) -> anyhow::Result<()> {
     let bar_top = top;
     let bar_h = (bottom - top).max(60);
     let steps = 64;
@@ -170,8 +196,6 @@ pub fn heatmap_png(
             tick_font.clone(),
         ))?;
     }
-    root.present()
-        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
