@@ -258,115 +258,138 @@ fn head_scores(
     let form = detect_form(&v, name)?;
     let mut scores = vec![vec![0.0; nh]; nl];
     match form {
-        HeadForm::Ranking => {
-            let rows: Vec<(usize, &Value)> = match &v {
-                Value::Array(a) => a.iter().enumerate().collect(),
-                Value::Object(m) => {
-                    let mut r: Vec<(usize, &Value)> =
-                        m.iter().map(|(k, v)| (k.parse().unwrap(), v)).collect();
-                    r.sort_by_key(|(l, _)| *l);
-                    r
-                }
-                _ => unreachable!(),
-            };
-            if rows.len() != nl || rows.iter().enumerate().any(|(i, (l, _))| i != *l) {
-                let max = rows.iter().map(|(l, _)| l + 1).max().unwrap_or(0);
-                return Err(if rows.len() != nl || max != nl {
-                    other_model(
-                        name,
-                        format!("the file ranks heads of {} layers", rows.len()),
-                        spec,
-                    )
-                } else {
-                    import_err(name, "layer indices are not 0..n_layers")
-                });
-            }
-            for (l, row) in rows {
-                let list = row.as_array().ok_or_else(|| {
-                    import_err(name, format!("layer {l}: expected a list of head indices"))
-                })?;
-                if list.is_empty() {
-                    return Err(import_err(name, format!("layer {l}: empty head list")));
-                }
-                if list.len() > nh {
-                    return Err(other_model(
-                        name,
-                        format!("layer {l} lists {} heads", list.len()),
-                        spec,
-                    ));
-                }
-                let mut seen = vec![false; nh];
-                for (rank, h) in list.iter().enumerate() {
-                    let h = h.as_u64().ok_or_else(|| {
-                        import_err(name, format!("layer {l}: {h} is not a head index"))
-                    })? as usize;
-                    if h >= nh {
-                        return Err(other_model(name, format!("layer {l} lists head {h}"), spec));
-                    }
-                    if std::mem::replace(&mut seen[h], true) {
-                        return Err(import_err(name, format!("layer {l} lists head {h} twice")));
-                    }
-                    scores[l][h] = (nh - rank) as f64 / nh as f64;
-                }
-            }
-        }
-        HeadForm::Scores => {
-            let m = v.as_object().expect("detected as an object");
-            let mut seen = vec![vec![false; nh]; nl];
-            for (k, list) in m {
-                let (l, h) = parse_layer_head(k).expect("detected as layer-head keys");
-                if l >= nl || h >= nh {
-                    let (ml, mh) = m
-                        .keys()
-                        .filter_map(|k| parse_layer_head(k))
-                        .fold((0, 0), |(a, b), (l, h)| (a.max(l + 1), b.max(h + 1)));
-                    return Err(other_model(
-                        name,
-                        format!("the file scores heads of {ml} layers × {mh} heads (key {k:?})"),
-                        spec,
-                    ));
-                }
-                let list = list
-                    .as_array()
-                    .ok_or_else(|| import_err(name, format!("{k:?}: expected a list of scores")))?;
-                let mut sum = 0.0;
-                for x in list {
-                    let x = x
-                        .as_f64()
-                        .filter(|x| x.is_finite() && *x >= 0.0)
-                        .ok_or_else(|| {
-                            import_err(
-                                name,
-                                format!("{k:?}: {x} is not a finite non-negative score"),
-                            )
-                        })?;
-                    sum += x;
-                }
-                scores[l][h] = if list.is_empty() {
-                    0.0
-                } else {
-                    sum / list.len() as f64
-                };
-                seen[l][h] = true;
-            }
-            let missing = seen.iter().flatten().filter(|s| !**s).count();
-            if missing > 0 {
-                let (l, h) = (0..nl)
-                    .flat_map(|l| (0..nh).map(move |h| (l, h)))
-                    .find(|&(l, h)| !seen[l][h])
-                    .unwrap();
-                return Err(other_model(
-                    name,
-                    format!(
-                        "{missing} of the model's {} heads have no score (first: \"{l}-{h}\")",
-                        nl * nh
-                    ),
-                    spec,
-                ));
-            }
-        }
+        HeadForm::Ranking => ranking_scores(&v, name, spec, &mut scores)?,
+        HeadForm::Scores => score_lists(&v, name, spec, &mut scores)?,
     }
     Ok((scores, form))
+}
+
+/// A ranking file (`[[head, …] per layer]` or `{"layer": [head, …]}`, best first): rank `r`
+/// of `nh` scores `(nh − r)/nh`.
+fn ranking_scores(
+    v: &Value,
+    name: &str,
+    spec: &ModelSpec,
+    scores: &mut [Vec<f64>],
+) -> Result<(), ProfileError> {
+    let (nl, nh) = (spec.n_layers, spec.n_heads);
+    let rows: Vec<(usize, &Value)> = match v {
+        Value::Array(a) => a.iter().enumerate().collect(),
+        Value::Object(m) => {
+            let mut r: Vec<(usize, &Value)> =
+                m.iter().map(|(k, v)| (k.parse().unwrap(), v)).collect();
+            r.sort_by_key(|(l, _)| *l);
+            r
+        }
+        _ => unreachable!(),
+    };
+    if rows.len() != nl || rows.iter().enumerate().any(|(i, (l, _))| i != *l) {
+        let max = rows.iter().map(|(l, _)| l + 1).max().unwrap_or(0);
+        return Err(if rows.len() != nl || max != nl {
+            other_model(
+                name,
+                format!("the file ranks heads of {} layers", rows.len()),
+                spec,
+            )
+        } else {
+            import_err(name, "layer indices are not 0..n_layers")
+        });
+    }
+    for (l, row) in rows {
+        let list = row.as_array().ok_or_else(|| {
+            import_err(name, format!("layer {l}: expected a list of head indices"))
+        })?;
+        if list.is_empty() {
+            return Err(import_err(name, format!("layer {l}: empty head list")));
+        }
+        if list.len() > nh {
+            return Err(other_model(
+                name,
+                format!("layer {l} lists {} heads", list.len()),
+                spec,
+            ));
+        }
+        let mut seen = vec![false; nh];
+        for (rank, h) in list.iter().enumerate() {
+            let h = h
+                .as_u64()
+                .ok_or_else(|| import_err(name, format!("layer {l}: {h} is not a head index")))?
+                as usize;
+            if h >= nh {
+                return Err(other_model(name, format!("layer {l} lists head {h}"), spec));
+            }
+            if std::mem::replace(&mut seen[h], true) {
+                return Err(import_err(name, format!("layer {l} lists head {h} twice")));
+            }
+            scores[l][h] = (nh - rank) as f64 / nh as f64;
+        }
+    }
+    Ok(())
+}
+
+/// A score file (`{"layer-head": [score, …]}`): each head's mean score; every head of the
+/// model must have one.
+fn score_lists(
+    v: &Value,
+    name: &str,
+    spec: &ModelSpec,
+    scores: &mut [Vec<f64>],
+) -> Result<(), ProfileError> {
+    let (nl, nh) = (spec.n_layers, spec.n_heads);
+    let m = v.as_object().expect("detected as an object");
+    let mut seen = vec![vec![false; nh]; nl];
+    for (k, list) in m {
+        let (l, h) = parse_layer_head(k).expect("detected as layer-head keys");
+        if l >= nl || h >= nh {
+            let (ml, mh) = m
+                .keys()
+                .filter_map(|k| parse_layer_head(k))
+                .fold((0, 0), |(a, b), (l, h)| (a.max(l + 1), b.max(h + 1)));
+            return Err(other_model(
+                name,
+                format!("the file scores heads of {ml} layers × {mh} heads (key {k:?})"),
+                spec,
+            ));
+        }
+        let list = list
+            .as_array()
+            .ok_or_else(|| import_err(name, format!("{k:?}: expected a list of scores")))?;
+        let mut sum = 0.0;
+        for x in list {
+            let x = x
+                .as_f64()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| {
+                    import_err(
+                        name,
+                        format!("{k:?}: {x} is not a finite non-negative score"),
+                    )
+                })?;
+            sum += x;
+        }
+        scores[l][h] = if list.is_empty() {
+            0.0
+        } else {
+            sum / list.len() as f64
+        };
+        seen[l][h] = true;
+    }
+    let missing = seen.iter().flatten().filter(|s| !**s).count();
+    if missing > 0 {
+        let (l, h) = (0..nl)
+            .flat_map(|l| (0..nh).map(move |h| (l, h)))
+            .find(|&(l, h)| !seen[l][h])
+            .unwrap();
+        return Err(other_model(
+            name,
+            format!(
+                "{missing} of the model's {} heads have no score (first: \"{l}-{h}\")",
+                nl * nh
+            ),
+            spec,
+        ));
+    }
+    Ok(())
 }
 
 /// A JSON object's entries in file order (serde_json's map is sorted without `preserve_order`).
