@@ -278,13 +278,13 @@ impl AttentionObserver for ErrorProbe {
     }
 }
 
-/// Forwards every event to two observers.
-pub struct Both<'a>(
+/// Forwards every event to two observers (like `tee`).
+pub struct Tee<'a>(
     pub &'a mut dyn AttentionObserver,
     pub &'a mut dyn AttentionObserver,
 );
 
-impl AttentionObserver for Both<'_> {
+impl AttentionObserver for Tee<'_> {
     fn wants(&self, layer: usize) -> bool {
         self.0.wants(layer) || self.1.wants(layer)
     }

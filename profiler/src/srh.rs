@@ -19,7 +19,7 @@ use compresskv_runtime::model::{AttentionEvent, AttentionObserver};
 use compresskv_runtime::{CausalLM, ForwardCtx, KvCache, WindowCapture};
 use serde::{Deserialize, Serialize};
 
-use crate::layer_error::{Both, ErrorProbe};
+use crate::layer_error::{ErrorProbe, Tee};
 
 /// One calibration prompt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,7 +162,7 @@ pub fn score_sample_with(
             }
             Some(p) => model.forward(
                 &[input],
-                &mut ForwardCtx::new(&mut cache).observer(&mut Both(&mut obs, p)),
+                &mut ForwardCtx::new(&mut cache).observer(&mut Tee(&mut obs, p)),
             ),
         };
         let l: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32");

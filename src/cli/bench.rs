@@ -39,19 +39,22 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
-    anyhow::ensure!(a.decode_tokens >= 2, "--decode-tokens must be at least 2");
+pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
+    anyhow::ensure!(
+        args.decode_tokens >= 2,
+        "--decode-tokens must be at least 2"
+    );
     let say = |s: &str| {
-        if !a.json {
+        if !args.json {
             eprintln!("{s}");
         }
     };
     let device = device.runtime()?;
-    let lm = load_model(&a.model, &device)?;
-    let haystack = super::load_haystack(a.haystack.as_deref())?;
-    let contenders = contender_grid(&a.methods, &[a.budget], None, |m, b| {
-        a.tuning
+    let lm = load_model(&args.model, &device)?;
+    let haystack = super::load_haystack(args.haystack.as_deref())?;
+    let contenders = contender_grid(&args.methods, &[args.budget], None, |m, b| {
+        args.tuning
             .compressor(&lm, m, BudgetSpec::Entries(b))
             .with_context(|| format!("--methods {m}"))
     })?;
@@ -60,20 +63,20 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
     let bandwidth = machine.memory_bandwidth_bytes_per_s;
     let fma_peak = machine.fma_peak_macs_per_s;
     let plan = BenchPlan {
-        lengths: &a.lengths,
+        lengths: &args.lengths,
         contenders: &contenders,
-        decode_tokens: a.decode_tokens,
-        repeats: a.repeats,
+        decode_tokens: args.decode_tokens,
+        repeats: args.repeats,
     };
     let rows = plan.run(&lm, &haystack, &machine, &say)?;
 
-    if a.json {
+    if args.json {
         return super::print_json(&serde_json::json!({
             "model": lm.id, "device": device.describe(), "precision": device.precision.name(),
             "weight_formats": lm.model.kernel_formats().iter().map(|(f, n, b)| serde_json::json!({
                 "format": f, "tensors": n, "bytes": b })).collect::<Vec<_>>(),
-            "budget": a.budget,
-            "decode_tokens": a.decode_tokens, "repeats": a.repeats,
+            "budget": args.budget,
+            "decode_tokens": args.decode_tokens, "repeats": args.repeats,
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "memory_bandwidth_bytes_per_s": bandwidth, "decode_weight_bytes": weights,
             "fma_peak_macs_per_s": fma_peak,
@@ -124,8 +127,8 @@ pub fn run(device: &super::DeviceArgs, a: BenchArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        a.repeats,
-        a.decode_tokens,
+        args.repeats,
+        args.decode_tokens,
         bytes(weights),
         bandwidth.map_or(String::new(), |b| format!(
             "; measured memory read bandwidth {:.1} GB/s",

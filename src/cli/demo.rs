@@ -38,32 +38,33 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, args: DemoArgs) -> anyhow::Result<()> {
     let say = |s: &str| {
-        if !a.json {
+        if !args.json {
             println!("{s}");
         }
     };
-    if store::find_known_model(&a.model).is_some() && store::resolve_model(&a.model).is_err() {
-        say(&format!("fetching {} (once)…", a.model));
-        store::fetch_model(&a.model, &mut |l| say(&format!("  {l}")))?;
+    if store::find_known_model(&args.model).is_some() && store::resolve_model(&args.model).is_err()
+    {
+        say(&format!("fetching {} (once)…", args.model));
+        store::fetch_model(&args.model, &mut |l| say(&format!("  {l}")))?;
     }
-    let haystack = super::load_haystack(a.haystack.as_deref())?;
+    let haystack = super::load_haystack(args.haystack.as_deref())?;
     let device = device.runtime()?;
-    let lm = load_model(&a.model, &device)?;
+    let lm = load_model(&args.model, &device)?;
     let needle = Needle::san_francisco();
     let sample = NiahBuilder::for_model(&haystack, &lm)
-        .peer_needle(&needle, a.length, a.depth)
+        .peer_needle(&needle, args.length, args.depth)
         .context("building the demo prompt")?;
     let (compressor, profile) =
-        a.tuning
-            .compressor_with_source(&lm, &a.method, BudgetSpec::Entries(a.budget))?;
+        args.tuning
+            .compressor_with_source(&lm, &args.method, BudgetSpec::Entries(args.budget))?;
     let profile = profile.map(|p| p.to_string());
     let contenders = [
         Contender::full(),
         Contender {
-            method: a.method.clone(),
-            budget: Some(a.budget),
+            method: args.method.clone(),
+            budget: Some(args.budget),
             compressor: Some(compressor),
         },
     ];
@@ -76,10 +77,10 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
     };
     say(&format!(
         "{}: {}-token prompt, needle at {}% (token {}); question: {}",
-        lm.id, a.length, a.depth, sample.needle_token_start, needle.question
+        lm.id, args.length, args.depth, sample.needle_token_start, needle.question
     ));
     if let Some(p) = &profile {
-        say(&format!("{} profile: {p}", a.method));
+        say(&format!("{} profile: {p}", args.method));
     }
     let outs = run_contenders(
         &lm.model,
@@ -101,9 +102,9 @@ pub fn run(device: &super::DeviceArgs, a: DemoArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
-    if a.json {
+    if args.json {
         return super::print_json(&serde_json::json!({
-            "model": lm.id, "prompt_tokens": sample.prompt_ids.len(), "depth": a.depth,
+            "model": lm.id, "prompt_tokens": sample.prompt_ids.len(), "depth": args.depth,
             "question": needle.question, "expected": needle.answer, "runs": rows,
             "profile": profile,
         }));
@@ -145,8 +146,8 @@ fn render(needle: &Needle, sample: &NiahSample, contenders: &[Contender], outs: 
         .iter()
         .zip(&c.kv_entries_per_layer)
         .enumerate()
-        .filter(|(_, (a, b))| b < a)
-        .map(|(l, (a, b))| format!("{l}: {a}→{b}"))
+        .filter(|(_, (full, kept))| kept < full)
+        .map(|(l, (full, kept))| format!("{l}: {full}→{kept}"))
         .collect();
     println!(
         "\nKV cache {} → {} ({:.1}x smaller). Compressed layers ({} of {}, entries): {}.",

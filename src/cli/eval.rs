@@ -17,9 +17,9 @@ pub enum EvalCommand {
     Longbench(super::eval_longbench::LongbenchArgs),
 }
 
-pub fn run(device: &super::DeviceArgs, a: EvalArgs) -> anyhow::Result<()> {
-    match a.cmd {
-        EvalCommand::Niah(a) => super::eval_niah::run(device, a),
-        EvalCommand::Longbench(a) => super::eval_longbench::run(device, a),
+pub fn run(device: &super::DeviceArgs, args: EvalArgs) -> anyhow::Result<()> {
+    match args.cmd {
+        EvalCommand::Niah(args) => super::eval_niah::run(device, args),
+        EvalCommand::Longbench(args) => super::eval_longbench::run(device, args),
     }
 }

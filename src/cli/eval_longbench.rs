@@ -69,24 +69,24 @@ pub struct LongbenchArgs {
     pub json: bool,
 }
 
-pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, args: LongbenchArgs) -> anyhow::Result<()> {
     let t_start = Instant::now();
     let device = device.runtime()?;
-    let (samples, methods, budgets) = read_inputs(&a)?;
-    let (config, config_dir) = find_config(a.config.as_deref(), &a.data)?;
+    let (samples, methods, budgets) = read_inputs(&args)?;
+    let (config, config_dir) = find_config(args.config.as_deref(), &args.data)?;
 
-    let lm = load_model(&a.model, &device)?;
+    let lm = load_model(&args.model, &device)?;
     let contenders = contender_grid(&methods, &budgets, None, |m, b| {
-        a.tuning
+        args.tuning
             .compressor(&lm, m, BudgetSpec::Entries(b))
             .with_context(|| format!("method {m} at budget {b}"))
     })?;
-    let t = &a.tuning;
+    let t = &args.tuning;
     let settings = format!(
         "model={} max_length={} profile={} window={:?} kernel={:?} srh_heads={:?} mix={:?} \
          union={:?} error_weight={:?} sliding={:?}",
         lm.id,
-        a.max_length,
+        args.max_length,
         t.profile,
         t.window,
         t.kernel,
@@ -96,14 +96,14 @@ pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
         t.error_weight,
         t.sliding
     );
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("creating --out {}", a.out.display()))?;
-    let path = a.out.join("longbench.jsonl");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating --out {}", args.out.display()))?;
+    let path = args.out.join("longbench.jsonl");
     let job = LongBenchRun {
         config: &config,
         samples: &samples,
         contenders: &contenders,
-        max_length: a.max_length,
+        max_length: args.max_length,
         settings,
     };
     let bar = ProgressBar::new(job.total() as u64);
@@ -118,12 +118,12 @@ pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
 
-    if a.json {
+    if args.json {
         super::print_json(&serde_json::json!({
             "out": path,
             "model": lm.id,
             "config": config_dir,
-            "max_length": a.max_length,
+            "max_length": args.max_length,
             "wall_s": t_start.elapsed().as_secs_f64(),
             "rows": summary,
         }))?;
@@ -153,14 +153,14 @@ pub fn run(device: &super::DeviceArgs, a: LongbenchArgs) -> anyhow::Result<()> {
 /// The samples per dataset, methods and budgets asked for, checked before the model loads.
 #[allow(clippy::type_complexity)]
 fn read_inputs(
-    a: &LongbenchArgs,
+    args: &LongbenchArgs,
 ) -> anyhow::Result<(Vec<(String, Vec<LongBenchSample>)>, Vec<String>, Vec<usize>)> {
-    let data_dir = find_data_dir(&a.data)?;
+    let data_dir = find_data_dir(&args.data)?;
     let available = jsonl_names(&data_dir);
-    let datasets: Vec<String> = if a.datasets.is_empty() {
+    let datasets: Vec<String> = if args.datasets.is_empty() {
         available.clone()
     } else {
-        dedup(a.datasets.iter().map(|d| d.trim().to_string()))
+        dedup(args.datasets.iter().map(|d| d.trim().to_string()))
     };
     for ds in &datasets {
         let p = data_dir.join(format!("{ds}.jsonl"));
@@ -174,7 +174,7 @@ fn read_inputs(
         }
         metric_for_dataset(ds).with_context(|| format!("--datasets {ds}"))?;
     }
-    let methods = dedup(a.methods.iter().map(|m| m.trim().to_string()));
+    let methods = dedup(args.methods.iter().map(|m| m.trim().to_string()));
     let known = method_names();
     for m in &methods {
         if !known.contains(&m.as_str()) {
@@ -184,7 +184,7 @@ fn read_inputs(
             );
         }
     }
-    let budgets = dedup(a.budgets.iter().copied());
+    let budgets = dedup(args.budgets.iter().copied());
     if methods.iter().any(|m| m != "full") && budgets.is_empty() {
         bail!("--budgets is empty: give at least one KV budget (e.g. --budgets 64,128,256)");
     }
@@ -192,7 +192,7 @@ fn read_inputs(
     let mut samples = Vec::new();
     for ds in &datasets {
         let mut s = load_samples(data_dir.join(format!("{ds}.jsonl")))?;
-        if let Some(n) = a.max_samples {
+        if let Some(n) = args.max_samples {
             s.truncate(n);
         }
         samples.push((ds.clone(), s));

@@ -104,40 +104,45 @@ impl NiahProtocol {
     }
 }
 
-pub fn run(device: &super::DeviceArgs, a: NiahArgs) -> anyhow::Result<()> {
-    validate(&a)?;
+pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
+    validate(&args)?;
     let device = device.runtime()?;
-    let lm = load_model(&a.model, &device)?;
-    let haystack = super::load_haystack(a.haystack.as_deref())?;
-    let needles = match &a.needles {
+    let lm = load_model(&args.model, &device)?;
+    let haystack = super::load_haystack(args.haystack.as_deref())?;
+    let needles = match &args.needles {
         Some(p) => load_needles(p).with_context(|| format!("reading --needles {}", p.display()))?,
         None => vec![Needle::san_francisco()],
     };
-    let task = a.task.task();
+    let task = args.task.task();
     let grid = NiahGrid {
         task,
-        protocol: a.protocol.protocol(),
-        lengths: &a.lengths,
-        depths: &a.depths,
+        protocol: args.protocol.protocol(),
+        lengths: &args.lengths,
+        depths: &args.depths,
         needles: &needles,
-        passkeys: a.samples,
-        seed: a.seed,
+        passkeys: args.samples,
+        seed: args.seed,
     };
     let samples = grid.samples(&lm, &haystack)?;
-    let contenders = contender_grid(&a.methods, &a.budgets, a.variant.as_deref(), |m, b| {
-        a.tuning
-            .compressor(&lm, m, BudgetSpec::Entries(b))
-            .with_context(|| format!("--methods {m} at budget {b}"))
-    })?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("creating --out {}", a.out.display()))?;
-    let rows_path = a.out.join(format!("niah-{}.jsonl", task_name(task)));
+    let contenders = contender_grid(
+        &args.methods,
+        &args.budgets,
+        args.variant.as_deref(),
+        |m, b| {
+            args.tuning
+                .compressor(&lm, m, BudgetSpec::Entries(b))
+                .with_context(|| format!("--methods {m} at budget {b}"))
+        },
+    )?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating --out {}", args.out.display()))?;
+    let rows_path = args.out.join(format!("niah-{}.jsonl", task_name(task)));
 
     let bar = ProgressBar::new(samples.len() as u64);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} prompts {msg}",
     )?);
-    if a.json {
+    if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut started = false;
@@ -151,46 +156,46 @@ pub fn run(device: &super::DeviceArgs, a: NiahArgs) -> anyhow::Result<()> {
 
     // The summary covers every method in the file (e.g. earlier `--variant` runs) on this
     // run's prompts.
-    let summary = summarize(&rows, &a.lengths);
-    let pngs = write_heatmaps(&a, &rows)?;
+    let summary = summarize(&rows, &args.lengths);
+    let pngs = write_heatmaps(&args, &rows)?;
     let summary_json = serde_json::json!({
-        "model": lm.id, "task": task_name(task), "protocol": format!("{:?}", a.protocol).to_lowercase(),
-        "lengths": a.lengths, "depths": a.depths, "rows_file": rows_path,
+        "model": lm.id, "task": task_name(task), "protocol": format!("{:?}", args.protocol).to_lowercase(),
+        "lengths": args.lengths, "depths": args.depths, "rows_file": rows_path,
         "heatmaps": pngs, "summary": summary,
     });
     std::fs::write(
-        a.out.join(format!("summary-{}.json", task_name(task))),
+        args.out.join(format!("summary-{}.json", task_name(task))),
         serde_json::to_string_pretty(&summary_json)?,
     )?;
-    if a.json {
+    if args.json {
         super::print_json(&summary_json)?;
     } else {
-        println!("{}", render_summary(&summary, &a.lengths, a.task));
+        println!("{}", render_summary(&summary, &args.lengths, args.task));
         println!("rows: {}", rows_path.display());
         if !pngs.is_empty() {
-            println!("heatmaps: {}", a.out.display());
+            println!("heatmaps: {}", args.out.display());
         }
     }
     Ok(())
 }
 
-fn validate(a: &NiahArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(!a.methods.is_empty(), "--methods is empty");
-    anyhow::ensure!(!a.lengths.is_empty(), "--lengths is empty");
-    anyhow::ensure!(!a.depths.is_empty(), "--depths is empty");
-    for d in &a.depths {
+fn validate(args: &NiahArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.methods.is_empty(), "--methods is empty");
+    anyhow::ensure!(!args.lengths.is_empty(), "--lengths is empty");
+    anyhow::ensure!(!args.depths.is_empty(), "--depths is empty");
+    for d in &args.depths {
         anyhow::ensure!(
             (0.0..=100.0).contains(d),
             "--depths must be percentages in 0..=100, got {d}"
         );
     }
-    if a.methods.iter().any(|m| m != "full") {
+    if args.methods.iter().any(|m| m != "full") {
         anyhow::ensure!(
-            !a.budgets.is_empty(),
+            !args.budgets.is_empty(),
             "--budgets is empty but compressing methods were asked for"
         );
     }
-    match (a.task, a.protocol) {
+    match (args.task, args.protocol) {
         (NiahTask::Needle, NiahProtocol::Landmark) => {
             anyhow::bail!("--protocol landmark is a passkey prompt: use it with --task passkey")
         }
@@ -230,7 +235,7 @@ fn render_summary(summary: &[SummaryRow], lengths: &[usize], task: NiahTask) -> 
 }
 
 /// One PNG per method×budget: mean score per (depth, length), like the paper's figures.
-fn write_heatmaps(a: &NiahArgs, rows: &[NiahRow]) -> anyhow::Result<Vec<PathBuf>> {
+fn write_heatmaps(args: &NiahArgs, rows: &[NiahRow]) -> anyhow::Result<Vec<PathBuf>> {
     let mut groups: BTreeMap<(String, Option<usize>), Vec<&NiahRow>> = BTreeMap::new();
     for r in rows {
         groups
@@ -240,11 +245,11 @@ fn write_heatmaps(a: &NiahArgs, rows: &[NiahRow]) -> anyhow::Result<Vec<PathBuf>
     }
     let mut paths = Vec::new();
     for ((method, budget), v) in groups {
-        let values: Vec<Vec<f64>> = a
+        let values: Vec<Vec<f64>> = args
             .depths
             .iter()
             .map(|&d| {
-                a.lengths
+                args.lengths
                     .iter()
                     .map(|&l| {
                         let g: Vec<f64> = v
@@ -262,21 +267,29 @@ fn write_heatmaps(a: &NiahArgs, rows: &[NiahRow]) -> anyhow::Result<Vec<PathBuf>
             })
             .collect();
         let name = match budget {
-            Some(b) => format!("{}-{method}-{b}.png", task_name(a.task.task())),
-            None => format!("{}-{method}.png", task_name(a.task.task())),
+            Some(b) => format!("{}-{method}-{b}.png", task_name(args.task.task())),
+            None => format!("{}-{method}.png", task_name(args.task.task())),
         };
-        let path = a.out.join(name);
+        let path = args.out.join(name);
         let title = match budget {
-            Some(b) => format!("{method}, budget {b} ({})", task_name(a.task.task())),
-            None => format!("{method} ({})", task_name(a.task.task())),
+            Some(b) => format!("{method}, budget {b} ({})", task_name(args.task.task())),
+            None => format!("{method} ({})", task_name(args.task.task())),
         };
         super::heatmap::heatmap_png(
             &path,
             &title,
             "context length (tokens)",
             "needle depth (%)",
-            &a.lengths.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-            &a.depths.iter().map(|d| format!("{d}")).collect::<Vec<_>>(),
+            &args
+                .lengths
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>(),
+            &args
+                .depths
+                .iter()
+                .map(|d| format!("{d}"))
+                .collect::<Vec<_>>(),
             &values,
             Some((0.0, 100.0)),
         )?;

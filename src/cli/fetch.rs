@@ -12,16 +12,16 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
-pub fn run(a: FetchArgs) -> anyhow::Result<()> {
-    let what = if a.what.is_empty() {
+pub fn run(args: FetchArgs) -> anyhow::Result<()> {
+    let what = if args.what.is_empty() {
         vec![
             store::known_models()[0].id.to_string(),
             store::HAYSTACK_FETCH_ARG.to_string(),
         ]
     } else {
-        a.what
+        args.what
     };
-    let json = a.json;
+    let json = args.json;
     let mut progress = |line: &str| {
         if !json {
             eprintln!("  {line}");

@@ -61,9 +61,9 @@ fn parse_top_p(s: &str) -> Result<f32, String> {
     }
 }
 
-pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
-    let prompt = match (&a.prompt, &a.prompt_file) {
+    let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
             .with_context(|| format!("reading --prompt-file {}", f.display()))?,
@@ -74,18 +74,18 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
             "the prompt is empty: give some text with --prompt, or a non-empty --prompt-file"
         );
     }
-    let lm = load_model(&a.model, &device)?;
+    let lm = load_model(&args.model, &device)?;
     let ids = lm.tokenizer.encode(&prompt, true)?;
     let eos = lm.eos_ids();
     let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        seed: a.seed,
-        stop_strings: a.stop.clone(),
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop_strings: args.stop.clone(),
         eos_ids: eos,
     };
-    let (compressor, profile) = match a.press.compressor_with_source(&lm)? {
+    let (compressor, profile) = match args.press.compressor_with_source(&lm)? {
         Some((c, source)) => (Some(c), source),
         None => (None, None),
     };
@@ -98,10 +98,10 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|c| c as &dyn compresskv_runtime::generate::CacheCompressor),
     )?;
-    if a.json {
+    if args.json {
         let mut v = serde_json::to_value(&out)?;
         v["model"] = lm.id.clone().into();
-        v["method"] = a.press.method.clone().into();
+        v["method"] = args.press.method.clone().into();
         // Where the CompressKV profile came from: a path or `built-in:<file>`; null without one.
         v["profile"] = profile.as_ref().map(|p| p.to_string()).into();
         v["kv_entries_kept_per_layer"] = serde_json::to_value(&out.kv_entries_per_layer)?;
@@ -111,7 +111,7 @@ pub fn run(device: &super::DeviceArgs, a: GenerateArgs) -> anyhow::Result<()> {
         println!("{}{}", prompt, out.text);
         eprintln!();
         let t = Table::new()
-            .col("method", |_: &GenerateOutput| a.press.method.clone())
+            .col("method", |_: &GenerateOutput| args.press.method.clone())
             .col("prompt tokens", |o| o.prompt_tokens.to_string())
             .col("new tokens", |o| o.token_ids.len().to_string())
             .col("prefill", |o| {

@@ -143,17 +143,17 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-pub fn run(device: &super::DeviceArgs, a: ProfileArgs) -> anyhow::Result<()> {
-    match a.sub {
+pub fn run(device: &super::DeviceArgs, args: ProfileArgs) -> anyhow::Result<()> {
+    match args.sub {
         Some(ProfileSub::Show(s)) => show(s),
         Some(ProfileSub::ImportPaper(i)) => import(i),
         Some(ProfileSub::Tune(t)) => super::profile_tune::run(device, t),
-        None => calibrate(device, a.run),
+        None => calibrate(device, args.run),
     }
 }
 
-fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
-    let model = a
+fn calibrate(device: &super::DeviceArgs, args: RunArgs) -> anyhow::Result<()> {
+    let model = args
         .model
         .clone()
         .context("--model is required (e.g. --model google/gemma-3-270m)")?;
@@ -161,7 +161,7 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
     let lm = load_model(&model, &device)?;
     // The needles and their bytes (hashed into the profile's provenance): `--needles`, else the
     // built-in copy of calibration-data/needles.jsonl (the same bytes).
-    let (needles, needles_bytes) = match &a.needles {
+    let (needles, needles_bytes) = match &args.needles {
         Some(p) => (
             load_needles(p)?,
             std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -171,21 +171,24 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
             builtin::NEEDLES.as_bytes().to_vec(),
         ),
     };
-    let hay_dir = a.haystack.clone().unwrap_or_else(store::haystack_dir);
-    if a.haystack.is_none() && !hay_dir.is_dir() {
+    let hay_dir = args.haystack.clone().unwrap_or_else(store::haystack_dir);
+    if args.haystack.is_none() && !hay_dir.is_dir() {
         store::fetch_haystack(&mut |l| eprintln!("  {l}"))?;
     }
     let haystack = load_haystack(&hay_dir)?;
-    let out = a.out.clone().unwrap_or_else(|| default_profile_out(&lm.id));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_profile_out(&lm.id));
     // The checkpoint goes next to the profile, from the first sample on.
     create_parent_dir(&out)?;
     let checkpoint = out.with_extension("ron.partial.jsonl");
-    let (opts, calib) = run_options(&a, &lm, needles_bytes, &haystack)?;
+    let (opts, calib) = run_options(&args, &lm, needles_bytes, &haystack)?;
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
     )?);
-    if a.json {
+    if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let (profile, results) = profile_model(
@@ -203,21 +206,21 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
     )?;
     bar.finish_and_clear();
     let mut profile = profile;
-    if a.tune {
+    if args.tune {
         super::profile_tune::tune_profile(
             &lm,
             &mut profile,
-            a.haystack.as_deref().and_then(|p| p.to_str()),
-            &a.tune_options,
+            args.haystack.as_deref().and_then(|p| p.to_str()),
+            &args.tune_options,
             &out,
-            a.resume,
-            a.json,
+            args.resume,
+            args.json,
         )?;
     }
     profile.save_atomic(&out)?;
     let _ = std::fs::remove_file(compresskv_profiler::tune::tune_checkpoint_path(&out));
     let _ = std::fs::remove_file(&checkpoint);
-    if a.json {
+    if args.json {
         super::print_json(&serde_json::json!({
             "out": out, "model_id": profile.model_id, "srh_scores": profile.srh_scores,
             "retrieval_scores": profile.retrieval_scores,
@@ -236,22 +239,22 @@ fn calibrate(device: &super::DeviceArgs, a: RunArgs) -> anyhow::Result<()> {
 /// The calibration run's options (grid, error plan, resume) from the flags, and the bytes its
 /// provenance hash covers (needles, haystack, QA files).
 fn run_options(
-    a: &RunArgs,
+    args: &RunArgs,
     lm: &LoadedModel,
     needles_bytes: Vec<u8>,
     haystack: &Haystack,
 ) -> anyhow::Result<(RunOptions, Vec<u8>)> {
     let grid = Grid {
-        lengths: a.lengths.clone(),
-        depths: a.depths.clone(),
-        max_new: a.max_new,
+        lengths: args.lengths.clone(),
+        depths: args.depths.clone(),
+        max_new: args.max_new,
     };
     let mut calib = needles_bytes;
     calib.extend_from_slice(haystack.text().as_bytes());
-    let qa = if a.qa.is_empty() {
+    let qa = if args.qa.is_empty() {
         None
     } else {
-        for f in &a.qa {
+        for f in &args.qa {
             calib.extend(std::fs::read(f).with_context(|| {
                 format!(
                     "cannot read --qa {} (LongBench jsonl expected)",
@@ -261,15 +264,15 @@ fn run_options(
         }
         Some(load_qa(
             lm,
-            &a.qa,
-            a.qa_config.as_deref(),
-            a.qa_max_samples,
-            a.qa_max_len,
-            a.qa_max_new,
+            &args.qa,
+            args.qa_config.as_deref(),
+            args.qa_max_samples,
+            args.qa_max_len,
+            args.qa_max_new,
         )?)
     };
     let settings = ErrorSettings {
-        budget: a.error_budget,
+        budget: args.error_budget,
         ..ErrorSettings::default()
     };
     if settings.budget <= settings.window {
@@ -282,9 +285,9 @@ fn run_options(
     let opts = RunOptions {
         grid,
         errors: ErrorPlan { settings, qa },
-        resume: a.resume,
-        stop_after: a.stop_after,
-        allow_uncounted: a.allow_uncounted,
+        resume: args.resume,
+        stop_after: args.stop_after,
+        allow_uncounted: args.allow_uncounted,
     };
     Ok((opts, calib))
 }
@@ -335,22 +338,28 @@ fn budgets_of(p: &Profile, b: usize) -> anyhow::Result<(Vec<Option<usize>>, Opti
     Ok((out, note))
 }
 
-fn import(a: ImportArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.config).with_context(|| {
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config).with_context(|| {
         format!(
             "cannot read --config {} (the model's Hugging Face config.json)",
-            a.config.display()
+            args.config.display()
         )
     })?;
     let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("--config {} is not JSON", a.config.display()))?;
+        .with_context(|| format!("--config {} is not JSON", args.config.display()))?;
     let spec = spec_from_hf_config(&json, None)
-        .with_context(|| format!("--config {}", a.config.display()))?;
-    let p = import_paper(&a.heads, a.layers.as_deref(), &spec, &text, &a.model_id)?;
-    p.save_atomic(&a.out)?;
-    if a.json {
+        .with_context(|| format!("--config {}", args.config.display()))?;
+    let p = import_paper(
+        &args.heads,
+        args.layers.as_deref(),
+        &spec,
+        &text,
+        &args.model_id,
+    )?;
+    p.save_atomic(&args.out)?;
+    if args.json {
         super::print_json(&serde_json::json!({
-            "out": a.out, "model_id": p.model_id, "srh_scores": p.srh_scores,
+            "out": args.out, "model_id": p.model_id, "srh_scores": p.srh_scores,
             "retrieval_scores": p.retrieval_scores,
             "layer_errors": p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
             "imported_from": p.provenance.imported_from,
@@ -358,7 +367,7 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "wrote {} ({}; {})",
-            a.out.display(),
+            args.out.display(),
             p.fingerprint.describe(),
             p.provenance.imported_from.as_deref().unwrap_or("")
         );
@@ -367,21 +376,21 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
     }
 }
 
-fn show(a: ShowArgs) -> anyhow::Result<()> {
-    let source = if Path::new(&a.what).exists() || a.what.ends_with(".ron") {
-        ProfileSource::File(PathBuf::from(&a.what))
+fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let source = if Path::new(&args.what).exists() || args.what.ends_with(".ron") {
+        ProfileSource::File(PathBuf::from(&args.what))
     } else {
         // A model id: the profile `--profile auto` would use, next to the model's weights when
         // the model is in the cache.
-        let (id, model_path) = match store::resolve_model(&a.what) {
+        let (id, model_path) = match store::resolve_model(&args.what) {
             Ok(r) => (r.id, r.location.path().to_path_buf()),
-            Err(_) => (a.what.clone(), PathBuf::from(&a.what)),
+            Err(_) => (args.what.clone(), PathBuf::from(&args.what)),
         };
         find_profile_from_env(&id, &model_path)?
     };
     let p = source.load()?;
-    let budgets = a.budget.map(|b| budgets_of(&p, b)).transpose()?;
-    if let Some(png) = &a.png {
+    let budgets = args.budget.map(|b| budgets_of(&p, b)).transpose()?;
+    if let Some(png) = &args.png {
         let heads: Vec<String> = (0..p.fingerprint.n_heads).map(|h| h.to_string()).collect();
         let layers: Vec<String> = (0..p.fingerprint.n_layers).map(|l| l.to_string()).collect();
         let max = p.srh_scores.iter().flatten().copied().fold(0.0, f64::max);
@@ -396,7 +405,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
             Some((0.0, max)),
         )?;
     }
-    if a.json {
+    if args.json {
         let mut j = serde_json::json!({
             "source": source.to_string(),
             "model_id": p.model_id, "srh_scores": p.srh_scores,
@@ -407,11 +416,11 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
             "tuning": p.tuning,
         });
         if let Some((b, note)) = &budgets {
-            j["budget"] = a.budget.into();
+            j["budget"] = args.budget.into();
             j["budgets"] = serde_json::json!(b);
             j["budget_note"] = serde_json::json!(note);
         }
-        if let Some(png) = &a.png {
+        if let Some(png) = &args.png {
             j["png"] = serde_json::json!(png);
         }
         super::print_json(&j)
@@ -419,7 +428,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
         println!("profile of {}: {source}", p.model_id);
         print_heads(
             &p,
-            budgets.as_ref().map(|(b, _)| (a.budget.unwrap_or(0), b)),
+            budgets.as_ref().map(|(b, _)| (args.budget.unwrap_or(0), b)),
         );
         if let Some(le) = &p.layer_errors {
             println!("layer errors: {} prompts", le.source);
@@ -431,7 +440,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
         }
         println!("\nCompressKV settings chosen on held-out prompts (`profile tune`):");
         super::profile_tune::print_tuning(&p);
-        if let Some(png) = &a.png {
+        if let Some(png) = &args.png {
             println!("wrote {}", png.display());
         }
         Ok(())

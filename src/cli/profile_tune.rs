@@ -93,17 +93,17 @@ pub struct TuneArgs {
     pub json: bool,
 }
 
-pub fn run(device: &super::DeviceArgs, a: TuneArgs) -> anyhow::Result<()> {
+pub fn run(device: &super::DeviceArgs, args: TuneArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
-    let lm = load_model(&a.model, &device)?;
+    let lm = load_model(&args.model, &device)?;
     // Read from `--profile`, else where `--profile auto` finds it; written back to the same file,
     // or, for a built-in profile (never written to), to the user's profile directory.
-    let source = match &a.profile {
+    let source = match &args.profile {
         Some(p) => ProfileSource::File(p.clone()),
         None => find_profile_from_env(&lm.id, &lm.path).with_context(|| {
             format!(
                 "finding the profile to tune; make one first with `compresskv profile --model {}`",
-                a.model
+                args.model
             )
         })?,
     };
@@ -115,10 +115,10 @@ pub fn run(device: &super::DeviceArgs, a: TuneArgs) -> anyhow::Result<()> {
         format!(
             "loading the profile to tune ({source}); make one first with `compresskv profile \
              --model {}`",
-            a.model
+            args.model
         )
     })?;
-    if source.is_builtin() && !a.json {
+    if source.is_builtin() && !args.json {
         eprintln!(
             "tuning the built-in profile {source}; the result goes to {}",
             path.display()
@@ -130,15 +130,15 @@ pub fn run(device: &super::DeviceArgs, a: TuneArgs) -> anyhow::Result<()> {
     tune_profile(
         &lm,
         &mut profile,
-        a.haystack.as_deref(),
-        &a.options,
+        args.haystack.as_deref(),
+        &args.options,
         &path,
-        a.resume,
-        a.json,
+        args.resume,
+        args.json,
     )?;
     profile.save_atomic(&path)?;
     let _ = std::fs::remove_file(tune_checkpoint_path(&path));
-    if a.json {
+    if args.json {
         super::print_json(&serde_json::json!({
             "out": path, "model_id": profile.model_id, "tuning": profile.tuning,
         }))

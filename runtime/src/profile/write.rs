@@ -8,12 +8,13 @@ use serde::Serialize;
 
 use super::{Profile, ProfileError, Settings};
 
-struct W<'a> {
+/// Writes a profile as RON text, one line per row, naming the profile in serialisation errors.
+struct RonWriter<'a> {
     out: String,
     model_id: &'a str,
 }
 
-impl W<'_> {
+impl RonWriter<'_> {
     fn val<T: Serialize + ?Sized>(&self, v: &T) -> Result<String, ProfileError> {
         ron::to_string(v).map_err(|e| ProfileError::Serialize {
             model_id: self.model_id.to_string(),
@@ -72,7 +73,7 @@ impl W<'_> {
 }
 
 pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
-    let mut w = W {
+    let mut w = RonWriter {
         out: String::new(),
         model_id: &p.model_id,
     };

@@ -12,15 +12,15 @@ pub trait Int8Block {
     /// Activation element: `i16` for the 32-element formats, `i8` for the K-quants.
     type A: Copy;
     /// The weight block after the unpacking shared by all activation rows.
-    type W: Copy;
+    type Unpacked: Copy;
     /// # Safety
     /// AVX2+FMA+F16C present; `BB` readable bytes at `p`.
-    unsafe fn unpack(p: *const u8) -> Self::W;
+    unsafe fn unpack(p: *const u8) -> Self::Unpacked;
     /// Add `W·a[j..j+SUB]` to the accumulators (`accm` gets scalar min terms).
     /// # Safety
     /// AVX2+FMA+F16C present; `j + SUB <= a.qs.len()`; `w` from `unpack` of a live block.
     unsafe fn dot(
-        w: &Self::W,
+        w: &Self::Unpacked,
         a: &ActRow<Self::A>,
         j: usize,
         acc: __m256,
@@ -95,10 +95,10 @@ macro_rules! wide_block {
             const BB: usize = $bb;
             const SUB: usize = 1;
             type A = i16;
-            type W = (f32, f32, __m256i, __m256i);
+            type Unpacked = (f32, f32, __m256i, __m256i);
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
-            unsafe fn unpack(p: *const u8) -> Self::W {
+            unsafe fn unpack(p: *const u8) -> Self::Unpacked {
                 // SAFETY: the caller guarantees `BB` readable bytes at `p`.
                 let (d, m, w) = unsafe { $bytes(p) };
                 let (lo, hi) = $widen(w);
@@ -107,7 +107,7 @@ macro_rules! wide_block {
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             unsafe fn dot(
-                w: &Self::W,
+                w: &Self::Unpacked,
                 a: &ActRow<i16>,
                 j: usize,
                 acc: __m256,
@@ -226,7 +226,7 @@ impl Int8Block for Q4_Kx {
     const BB: usize = 144;
     const SUB: usize = 8;
     type A = i8;
-    type W = K4;
+    type Unpacked = K4;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn unpack(p: *const u8) -> K4 {
@@ -264,7 +264,7 @@ impl Int8Block for Q5_Kx {
     const BB: usize = 176;
     const SUB: usize = 8;
     type A = i8;
-    type W = K4;
+    type Unpacked = K4;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn unpack(p: *const u8) -> K4 {
@@ -317,7 +317,7 @@ impl Int8Block for Q6_Kx {
     const BB: usize = 210;
     const SUB: usize = 8;
     type A = i8;
-    type W = K6;
+    type Unpacked = K6;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn unpack(p: *const u8) -> K6 {
