@@ -12,8 +12,7 @@ use compresskv_profiler::layer_error::ErrorSettings;
 use compresskv_runtime::eval::niah::Haystack;
 use compresskv_runtime::loader::hf_config::spec_from_hf_config;
 use compresskv_runtime::loader::{LoadedModel, load_model};
-use compresskv_runtime::press::budget::{Allocator, Bounds};
-use compresskv_runtime::press::engine::layer_budgets;
+use compresskv_runtime::press::plan::{ProfileExport, budget_plan};
 use compresskv_runtime::profile::{
     Profile, ProfileSource, builtin, default_profile_out, find_profile_from_env, import_paper,
 };
@@ -42,6 +41,34 @@ pub enum ProfileSub {
     ImportPaper(ImportArgs),
     /// Choose CompressKV's settings (SRH heads, window, mix) per budget on held-out prompts.
     Tune(super::profile_tune::TuneArgs),
+    /// Write a profile for other engines (HF transformers / kvpress): a versioned JSON
+    /// document with the head scores, layer errors, settings and the per-layer plan at each
+    /// budget (schema in the README, "Profile export").
+    Export(ExportArgs),
+}
+
+/// The formats `profile export` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `compresskv.profile-export` version 1.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Model id (its profile is found as `--profile auto` finds it) or profile path.
+    pub what: String,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ExportFormat,
+    /// Mean budgets (KV entries per compressed layer) to export the per-layer plan at.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256, 512])]
+    pub budgets: Vec<usize>,
+    /// Write the document to this file (atomically) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// With --out: print what was written as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +175,7 @@ pub fn run(device: &super::DeviceArgs, args: ProfileArgs) -> anyhow::Result<()> 
         Some(ProfileSub::Show(s)) => show(s),
         Some(ProfileSub::ImportPaper(i)) => import(i),
         Some(ProfileSub::Tune(t)) => super::profile_tune::run(device, t),
+        Some(ProfileSub::Export(e)) => export(e),
         None => calibrate(device, args.run),
     }
 }
@@ -302,40 +330,10 @@ pub fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Per-layer budgets at mean `b` (`None` for layers kept as they are), via the engine's
-/// allocator with the profile's bounds. The compressed layers are those with an error share:
-/// the profiler measures exactly the layers the runtime compresses under its default
-/// `--sliding keep` (Gemma 3's global layers); without layer errors, every layer, uniformly.
+/// Per-layer budgets at mean `b` (`None` for layers kept as they are) and the allocator's note.
 fn budgets_of(p: &Profile, b: usize) -> anyhow::Result<(Vec<Option<usize>>, Option<String>)> {
-    // The settings the runtime would use at this budget (tuned window and error weight).
-    let d = p.effective_at(Some(b), &Default::default());
-    let window = d.settings.window;
-    if b <= window {
-        bail!(
-            "--budget {b} is not larger than the profile's observation window ({}), which is \
-             always kept: pass a larger --budget",
-            window
-        );
-    }
-    let n = p.fingerprint.n_layers;
-    let errors = p.layer_errors.as_ref().map(|e| e.per_layer.as_slice());
-    let layers: Vec<usize> = match errors {
-        Some(e) => (0..n).filter(|&l| e[l] > 0.0).collect(),
-        None => (0..n).collect(),
-    };
-    let (budgets, note) = layer_budgets(
-        Allocator::ErrorAware,
-        &layers,
-        b,
-        window,
-        Bounds::from(&d),
-        errors,
-    );
-    let mut out = vec![None; n];
-    for (&l, &bl) in layers.iter().zip(&budgets) {
-        out[l] = Some(bl);
-    }
-    Ok((out, note))
+    let plan = budget_plan(p, b)?;
+    Ok((plan.layer_budgets, plan.note))
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<()> {
@@ -376,18 +374,56 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     }
 }
 
-fn show(args: ShowArgs) -> anyhow::Result<()> {
-    let source = if Path::new(&args.what).exists() || args.what.ends_with(".ron") {
-        ProfileSource::File(PathBuf::from(&args.what))
-    } else {
-        // A model id: the profile `--profile auto` would use, next to the model's weights when
-        // the model is in the cache.
-        let (id, model_path) = match store::resolve_model(&args.what) {
-            Ok(r) => (r.id, r.location.path().to_path_buf()),
-            Err(_) => (args.what.clone(), PathBuf::from(&args.what)),
-        };
-        find_profile_from_env(&id, &model_path)?
+/// A profile path, or a model id's profile as `--profile auto` finds it (next to the model's
+/// weights when the model is in the cache).
+fn profile_source(what: &str) -> anyhow::Result<ProfileSource> {
+    if Path::new(what).exists() || what.ends_with(".ron") {
+        return Ok(ProfileSource::File(PathBuf::from(what)));
+    }
+    let (id, model_path) = match store::resolve_model(what) {
+        Ok(r) => (r.id, r.location.path().to_path_buf()),
+        Err(_) => (what.to_string(), PathBuf::from(what)),
     };
+    Ok(find_profile_from_env(&id, &model_path)?)
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let ExportFormat::Json = args.format;
+    anyhow::ensure!(
+        !args.budgets.is_empty(),
+        "--budgets is empty: give the mean budgets to export the plan at (e.g. 64,128,256)"
+    );
+    let source = profile_source(&args.what)?;
+    let p = source.load()?;
+    let doc = ProfileExport::new(&p, &args.budgets)?;
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    let Some(out) = &args.out else {
+        print!("{text}");
+        return Ok(());
+    };
+    create_parent_dir(out)?;
+    store::write_file_atomic(out, text.as_bytes())
+        .with_context(|| format!("cannot write --out {}", out.display()))?;
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "out": out, "source": source.to_string(), "model_id": doc.model_id,
+            "schema": doc.schema, "version": doc.version, "budgets": args.budgets,
+        }))
+    } else {
+        println!(
+            "wrote {} ({} v{}, {} from {source}, plans at budgets {:?})",
+            out.display(),
+            doc.schema,
+            doc.version,
+            doc.model_id,
+            args.budgets
+        );
+        Ok(())
+    }
+}
+
+fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let source = profile_source(&args.what)?;
     let p = source.load()?;
     let budgets = args.budget.map(|b| budgets_of(&p, b)).transpose()?;
     if let Some(png) = &args.png {

@@ -299,6 +299,55 @@ fn profile_import_paper_and_show_budgets_png() {
     let (ok, _, stderr) = cli(&["profile", "show", &s(&out), "--budget", "4"]);
     assert!(!ok && stderr.contains("larger --budget"), "{stderr}");
 
+    // export: the versioned JSON document other engines read, to stdout and (atomically) to a
+    // file; its plans are the same allocation `show --budget` prints.
+    let (ok, stdout, stderr) = cli(&["profile", "export", &s(&out), "--budgets", "64,128"]);
+    assert!(ok, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (doc["schema"].as_str(), doc["version"].as_u64()),
+        (Some("compresskv.profile-export"), Some(1))
+    );
+    assert_eq!(doc["model_id"], "meta-llama/Llama-3.1-8B-Instruct");
+    let plans = doc["plans"].as_array().unwrap();
+    assert_eq!(plans.len(), 2);
+    let plan128: Vec<usize> = serde_json::from_value(plans[1]["layer_budgets"].clone()).unwrap();
+    assert_eq!(plan128, budgets);
+    let heads: Vec<Vec<usize>> = serde_json::from_value(plans[1]["scoring_heads"].clone()).unwrap();
+    let k = plans[1]["settings"]["srh_heads"].as_u64().unwrap() as usize;
+    for (l, h) in heads.iter().enumerate() {
+        let mut top = p.top_srh_heads(l, k);
+        top.sort_unstable();
+        assert_eq!(h, &top, "layer {l}");
+    }
+    let file = dir.join("export/llama.json");
+    let (ok, stdout, stderr) = cli(&[
+        "profile",
+        "export",
+        &s(&out),
+        "--budgets",
+        "64,128",
+        "--out",
+        &s(&file),
+    ]);
+    assert!(
+        ok && stdout.contains("wrote") && stdout.contains("v1"),
+        "{stdout}{stderr}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written, doc);
+    let (ok, stdout, _) = cli(&["profile", "export", &s(&out), "--out", &s(&file), "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        ok && j["budgets"] == serde_json::json!([64, 128, 256, 512]),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = cli(&["profile", "export", &s(&out), "--budgets", "4"]);
+    assert!(!ok && stderr.contains("observation window"), "{stderr}");
+    let (ok, _, stderr) = cli(&["profile", "export", &s(&out), "--format", "yaml"]);
+    assert!(!ok && stderr.contains("json"), "{stderr}");
+
     // The `"layer-head": [scores…]` form (retrieval-head detection output) of Mistral.
     let mistral = dir.join("mistral.json");
     let mut cfg: serde_json::Value = serde_json::from_str(LLAMA_31_8B_CONFIG).unwrap();

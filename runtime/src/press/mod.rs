@@ -11,6 +11,7 @@ pub mod budget;
 pub mod compresskv;
 pub mod engine;
 pub mod full;
+pub mod plan;
 pub mod pyramidkv;
 pub mod snapkv;
 pub mod streamingllm;

@@ -1,7 +1,6 @@
 //! Reading and writing profile files: RON parsing (reporting a foreign schema version rather
 //! than its first unknown field), atomic save and load. The file layout itself is in `write`.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -54,43 +53,14 @@ impl Profile {
     pub fn save_atomic(&self, path: &Path) -> Result<(), ProfileError> {
         self.validate_as(&path.display().to_string())?;
         let text = self.to_ron_string()?;
-        let file_name = path.file_name().ok_or_else(|| {
-            ProfileError::io(
-                "write the profile to",
-                path,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-            )
-        })?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| ProfileError::io("create the profile directory", &dir, e))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{}",
-            file_name.to_string_lossy(),
-            std::process::id(),
-            unique_suffix()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(ProfileError::io("write the profile", path, e));
-        }
-        // Make the rename durable; not every platform can open a directory, so best effort.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
+        crate::store::write_file_atomic(path, text.as_bytes())
+            .map_err(|e| ProfileError::io("write the profile", path, e))?;
         Ok(())
     }
 
@@ -100,14 +70,4 @@ impl Profile {
             .map_err(|e| ProfileError::io("read the profile", path, e))?;
         Profile::from_ron_str(&text, &path.display().to_string())
     }
-}
-
-pub(super) fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{nanos}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }

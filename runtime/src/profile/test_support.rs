@@ -1,5 +1,7 @@
 //! Hand-built model specs and temp directories shared by the profile module's unit tests.
 
+#[allow(unused_imports)]
+use super::*;
 use crate::spec::{
     Activation, Architecture, AttentionKind, LayerSpec, ModelSpec, RopeScaling, RopeSpec,
 };
@@ -63,9 +65,119 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "compresskv-profile-test-{tag}-{}-{}",
         std::process::id(),
-        super::io::unique_suffix()
+        unique_suffix()
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A valid Gemma-3-270M-shaped profile with tuning (scores are arbitrary but fixed).
+pub fn sample() -> Profile {
+    let spec = gemma_270m();
+    let (l, h) = (spec.n_layers, spec.n_heads);
+    let srh: Vec<Vec<f64>> = (0..l)
+        .map(|i| (0..h).map(|j| ((i * 7 + j * 3) % 5) as f64 / 4.0).collect())
+        .collect();
+    let ret: Vec<Vec<f64>> = (0..l)
+        .map(|i| (0..h).map(|j| 0.1 * (i + j) as f64 + 1e-300).collect())
+        .collect();
+    let raw: Vec<f64> = (0..l).map(|i| 1.0 + (i as f64).sin().abs()).collect();
+    let total: f64 = raw.iter().sum();
+    let per_layer: Vec<f64> = raw.iter().map(|x| x / total).collect();
+    Profile {
+        schema_version: SCHEMA_VERSION,
+        model_id: "google/gemma-3-270m".into(),
+        fingerprint: Fingerprint::of(&spec, GEMMA_CONFIG, Some(b"weights")),
+        srh_scores: srh,
+        retrieval_scores: ret,
+        layer_errors: Some(LayerErrors {
+            per_layer,
+            per_dataset: vec![
+                ("qa \"quoted\" set".into(), raw.clone()),
+                ("needles".into(), vec![0.1 + 0.2; l]),
+            ],
+            source: "qa".into(),
+        }),
+        defaults: Defaults::for_heads(h),
+        tuning: Some(Tuning {
+            chosen: Settings {
+                srh_heads: 2,
+                window: 16,
+                kernel: 9,
+                mix: 0.25,
+                union: 0.5,
+                error_weight: 1.0,
+            },
+            table: vec![
+                (
+                    Settings {
+                        srh_heads: 1,
+                        window: 8,
+                        kernel: 5,
+                        mix: 0.0,
+                        union: 0.0,
+                        error_weight: 1.0,
+                    },
+                    0.5,
+                ),
+                (
+                    Settings {
+                        srh_heads: 2,
+                        window: 16,
+                        kernel: 5,
+                        mix: 0.25,
+                        union: 0.0,
+                        error_weight: 1.0,
+                    },
+                    0.875,
+                ),
+            ],
+            budgets: vec![64; l],
+            per_budget: vec![BudgetChoice {
+                budget: 256,
+                chosen: Settings {
+                    srh_heads: 4,
+                    window: 8,
+                    kernel: 5,
+                    mix: 0.5,
+                    union: 0.0,
+                    error_weight: 1.0,
+                },
+                table: vec![(
+                    Settings {
+                        srh_heads: 4,
+                        window: 8,
+                        kernel: 5,
+                        mix: 0.5,
+                        union: 0.0,
+                        error_weight: 1.0,
+                    },
+                    0.9,
+                )],
+            }],
+        }),
+        provenance: Provenance {
+            tool_version: TOOL_VERSION.into(),
+            calibration_hash: sha256_hex(b"calibration"),
+            grid: "srh_heads=1/2/4 window=8,16 mix=0,0.25".into(),
+            seed: 42,
+            wall_time_s: 12.5,
+            imported_from: None,
+            created: utc_timestamp(1_700_000_000),
+        },
+    }
+}
+
+pub const GEMMA_CONFIG: &str = r#"{"architectures":["Gemma3ForCausalLM"],"num_hidden_layers":18}"#;
+
+/// A suffix unique within the test run (for temp paths).
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }

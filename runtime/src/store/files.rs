@@ -119,19 +119,39 @@ pub(super) fn human_bytes(n: u64) -> String {
     format!("{v:.1} {unit}")
 }
 
-/// Writes `contents` to `path` atomically (temp sibling + rename).
-pub(super) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FetchError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+/// Writes `contents` to `path` atomically: a temp sibling, synced, then renamed into place
+/// (the directory synced where the platform allows). On any error the temp file is removed
+/// and `path` is as it was: a reader never sees a half-written file.
+pub fn write_file_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?
+        .to_string_lossy()
+        .into_owned();
     let tmp = temp_sibling(dir, &name);
     let mut guard = TempGuard::new(tmp.clone());
-    fs::write(&tmp, contents).map_err(io_err("writing", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
     guard.keep();
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
+}
+
+/// [`write_file_atomic`] with the store's errors.
+pub(super) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FetchError> {
+    write_file_atomic(path, contents).map_err(io_err("writing", path))
 }
 
 /// Copies `reader` to `out`, feeding the bytes to `hasher`; returns the count.

