@@ -617,3 +617,25 @@ fn empty_file_with_no_tensors_is_ok() {
     let g = GgufFile::from_bytes(header(0, 0)).unwrap();
     assert!(g.tensors().is_empty() && g.metadata().is_empty());
 }
+
+/// Like the fuzzer's `num_hidden_layers = 5000003` in a config.json: a corrupt layer count is
+/// refused before per-layer tables are sized from it.
+#[test]
+fn absurd_block_count_is_refused_before_allocating() {
+    let f = Builder::new()
+        .kv(
+            "general.architecture",
+            MetaValue::String("gemma3".to_string()),
+        )
+        .kv("gemma3.embedding_length", MetaValue::U32(64))
+        .kv("gemma3.block_count", MetaValue::U64(5_000_003))
+        .build();
+    let g = GgufFile::from_bytes(f).unwrap();
+    let e = crate::loader::gguf_spec::spec_from_gguf(&g)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("block_count = 5000003") && e.contains("corrupt"),
+        "{e}"
+    );
+}
