@@ -6,6 +6,7 @@ pub mod act;
 pub mod gemma3;
 pub mod layers;
 pub mod llama;
+mod load;
 pub mod qwen;
 pub mod transformer;
 

@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
@@ -15,15 +14,13 @@ use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::act::{Act, Heads};
 use super::layers::{Linear, LinearWeight, Mlp, RmsNorm, RopeTables, forward_many_host};
-use super::{AttentionEvent, CausalLM, Family, ForwardCtx, Slot, family, gguf_name};
+use super::load::Weights;
+use super::{AttentionEvent, CausalLM, ForwardCtx, Slot, family};
 use crate::cache::{HeadGroup, LayerCache};
-use crate::device::{BackendKind, RuntimeDevice, WeightFormat};
+use crate::device::{BackendKind, RuntimeDevice};
 use crate::kernels::attention::{self as kernel_attention, AttnParams};
-use crate::kernels::blocks::BlockFormat;
-use crate::kernels::qmatrix::QMatrix;
-use crate::kernels::qmatrix::WeightBytes;
 use crate::spec::{AttentionKind, ModelSpec, RopeSpec};
-use crate::weights::{LoadError, SourceKind, WeightSource};
+use crate::weights::{LoadError, WeightSource};
 
 /// Default prefill chunk (tokens). Large enough for efficient GEMMs, small enough that
 /// sliding-window masks and MLP activations stay a few MB.
@@ -44,7 +41,7 @@ pub struct Attention {
     pub scale: f64,
     pub softcap: Option<f64>,
     pub kind: AttentionKind,
-    backend: BackendKind,
+    pub(super) backend: BackendKind,
 }
 
 impl Attention {
@@ -595,237 +592,6 @@ fn shared_ropes(spec: &ModelSpec) -> (Vec<RopeSpec>, Vec<usize>) {
         rope_of_layer.push(idx);
     }
     (ropes, rope_of_layer)
-}
-
-/// Loads tensors by slot, checks shapes, applies the family's transforms and remembers what
-/// was used so that unexpected extra tensors are reported.
-struct Weights<'a> {
-    source: &'a dyn WeightSource,
-    family: &'a dyn Family,
-    spec: &'a ModelSpec,
-    device: &'a RuntimeDevice,
-    consumed: RefCell<HashSet<String>>,
-}
-
-impl Weights<'_> {
-    /// An RMSNorm weight of `n` values.
-    fn norm(&self, slot: Slot, layer: Option<usize>, n: usize) -> Result<RmsNorm, LoadError> {
-        Ok(RmsNorm::new(
-            self.take::<1>(slot, layer, [n])?,
-            self.spec.rms_norm_eps,
-        ))
-    }
-
-    /// A `[out, inp]` projection.
-    fn linear(
-        &self,
-        slot: Slot,
-        layer: Option<usize>,
-        out: usize,
-        inp: usize,
-    ) -> Result<Linear, LoadError> {
-        Ok(Linear::new(self.take_matrix(slot, layer, [out, inp])?))
-    }
-
-    /// Decoder layer `i`: attention (with biases and q/k norms where the spec has them), MLP and
-    /// norms.
-    fn layer(&self, i: usize) -> Result<DecoderLayer, LoadError> {
-        let (spec, device) = (self.spec, self.device);
-        let (h, d) = (spec.hidden_size, spec.head_dim);
-        let li = Some(i);
-        let mut q = self.linear(Slot::Q, li, spec.q_dim(), h)?;
-        let mut k = self.linear(Slot::K, li, spec.kv_dim(), h)?;
-        let mut v = self.linear(Slot::V, li, spec.kv_dim(), h)?;
-        if spec.qkv_bias {
-            q = q.with_bias(self.take::<1>(Slot::QBias, li, [spec.q_dim()])?);
-            k = k.with_bias(self.take::<1>(Slot::KBias, li, [spec.kv_dim()])?);
-            v = v.with_bias(self.take::<1>(Slot::VBias, li, [spec.kv_dim()])?);
-        }
-        let (q_norm, k_norm) = if spec.qk_norm {
-            (
-                Some(self.norm(Slot::QNorm, li, d)?),
-                Some(self.norm(Slot::KNorm, li, d)?),
-            )
-        } else {
-            (None, None)
-        };
-        let attn = Attention {
-            layer: i,
-            q,
-            k,
-            v,
-            o: self.linear(Slot::O, li, h, spec.q_dim())?,
-            q_norm,
-            k_norm,
-            n_heads: spec.n_heads,
-            n_kv_heads: spec.n_kv_heads,
-            head_dim: d,
-            scale: spec.attn_scale,
-            softcap: spec.attn_logit_softcap,
-            kind: spec.layers[i].attention,
-            backend: device.kind,
-        };
-        let sandwich = spec.sandwich_norms;
-        Ok(DecoderLayer {
-            attn_norm: self.norm(Slot::AttnNorm, li, h)?,
-            attn,
-            post_attn_norm: if sandwich {
-                Some(self.norm(Slot::PostAttnNorm, li, h)?)
-            } else {
-                None
-            },
-            ffn_norm: self.norm(Slot::FfnNorm, li, h)?,
-            mlp: Mlp {
-                gate: self.linear(Slot::Gate, li, spec.intermediate_size, h)?,
-                up: self.linear(Slot::Up, li, spec.intermediate_size, h)?,
-                down: self.linear(Slot::Down, li, h, spec.intermediate_size)?,
-                activation: spec.activation,
-            },
-            post_ffn_norm: if sandwich {
-                Some(self.norm(Slot::PostFfnNorm, li, h)?)
-            } else {
-                None
-            },
-        })
-    }
-
-    fn name(&self, slot: Slot, layer: Option<usize>) -> String {
-        match self.source.kind() {
-            SourceKind::Safetensors => self.family.hf_name(slot, layer),
-            SourceKind::Gguf => gguf_name(slot, layer),
-        }
-    }
-
-    fn has(&self, slot: Slot, layer: Option<usize>) -> bool {
-        self.source.contains(&self.name(slot, layer))
-    }
-
-    fn take<const D: usize>(
-        &self,
-        slot: Slot,
-        layer: Option<usize>,
-        expected: [usize; D],
-    ) -> Result<Tensor<D>, LoadError> {
-        let data = self.take_f32(slot, layer, &expected)?;
-        Ok(Tensor::from_data(
-            TensorData::new(data, expected),
-            &self.device.device,
-        ))
-    }
-
-    /// A tensor as f32 after the family's transform, shape-checked.
-    fn take_f32(
-        &self,
-        slot: Slot,
-        layer: Option<usize>,
-        expected: &[usize],
-    ) -> Result<Vec<f32>, LoadError> {
-        let name = self.name(slot, layer);
-        if !self.source.contains(&name) {
-            return Err(LoadError::MissingTensor {
-                name,
-                expected: format!("{expected:?}"),
-            });
-        }
-        let (data, shape) = self.source.load(&name)?;
-        if shape != expected {
-            return Err(LoadError::Shape {
-                name,
-                expected: expected.to_vec(),
-                found: shape,
-            });
-        }
-        let data = self
-            .family
-            .transform(self.spec, self.source.kind(), slot, data, &shape);
-        self.consumed.borrow_mut().insert(name);
-        Ok(data)
-    }
-
-    /// A weight matrix `[out, in]`: on the CPU kernel path in its stored block format (or the
-    /// `--weights` conversion), borrowed from the file's map where no row reordering is needed;
-    /// otherwise dense f32.
-    fn take_matrix(
-        &self,
-        slot: Slot,
-        layer: Option<usize>,
-        expected: [usize; 2],
-    ) -> Result<LinearWeight, LoadError> {
-        if !self.device.uses_cpu_kernels() {
-            return Ok(LinearWeight::Dense(self.take::<2>(slot, layer, expected)?));
-        }
-        let name = self.name(slot, layer);
-        let [rows, cols] = expected;
-        let target = match self.device.weights {
-            WeightFormat::Native => None,
-            WeightFormat::Q8_0 => Some(BlockFormat::Q8_0),
-            WeightFormat::F16 => Some(BlockFormat::F16),
-            WeightFormat::F32 => Some(BlockFormat::F32),
-        };
-        let raw = if self.source.contains(&name) {
-            self.source.load_raw(&name)?
-        } else {
-            None
-        };
-        let label = name.clone();
-        let kernel_err = |e: crate::kernels::qmatrix::ShapeError| {
-            LoadError::Format(format!("tensor `{label}`: {}", e.0))
-        };
-        let q = match raw {
-            Some(raw) if target.is_none_or(|t| t == raw.format) => {
-                if raw.shape != expected {
-                    return Err(LoadError::Shape {
-                        name,
-                        expected: expected.to_vec(),
-                        found: raw.shape,
-                    });
-                }
-                let bytes = match self
-                    .family
-                    .row_order(self.spec, self.source.kind(), slot, rows)
-                {
-                    Some(order) => {
-                        let rb = raw.format.row_bytes(cols).ok_or_else(|| {
-                            LoadError::Format(format!(
-                                "tensor `{name}`: {cols} columns are not a whole number of {} blocks",
-                                raw.format.name()
-                            ))
-                        })?;
-                        let mut v = Vec::with_capacity(rows * rb);
-                        for &r in &order {
-                            v.extend_from_slice(&raw.bytes[r * rb..(r + 1) * rb]);
-                        }
-                        WeightBytes::Owned(v)
-                    }
-                    None => raw.bytes,
-                };
-                self.consumed.borrow_mut().insert(name);
-                QMatrix::new(raw.format, rows, cols, bytes).map_err(kernel_err)?
-            }
-            // No kernel for the stored format, or a conversion was asked for: through f32.
-            _ => {
-                let data = self.take_f32(slot, layer, &expected)?;
-                let format = target.unwrap_or(BlockFormat::F32);
-                QMatrix::from_f32(format, rows, cols, &data).map_err(kernel_err)?
-            }
-        };
-        Ok(LinearWeight::Kernel(Arc::new(q)))
-    }
-
-    fn check_all_consumed(&self) -> Result<(), LoadError> {
-        let used = self.consumed.borrow();
-        let extra: Vec<String> = self
-            .source
-            .names()
-            .into_iter()
-            .filter(|n| !used.contains(n) && !self.source.ignorable(n))
-            .collect();
-        if extra.is_empty() {
-            Ok(())
-        } else {
-            Err(LoadError::ExtraTensors(extra))
-        }
-    }
 }
 
 impl std::fmt::Debug for Transformer {
