@@ -133,6 +133,18 @@ pub struct LayerSpec {
 /// claims more is corrupt, and is refused before per-layer tables are sized from it.
 pub const MAX_LAYERS: usize = 4096;
 
+/// `n_layers` read from `key` of a model file, refused above [`MAX_LAYERS`] before anything is
+/// sized from it.
+pub fn check_layer_count(n_layers: usize, key: &str) -> Result<(), String> {
+    if n_layers > MAX_LAYERS {
+        return Err(format!(
+            "{key} = {n_layers} is more than any model has (at most {MAX_LAYERS}); the file is \
+             corrupt"
+        ));
+    }
+    Ok(())
+}
+
 /// Everything the runtime needs to know about a model's shape and numerics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {

@@ -186,7 +186,6 @@ pub fn tune_profile(
         error_weights: o.tune_error_weights.clone(),
         budgets: o.tune_budgets.clone(),
     };
-    grid.check()?;
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} tune prompts {msg}",

@@ -102,13 +102,8 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec, LoadError> {
     let k = |s: &str| format!("{a}.{s}");
     let hidden_size = req_u64(f, &k("embedding_length"))? as usize;
     let n_layers = req_u64(f, &k("block_count"))? as usize;
-    if n_layers > crate::spec::MAX_LAYERS {
-        return Err(LoadError::Config(format!(
-            "GGUF metadata: {a}.block_count = {n_layers} is more than any model has (at most \
-             {}); the file is corrupt",
-            crate::spec::MAX_LAYERS
-        )));
-    }
+    crate::spec::check_layer_count(n_layers, &k("block_count"))
+        .map_err(|e| LoadError::Config(format!("GGUF metadata: {e}")))?;
     let n_heads = req_u64(f, &k("attention.head_count"))? as usize;
     let n_kv_heads = meta(f, &k("attention.head_count_kv"))
         .and_then(MetaValue::as_u64)

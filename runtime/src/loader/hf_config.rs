@@ -43,13 +43,8 @@ pub fn spec_from_hf_config(
     let n_heads = get_usize(cfg, "num_attention_heads")?;
     let n_kv_heads = opt_usize(cfg, "num_key_value_heads")?.unwrap_or(n_heads);
     let n_layers = get_usize(cfg, "num_hidden_layers")?;
-    if n_layers > crate::spec::MAX_LAYERS {
-        return Err(LoadError::Config(format!(
-            "config.json: num_hidden_layers = {n_layers} is more than any model has (at most {}); \
-             the file is corrupt",
-            crate::spec::MAX_LAYERS
-        )));
-    }
+    crate::spec::check_layer_count(n_layers, "num_hidden_layers")
+        .map_err(|e| LoadError::Config(format!("config.json: {e}")))?;
     let head_dim = match opt_usize(cfg, "head_dim")? {
         Some(d) => d,
         None => {

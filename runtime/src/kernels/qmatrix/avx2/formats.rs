@@ -182,6 +182,44 @@ pub(super) unsafe fn q5_1_bytes(p: *const u8) -> (f32, f32, __m256i) {
     )
 }
 
+/// Half `n` (0 or 1) of a Q6_K block's 6-bit quants, unsigned (0..64), as the four groups of
+/// 32 in element order (the layout ggml's Q6_K stores them in).
+///
+/// # Safety
+/// AVX2 present; a whole Q6_K block (210 bytes) readable at `p`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn q6_k_half(p: *const u8, n: usize) -> [__m256i; 4] {
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x30);
+    // SAFETY: ql is bytes 0..128, qh 128..192 of the block.
+    let (ql0, ql1, qh) = unsafe {
+        (
+            load256(p.add(64 * n)),
+            load256(p.add(64 * n + 32)),
+            load256(p.add(128 + 32 * n)),
+        )
+    };
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(ql0, low),
+            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), two),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(ql1, low),
+            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), two),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
+            _mm256_and_si256(qh, two),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), two),
+        ),
+    ]
+}
+
 /// Q4_K/Q5_K block header: `d·sc` and `dmin·m` per sub-block as vectors, and where the
 /// quants start.
 #[derive(Clone, Copy)]
@@ -333,37 +371,11 @@ impl Int8Block for Q6_Kx {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn dot(w: &K6, a: &ActRow, j: usize, acc: __m256, m: f32) -> (__m256, f32) {
-        let low = _mm256_set1_epi8(0x0F);
-        let two = _mm256_set1_epi8(0x30);
         let m32 = _mm256_set1_epi8(32);
         let mut v = [_mm256_setzero_si256(); 8];
         for n in 0..2 {
-            // SAFETY: ql is bytes 0..128, qh 128..192 of the block.
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    load256(w.p.add(64 * n)),
-                    load256(w.p.add(64 * n + 32)),
-                    load256(w.p.add(128 + 32 * n)),
-                )
-            };
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, low),
-                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), two),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, low),
-                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), two),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
-                    _mm256_and_si256(qh, two),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), two),
-                ),
-            ];
+            // SAFETY: `w.p` is a whole Q6_K block.
+            let q = unsafe { q6_k_half(w.p, n) };
             for (k, &q) in q.iter().enumerate() {
                 // SAFETY: activation blocks j..j+8 exist per the caller.
                 let x = unsafe { act(a, j + 4 * n + k) };

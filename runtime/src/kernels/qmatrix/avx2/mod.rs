@@ -392,8 +392,6 @@ unsafe fn dequantize_k4(q5: bool, p: *const u8, out: *mut f32, nb: usize, bb: us
 unsafe fn dequantize_q6_k(p: *const u8, out: *mut f32, nb: usize, bb: usize) {
     // SAFETY (every access below): block b < nb is src[b*bb..(b+1)*bb] and out[256b..256(b+1)],
     // in bounds per the caller.
-    let low = _mm256_set1_epi8(0x0F);
-    let two = _mm256_set1_epi8(0x30);
     let m32 = _mm256_set1_epi8(32);
     for b in 0..nb {
         let bp = unsafe { p.add(b * bb) };
@@ -401,31 +399,7 @@ unsafe fn dequantize_q6_k(p: *const u8, out: *mut f32, nb: usize, bb: usize) {
         let d = unsafe { f16_at(bp.add(208)) };
         let sc = unsafe { std::slice::from_raw_parts(bp.add(192), 16) };
         for n in 0..2 {
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    load256(bp.add(64 * n)),
-                    load256(bp.add(64 * n + 32)),
-                    load256(bp.add(128 + 32 * n)),
-                )
-            };
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, low),
-                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), two),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, low),
-                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), two),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
-                    _mm256_and_si256(qh, two),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), two),
-                ),
-            ];
+            let q = unsafe { q6_k_half(bp, n) };
             for (k, q) in q.into_iter().enumerate() {
                 // q - 32 as signed bytes; elements 0..16 and 16..32 have their own
                 // scale: `d * sc * q`, multiplied in the scalar decoder's order.
