@@ -1,5 +1,6 @@
-//! `compresskv eval niah`: Needle-in-a-Haystack and passkey retrieval, every method on the
-//! same prompts, one jsonl row per answer, a summary table and one heatmap per method×budget.
+//! `compresskv eval niah`: Needle-in-a-Haystack, passkey and RULER NIAH retrieval, every method
+//! on the same prompts, one jsonl row per answer, a summary table and one heatmap per
+//! method×budget (per RULER task).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,9 +8,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use compresskv_runtime::eval::niah::run::{
-    NiahGrid, NiahRow, SummaryRow, run_niah, summarize, task_name,
+    NiahGrid, NiahRow, SummaryRow, rows_file_name, run_niah, summarize, task_name,
 };
-use compresskv_runtime::eval::niah::{Needle, Protocol, Task, load_needles};
+use compresskv_runtime::eval::niah::{
+    Needle, NiahSample, Protocol, RulerTask, RulerWords, Task, load_needles,
+};
 use compresskv_runtime::eval::run::contender_grid;
 use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
@@ -20,8 +23,12 @@ use super::table::Table;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NiahTask {
+    /// A sentence hidden in the haystack, retrieved by a question.
     Needle,
+    /// A 5-digit pass key.
     Passkey,
+    /// RULER's NIAH tasks (`--ruler-tasks`): keys with values, scored by string match.
+    Ruler,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +62,11 @@ pub struct NiahArgs {
     #[arg(long, value_delimiter = ',', default_values_t = vec![0.0, 25.0, 50.0, 75.0, 100.0])]
     pub depths: Vec<f64>,
     /// Directory of .txt files read in name order and repeated as needed (default: the
-    /// fetched Paul Graham essays), or `noise` for the repeated-noise haystack.
+    /// fetched Paul Graham essays); `noise` for the repeated-noise haystack;
+    /// `longbench:PATH` for the documents of LongBench jsonl (a file, or a directory whose QA
+    /// datasets narrativeqa, qasper, multifieldqa_en, hotpotqa, 2wikimqa and musique are read);
+    /// `leval:PATH` for the documents of L-Eval jsonl (a file or a directory). RULER tasks
+    /// use it where their config says `essay`; `noise` and `needle` haystacks are their own.
     #[arg(long)]
     pub haystack: Option<String>,
     /// Needles jsonl (`needle`, `question`, `answer`), one sample per needle
@@ -64,15 +75,24 @@ pub struct NiahArgs {
     pub needles: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "needle")]
     pub task: NiahTask,
-    #[arg(long, value_enum, default_value = "peer")]
-    pub protocol: NiahProtocol,
-    /// Passkey samples per (length, depth).
+    /// The RULER tasks of `--task ruler` (default: all eight).
+    #[arg(long, value_delimiter = ',', value_parser = parse_ruler_task,
+          value_name = "niah_single_1,…,niah_multiquery")]
+    pub ruler_tasks: Option<Vec<RulerTask>>,
+    /// RULER's data folder, with wonderwords/adjectivelist.txt and nounlist.txt (e.g.
+    /// ../shared/datasets/ruler): the word lists of every RULER task but niah_multikey_3.
+    #[arg(long, value_name = "DIR")]
+    pub ruler_dir: Option<PathBuf>,
+    /// Prompt protocol of the needle and passkey tasks (default: peer).
+    #[arg(long, value_enum)]
+    pub protocol: Option<NiahProtocol>,
+    /// Passkey and RULER samples per (length, depth).
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
-    /// Base seed of the passkeys: same seed ⇒ same prompts for every method.
+    /// Base seed of the passkeys and RULER keys: same seed ⇒ same prompts for every method.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output directory: niah-<task>.jsonl, summary.json, heatmaps.
+    /// Output directory: niah-<task>.jsonl (ruler-<task>.jsonl), summary-<task>.json, heatmaps.
     #[arg(long, default_value = "results/niah")]
     pub out: PathBuf,
     #[command(flatten)]
@@ -85,27 +105,63 @@ pub struct NiahArgs {
     pub json: bool,
 }
 
-impl NiahTask {
-    fn task(self) -> Task {
-        match self {
-            NiahTask::Needle => Task::Needle,
-            NiahTask::Passkey => Task::Passkey,
+fn parse_ruler_task(s: &str) -> Result<RulerTask, String> {
+    s.parse().map_err(|e: compresskv_runtime::eval::niah::NiahError| e.to_string())
+}
+
+impl NiahArgs {
+    /// The tasks this run does: one, or each RULER task.
+    fn tasks(&self) -> Vec<Task> {
+        match self.task {
+            NiahTask::Needle => vec![Task::Needle],
+            NiahTask::Passkey => vec![Task::Passkey],
+            NiahTask::Ruler => self
+                .ruler_tasks
+                .clone()
+                .unwrap_or_else(|| RulerTask::ALL.to_vec())
+                .into_iter()
+                .map(Task::Ruler)
+                .collect(),
+        }
+    }
+
+    fn protocol(&self) -> Protocol {
+        match (self.task, self.protocol) {
+            (NiahTask::Ruler, _) => Protocol::Ruler,
+            (_, None | Some(NiahProtocol::Peer)) => Protocol::Peer,
+            (_, Some(NiahProtocol::Paper)) => Protocol::Paper,
+            (_, Some(NiahProtocol::Landmark)) => Protocol::Landmark,
+        }
+    }
+
+    /// The name of the whole run in files and JSON: `needle`, `passkey` or `ruler`.
+    fn run_name(&self) -> &'static str {
+        match self.task {
+            NiahTask::Needle => "needle",
+            NiahTask::Passkey => "passkey",
+            NiahTask::Ruler => "ruler",
         }
     }
 }
 
-impl NiahProtocol {
-    fn protocol(self) -> Protocol {
-        match self {
-            NiahProtocol::Peer => Protocol::Peer,
-            NiahProtocol::Paper => Protocol::Paper,
-            NiahProtocol::Landmark => Protocol::Landmark,
-        }
-    }
+/// One task's results.
+struct TaskResult {
+    task: Task,
+    rows_path: PathBuf,
+    summary: Vec<SummaryRow>,
+    heatmaps: Vec<PathBuf>,
 }
 
 pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     validate(&args)?;
+    let tasks = args.tasks();
+    // The word lists before the model: a missing folder is a quick error.
+    let ruler_words = match &args.ruler_dir {
+        Some(dir) if tasks.iter().any(needs_words) => Some(
+            RulerWords::load(dir).with_context(|| format!("--ruler-dir {}", dir.display()))?,
+        ),
+        _ => None,
+    };
     let device = device.runtime()?;
     let lm = load_model(&args.model, &device)?;
     let haystack = super::load_haystack(args.haystack.as_deref())?;
@@ -113,17 +169,24 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
         Some(p) => load_needles(p).with_context(|| format!("reading --needles {}", p.display()))?,
         None => vec![Needle::san_francisco()],
     };
-    let task = args.task.task();
-    let grid = NiahGrid {
-        task,
-        protocol: args.protocol.protocol(),
-        lengths: &args.lengths,
-        depths: &args.depths,
-        needles: &needles,
-        passkeys: args.samples,
-        seed: args.seed,
-    };
-    let samples = grid.samples(&lm, &haystack)?;
+    // Every prompt first, so that a length that does not fit fails before any decoding.
+    let mut work: Vec<(Task, Vec<(usize, NiahSample)>)> = Vec::new();
+    for &task in &tasks {
+        let grid = NiahGrid {
+            task,
+            protocol: args.protocol(),
+            lengths: &args.lengths,
+            depths: &args.depths,
+            needles: &needles,
+            passkeys: args.samples,
+            seed: args.seed,
+            ruler_words: ruler_words.as_ref(),
+        };
+        let samples = grid
+            .samples(&lm, &haystack)
+            .with_context(|| format!("building the {} prompts", task_name(task)))?;
+        work.push((task, samples));
+    }
     let contenders = contender_grid(
         &args.methods,
         &args.budgets,
@@ -136,9 +199,9 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     )?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
-    let rows_path = args.out.join(format!("niah-{}.jsonl", task_name(task)));
 
-    let bar = ProgressBar::new(samples.len() as u64);
+    let total: usize = work.iter().map(|(_, s)| s.len()).sum();
+    let bar = ProgressBar::new(total as u64);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} prompts {msg}",
     )?);
@@ -146,43 +209,96 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut started = false;
-    let rows = run_niah(&lm, task, &samples, &contenders, &rows_path, &mut |msg| {
-        if std::mem::replace(&mut started, true) {
-            bar.inc(1);
-        }
-        bar.set_message(msg.to_string());
-    })?;
+    let mut results = Vec::new();
+    let mut all_rows = Vec::new();
+    for (task, samples) in &work {
+        let rows_path = args.out.join(rows_file_name(*task));
+        let name = task_name(*task);
+        let rows = run_niah(&lm, *task, samples, &contenders, &rows_path, &mut |msg| {
+            if std::mem::replace(&mut started, true) {
+                bar.inc(1);
+            }
+            bar.set_message(format!("{name} {msg}"));
+        })?;
+        // The summary covers every method in the file (e.g. earlier `--variant` runs) on this
+        // run's prompts.
+        results.push(TaskResult {
+            task: *task,
+            summary: summarize(&rows, &args.lengths),
+            heatmaps: write_heatmaps(&args, *task, &rows)?,
+            rows_path,
+        });
+        all_rows.extend(rows);
+    }
     bar.finish_and_clear();
 
-    // The summary covers every method in the file (e.g. earlier `--variant` runs) on this
-    // run's prompts.
-    let summary = summarize(&rows, &args.lengths);
-    let pngs = write_heatmaps(&args, &rows)?;
-    let summary_json = serde_json::json!({
-        "model": lm.id, "task": task_name(task), "protocol": format!("{:?}", args.protocol).to_lowercase(),
-        "lengths": args.lengths, "depths": args.depths, "rows_file": rows_path,
-        "heatmaps": pngs, "summary": summary,
-    });
+    let run_name = args.run_name();
+    let protocol = format!("{:?}", args.protocol()).to_lowercase();
+    let summary_json = if args.task == NiahTask::Ruler {
+        let per_task: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "task": task_name(r.task), "rows_file": r.rows_path,
+                    "heatmaps": r.heatmaps, "summary": r.summary,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "model": lm.id, "task": run_name, "protocol": protocol,
+            "ruler_tasks": results.iter().map(|r| task_name(r.task)).collect::<Vec<_>>(),
+            "lengths": args.lengths, "depths": args.depths, "tasks": per_task,
+            "summary": summarize(&all_rows, &args.lengths),
+        })
+    } else {
+        let r = &results[0];
+        serde_json::json!({
+            "model": lm.id, "task": run_name, "protocol": protocol,
+            "lengths": args.lengths, "depths": args.depths, "rows_file": r.rows_path,
+            "heatmaps": r.heatmaps, "summary": r.summary,
+        })
+    };
     std::fs::write(
-        args.out.join(format!("summary-{}.json", task_name(task))),
+        args.out.join(format!("summary-{run_name}.json")),
         serde_json::to_string_pretty(&summary_json)?,
     )?;
     if args.json {
         super::print_json(&summary_json)?;
     } else {
-        println!("{}", render_summary(&summary, &args.lengths, args.task));
-        println!("rows: {}", rows_path.display());
-        if !pngs.is_empty() {
+        let mut lines: Vec<(&str, SummaryRow)> = Vec::new();
+        for r in &results {
+            lines.extend(r.summary.iter().map(|s| (task_name(r.task), s.clone())));
+        }
+        if results.len() > 1 {
+            lines.extend(
+                summarize(&all_rows, &args.lengths)
+                    .into_iter()
+                    .map(|s| ("mean", s)),
+            );
+        }
+        println!(
+            "{}",
+            render_summary(&lines, &args.lengths, args.task, results.len() > 1)
+        );
+        for r in &results {
+            println!("rows: {}", r.rows_path.display());
+        }
+        if results.iter().any(|r| !r.heatmaps.is_empty()) {
             println!("heatmaps: {}", args.out.display());
         }
     }
     Ok(())
 }
 
+fn needs_words(t: &Task) -> bool {
+    matches!(t, Task::Ruler(r) if r.needs_words())
+}
+
 fn validate(args: &NiahArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.methods.is_empty(), "--methods is empty");
     anyhow::ensure!(!args.lengths.is_empty(), "--lengths is empty");
     anyhow::ensure!(!args.depths.is_empty(), "--depths is empty");
+    anyhow::ensure!(args.samples > 0, "--samples must be at least 1");
     for d in &args.depths {
         anyhow::ensure!(
             (0.0..=100.0).contains(d),
@@ -195,47 +311,93 @@ fn validate(args: &NiahArgs) -> anyhow::Result<()> {
             "--budgets is empty but compressing methods were asked for"
         );
     }
+    if args.task != NiahTask::Ruler {
+        anyhow::ensure!(
+            args.ruler_tasks.is_none() && args.ruler_dir.is_none(),
+            "--ruler-tasks and --ruler-dir are for --task ruler"
+        );
+    } else {
+        anyhow::ensure!(
+            args.protocol.is_none(),
+            "--protocol is for --task needle|passkey: RULER tasks have their own prompt"
+        );
+        anyhow::ensure!(
+            args.needles.is_none(),
+            "--needles is for --task needle: RULER tasks draw their own keys and values"
+        );
+        anyhow::ensure!(
+            args.ruler_tasks.as_ref().is_none_or(|t| !t.is_empty()),
+            "--ruler-tasks is empty"
+        );
+        let wordy: Vec<&str> = args
+            .tasks()
+            .iter()
+            .filter(|t| needs_words(t))
+            .map(|&t| task_name(t))
+            .collect();
+        if args.ruler_dir.is_none() && !wordy.is_empty() {
+            anyhow::bail!(
+                "RULER tasks {} draw adjective-noun words from RULER's word lists: pass \
+                 --ruler-dir DIR, the folder with wonderwords/adjectivelist.txt and nounlist.txt \
+                 (e.g. ../shared/datasets/ruler); only niah_multikey_3 runs without them",
+                wordy.join(", ")
+            );
+        }
+    }
     match (args.task, args.protocol) {
-        (NiahTask::Needle, NiahProtocol::Landmark) => {
+        (NiahTask::Needle, Some(NiahProtocol::Landmark)) => {
             anyhow::bail!("--protocol landmark is a passkey prompt: use it with --task passkey")
         }
-        (NiahTask::Passkey, NiahProtocol::Paper) => {
+        (NiahTask::Passkey, Some(NiahProtocol::Paper)) => {
             anyhow::bail!("--protocol paper is a needle prompt: use --protocol peer or landmark")
         }
         _ => Ok(()),
     }
 }
 
-fn render_summary(summary: &[SummaryRow], lengths: &[usize], task: NiahTask) -> String {
-    let mut t = Table::new()
-        .col("method", |s: &SummaryRow| s.method.clone())
-        .col("budget", |s| s.budget.map_or("-".into(), |b| b.to_string()));
+/// The summary table; with `by_task`, a first column names the task (or `mean` over tasks).
+fn render_summary(
+    lines: &[(&str, SummaryRow)],
+    lengths: &[usize],
+    task: NiahTask,
+    by_task: bool,
+) -> String {
+    let mut t = Table::new();
+    if by_task {
+        t = t.col("task", |(name, _): &(&str, SummaryRow)| name.to_string());
+    }
+    t = t
+        .col("method", |(_, s): &(&str, SummaryRow)| s.method.clone())
+        .col("budget", |(_, s)| {
+            s.budget.map_or("-".into(), |b| b.to_string())
+        });
     for &l in lengths {
-        t = t.col(l.to_string(), move |s| {
+        t = t.col(l.to_string(), move |(_, s)| {
             s.per_length
                 .iter()
                 .find(|(len, _)| *len == l)
                 .map_or("-".into(), |(_, m)| format!("{m:.1}"))
         });
     }
-    let mean = if task == NiahTask::Needle {
-        "mean recall %"
-    } else {
-        "mean exact %"
+    let mean = match task {
+        NiahTask::Needle => "mean recall %",
+        NiahTask::Passkey => "mean exact %",
+        NiahTask::Ruler => "mean match %",
     };
-    t.col(mean, |s| format!("{:.1}", s.mean_score))
-        .col("% of full", |s| {
+    t.col(mean, |(_, s)| format!("{:.1}", s.mean_score))
+        .col("% of full", |(_, s)| {
             s.pct_of_full.map_or("-".into(), |p| format!("{p:.0}"))
         })
-        .col("KV cache", |s| {
+        .col("KV cache", |(_, s)| {
             super::table::bytes(s.mean_kv_cache_bytes as usize)
         })
-        .col("n", |s| s.n.to_string())
-        .render(summary)
+        .col("n", |(_, s)| s.n.to_string())
+        .render(lines)
 }
 
 /// One PNG per method×budget: mean score per (depth, length), like the paper's figures.
-fn write_heatmaps(args: &NiahArgs, rows: &[NiahRow]) -> anyhow::Result<Vec<PathBuf>> {
+fn write_heatmaps(args: &NiahArgs, task: Task, rows: &[NiahRow]) -> anyhow::Result<Vec<PathBuf>> {
+    let name = task_name(task);
     let mut groups: BTreeMap<(String, Option<usize>), Vec<&NiahRow>> = BTreeMap::new();
     for r in rows {
         groups
@@ -266,14 +428,14 @@ fn write_heatmaps(args: &NiahArgs, rows: &[NiahRow]) -> anyhow::Result<Vec<PathB
                     .collect()
             })
             .collect();
-        let name = match budget {
-            Some(b) => format!("{}-{method}-{b}.png", task_name(args.task.task())),
-            None => format!("{}-{method}.png", task_name(args.task.task())),
+        let file = match budget {
+            Some(b) => format!("{name}-{method}-{b}.png"),
+            None => format!("{name}-{method}.png"),
         };
-        let path = args.out.join(name);
+        let path = args.out.join(file);
         let title = match budget {
-            Some(b) => format!("{method}, budget {b} ({})", task_name(args.task.task())),
-            None => format!("{method} ({})", task_name(args.task.task())),
+            Some(b) => format!("{method}, budget {b} ({name})"),
+            None => format!("{method} ({name})"),
         };
         super::heatmap::heatmap_png(
             &path,

@@ -122,7 +122,8 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--haystack`: `noise`, a directory, or the fetched essays (fetched now if missing).
+/// `--haystack`: `noise`, `longbench:PATH`, `leval:PATH`, a directory, or the fetched essays
+/// (fetched now if missing).
 pub fn load_haystack(
     arg: Option<&str>,
 ) -> anyhow::Result<compresskv_runtime::eval::niah::Haystack> {

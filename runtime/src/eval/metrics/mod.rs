@@ -34,6 +34,8 @@
 //! - [`peer_needle_recall`]: the peer baseline's protocol (`shared/notes/peer-baseline.md`): the
 //!   same clipped-count word recall, on the first line of the answer only.
 //! - [`passkey_exact`]: 100 if the first number of the answer is the key.
+//! - [`ruler_string_match_all`]: RULER's NIAH score, the share of the expected values that occur
+//!   in the answer.
 //!
 //! # Layout
 //! `longbench` (the LongBench metrics and dataset scoring), `niah` (the needle and passkey
@@ -56,7 +58,7 @@ pub use longbench::{
 };
 pub use niah::{
     first_line, passkey_exact, peer_needle_recall, rouge_tokenize, rouge1_recall,
-    rouge1_recall_stemmed,
+    rouge1_recall_stemmed, ruler_string_match_all,
 };
 pub use pycompat::first_number;
 pub use stem::porter_stem;

@@ -82,3 +82,18 @@ pub fn passkey_exact(answer: &str, key: &str) -> f64 {
         0.0
     }
 }
+
+/// RULER's `string_match_all`, in percent: the share of `references` that occur in `answer`,
+/// case-insensitively, as substrings (RULER's score for its NIAH tasks: with several expected
+/// values, each found one counts). 0 for no references.
+pub fn ruler_string_match_all(answer: &str, references: &[String]) -> f64 {
+    if references.is_empty() {
+        return 0.0;
+    }
+    let answer = answer.to_lowercase();
+    let found = references
+        .iter()
+        .filter(|r| answer.contains(&r.to_lowercase()))
+        .count();
+    100.0 * found as f64 / references.len() as f64
+}

@@ -136,6 +136,21 @@ impl<'a> NiahBuilder<'a> {
         self
     }
 
+    /// The haystack's text (one repetition).
+    pub(super) fn haystack_text(&self) -> &'a str {
+        self.haystack.text()
+    }
+
+    /// The BOS id put first, if any.
+    pub(super) fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// `encode` (no special tokens).
+    pub(super) fn encode_text(&self, text: &str) -> Vec<u32> {
+        (self.encode)(text)
+    }
+
     /// The peer baseline's needle prompt:
     /// `PEER_NEEDLE_PREFIX + haystack(with " " + needle) + PEER_NEEDLE_QUESTION_PREFIX + question + PEER_NEEDLE_ANSWER_PREFIX`,
     /// exactly `length` tokens; scored by [`metrics::peer_needle_recall`] of `needle.answer`.
@@ -276,6 +291,7 @@ impl<'a> NiahBuilder<'a> {
             haystack_tokens: n,
             answer: needle.answer.clone(),
             score_reference: needle.needle.clone(),
+            values: Vec::new(),
             scoring: Scoring::Rouge1RecallStemmed,
             length,
             depth,
@@ -399,6 +415,7 @@ impl<'a> NiahBuilder<'a> {
                     Task::Passkey => {
                         self.peer_passkey(length, depth, sample_seed(base_seed, length, depth))?
                     }
+                    Task::Ruler(t) => return Err(NiahError::NoPeerPrompt(t.name())),
                 });
             }
         }
@@ -470,6 +487,7 @@ impl<'a> NiahBuilder<'a> {
             haystack_tokens: n,
             answer: String::new(),
             score_reference: String::new(),
+            values: Vec::new(),
             scoring: Scoring::PeerRecall,
             length,
             depth,
@@ -534,7 +552,7 @@ fn passkey_fields(mut s: NiahSample, key: String, seed: u64) -> NiahSample {
     s
 }
 
-fn check_depth(depth: f64) -> Result<(), NiahError> {
+pub(super) fn check_depth(depth: f64) -> Result<(), NiahError> {
     if (0.0..=100.0).contains(&depth) {
         Ok(())
     } else {

@@ -1,6 +1,7 @@
 //! What a needle prompt is made of: the needles (jsonl, or the built-in San Francisco one) and
-//! the haystack text (a directory of `.txt` files, a string, or the passkey noise), tokenized on
-//! demand and repeated as often as a prompt needs.
+//! the haystack text (a directory of `.txt` files, the documents of jsonl files such as
+//! LongBench's or L-Eval's, a string, or the passkey noise), tokenized on demand and repeated as
+//! often as a prompt needs.
 
 use std::path::{Path, PathBuf};
 
@@ -97,6 +98,17 @@ pub fn parse_needles(text: &str, origin: impl AsRef<Path>) -> Result<Vec<Needle>
     Ok(out)
 }
 
+/// LongBench v1's English question-answering datasets (single- and multi-document), whose
+/// `context` documents make the `longbench:` haystack.
+pub const LONGBENCH_QA_DATASETS: [&str; 6] = [
+    "narrativeqa",
+    "qasper",
+    "multifieldqa_en",
+    "hotpotqa",
+    "2wikimqa",
+    "musique",
+];
+
 /// The background text. It repeats as often as a prompt needs (needlehaystack re-reads the
 /// whole corpus until it is long enough).
 #[derive(Debug, Clone)]
@@ -146,6 +158,108 @@ impl Haystack {
             )));
         }
         Ok(Haystack { text, files })
+    }
+
+    /// Documents from jsonl: the string field `field` of every line (blank lines skipped), the
+    /// documents joined with `"\n\n"`. `path` is a file, or a directory whose `*.jsonl` files
+    /// directly in it or one folder down (LongBench's `data/`, L-Eval's task folders) are read in
+    /// path order; with `only`, just the files whose stem is listed. Errors name the file and line.
+    pub fn from_jsonl_documents(
+        path: impl AsRef<Path>,
+        field: &'static str,
+        only: Option<&[&str]>,
+    ) -> Result<Self, NiahError> {
+        let path = path.as_ref();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| NiahError::Io { path: p, source }
+        };
+        let files = if path.is_dir() {
+            let mut files = Vec::new();
+            let mut dirs = vec![path.to_path_buf()];
+            for e in std::fs::read_dir(path).map_err(io(path))? {
+                let p = e.map_err(io(path))?.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                }
+            }
+            for d in dirs {
+                for e in std::fs::read_dir(&d).map_err(io(&d))? {
+                    let p = e.map_err(io(&d))?.path();
+                    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                    if p.is_file()
+                        && p.extension().is_some_and(|x| x == "jsonl")
+                        && only.is_none_or(|o| o.contains(&stem))
+                    {
+                        files.push(p);
+                    }
+                }
+            }
+            files.sort();
+            files
+        } else {
+            std::fs::metadata(path).map_err(io(path))?;
+            vec![path.to_path_buf()]
+        };
+        if files.is_empty() {
+            let which = only.map_or("*.jsonl".to_string(), |o| {
+                format!("{}.jsonl", o.join(".jsonl, "))
+            });
+            return Err(NiahError::EmptyHaystack(format!(
+                "none of {which} in {} or its folders",
+                path.display()
+            )));
+        }
+        let mut docs: Vec<String> = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(io(f))?;
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let json = |message: String| NiahError::Json {
+                    path: f.clone(),
+                    line: i + 1,
+                    message,
+                };
+                let value: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| json(e.to_string()))?;
+                let obj = value
+                    .as_object()
+                    .ok_or_else(|| json("expected an object".into()))?;
+                match obj.get(field) {
+                    None => {
+                        return Err(NiahError::MissingField {
+                            path: f.clone(),
+                            line: i + 1,
+                            field,
+                        });
+                    }
+                    Some(serde_json::Value::String(s)) => {
+                        if !s.trim().is_empty() {
+                            docs.push(s.clone());
+                        }
+                    }
+                    Some(_) => {
+                        return Err(NiahError::NotAString {
+                            path: f.clone(),
+                            line: i + 1,
+                            field,
+                        });
+                    }
+                }
+            }
+        }
+        if docs.is_empty() {
+            return Err(NiahError::EmptyHaystack(format!(
+                "no `{field}` text in {}",
+                path.display()
+            )));
+        }
+        Ok(Haystack {
+            text: docs.join("\n\n"),
+            files,
+        })
     }
 
     /// A haystack from text.

@@ -57,13 +57,17 @@
 
 mod builder;
 mod inputs;
+pub mod ruler;
+#[cfg(test)]
+mod ruler_tests;
 pub mod run;
 mod sample;
 #[cfg(test)]
 mod tests;
 
 pub use builder::{NiahBuilder, PaperOptions};
-pub use inputs::{Haystack, Needle, load_needles, parse_needles};
+pub use inputs::{Haystack, LONGBENCH_QA_DATASETS, Needle, load_needles, parse_needles};
+pub use ruler::{RulerKind, RulerTask, RulerWords};
 pub use sample::{NiahSample, Protocol, Scoring, Task, passkey_for_seed, sample_seed};
 
 use std::path::PathBuf;
@@ -209,4 +213,26 @@ pub enum NiahError {
     /// The answer is not a (case-insensitive) span of the needle text.
     #[error("the answer is not in the needle")]
     AnswerNotInNeedle,
+    /// A RULER task name that is not one of [`RulerTask::ALL`].
+    #[error("unknown RULER task `{0}`: the tasks are {names}", names = ruler::TASK_NAMES)]
+    UnknownRulerTask(String),
+    /// RULER's word lists are not where they were looked for.
+    #[error(
+        "RULER's word lists are not in {}: expected wonderwords/adjectivelist.txt and \
+         wonderwords/nounlist.txt in it (RULER's data folder, e.g. shared/datasets/ruler)",
+        .0.display()
+    )]
+    NoRulerWords(PathBuf),
+    /// A RULER task that draws words was asked for without the word lists.
+    #[error("RULER task {0} draws adjective-noun words and needs RULER's word lists")]
+    RulerNeedsWords(&'static str),
+    /// The word lists ran out of distinct `adjective-noun` words for one prompt.
+    #[error(
+        "RULER's word lists give too few distinct adjective-noun words: {0} drawn, no new one \
+         in 10000 draws"
+    )]
+    RulerWordsExhausted(usize),
+    /// [`NiahBuilder::peer_grid`] was asked for a task the peer protocol does not have.
+    #[error("task {0} has no peer prompt (RULER tasks are built by NiahBuilder::ruler)")]
+    NoPeerPrompt(&'static str),
 }

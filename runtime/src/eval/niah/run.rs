@@ -8,7 +8,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::sample_seed;
-use super::{Haystack, Needle, NiahBuilder, NiahError, NiahSample, PaperOptions, Protocol, Task};
+use super::{
+    Haystack, LONGBENCH_QA_DATASETS, Needle, NiahBuilder, NiahError, NiahSample, PaperOptions,
+    Protocol, RulerWords, Task,
+};
 use crate::eval::rows::{RowWriter, RowsError, read_rows};
 use crate::eval::run::{Contender, run_contenders};
 use crate::generate::{GenerateError, GenerateOptions};
@@ -32,6 +35,17 @@ pub enum NiahRunError {
     },
     #[error("fetching the haystack: {0} (or pass --haystack DIR)")]
     Fetch(Box<store::FetchError>),
+    #[error(
+        "length {length} depth {depth}: the prompt ({prompt} tokens) and its {new} new tokens \
+         exceed the model's context of {context} tokens; use shorter --lengths"
+    )]
+    ContextTooShort {
+        length: usize,
+        depth: f64,
+        prompt: usize,
+        new: usize,
+        context: usize,
+    },
 }
 
 impl From<store::FetchError> for NiahRunError {
@@ -102,21 +116,46 @@ pub struct SummaryRow {
     pub mean_kv_cache_bytes: f64,
 }
 
-/// The row name of a task (`needle`, `passkey`).
+/// The row name of a task (`needle`, `passkey`, or the RULER task's name).
 pub fn task_name(task: Task) -> &'static str {
     match task {
         Task::Needle => "needle",
         Task::Passkey => "passkey",
+        Task::Ruler(t) => t.name(),
     }
 }
 
-/// `noise`, a directory of `.txt` files, or (`None`) the fetched essays, fetched now if missing.
+/// The rows file of a task in an output directory: `niah-needle.jsonl`, `niah-passkey.jsonl`,
+/// `ruler-<task>.jsonl`.
+pub fn rows_file_name(task: Task) -> String {
+    match task {
+        Task::Ruler(t) => format!("ruler-{}.jsonl", t.name()),
+        _ => format!("niah-{}.jsonl", task_name(task)),
+    }
+}
+
+/// `noise`, `longbench:PATH` (the `context` documents of LongBench jsonl: a file, or a directory
+/// whose [`LONGBENCH_QA_DATASETS`] are read), `leval:PATH` (the `input` documents of L-Eval
+/// jsonl: a file or a directory), a directory of `.txt` files, or (`None`) the fetched essays,
+/// fetched now if missing.
 pub fn resolve_haystack(
     arg: Option<&str>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Haystack, NiahRunError> {
     match arg {
         Some("noise") => Ok(Haystack::noise()),
+        Some(a) if a.starts_with("longbench:") => {
+            let path = &a["longbench:".len()..];
+            let only = Path::new(path)
+                .is_dir()
+                .then_some(&LONGBENCH_QA_DATASETS[..]);
+            Ok(Haystack::from_jsonl_documents(path, "context", only)?)
+        }
+        Some(a) if a.starts_with("leval:") => Ok(Haystack::from_jsonl_documents(
+            &a["leval:".len()..],
+            "input",
+            None,
+        )?),
         Some(dir) => Ok(Haystack::from_dir(dir)?),
         None => {
             let dir = store::haystack_dir();
@@ -137,9 +176,11 @@ pub struct NiahGrid<'a> {
     pub depths: &'a [f64],
     /// One sample per needle (needle task).
     pub needles: &'a [Needle],
-    /// Passkey samples per (length, depth), and their base seed.
+    /// Passkey and RULER samples per (length, depth), and their base seed.
     pub passkeys: usize,
     pub seed: u64,
+    /// RULER's word lists (RULER tasks that draw words).
+    pub ruler_words: Option<&'a RulerWords>,
 }
 
 impl NiahGrid<'_> {
@@ -175,6 +216,19 @@ impl NiahGrid<'_> {
                             out.push((i, s?));
                         }
                     }
+                    Task::Ruler(t) => {
+                        for i in 0..self.passkeys {
+                            let seed = t.seed(sample_seed(
+                                self.seed.wrapping_add(i as u64),
+                                length,
+                                depth,
+                            ));
+                            out.push((
+                                i,
+                                builder.ruler(t, self.ruler_words, length, depth, seed)?,
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -193,6 +247,19 @@ pub fn run_niah(
     rows_path: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<NiahRow>, NiahRunError> {
+    // Before any work: a prompt that cannot be answered inside the context fails now, not hours in.
+    let context = lm.spec.max_position_embeddings;
+    for (_, s) in samples {
+        if s.prompt_ids.len() + s.max_new_tokens > context {
+            return Err(NiahRunError::ContextTooShort {
+                length: s.length,
+                depth: s.depth,
+                prompt: s.prompt_ids.len(),
+                new: s.max_new_tokens,
+                context,
+            });
+        }
+    }
     let mut rows: Vec<NiahRow> = read_rows(rows_path)?;
     let done: HashSet<RowKey> = rows.iter().map(NiahRow::key).collect();
     let mut out = RowWriter::append(rows_path)?;

@@ -5,6 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::RulerTask;
 use crate::eval::metrics;
 
 /// Which prompt protocol built a sample.
@@ -21,6 +22,8 @@ pub enum Protocol {
     Custom,
     /// [`NiahBuilder::calibration_needle`](super::NiahBuilder::calibration_needle).
     Calibration,
+    /// RULER's NIAH prompts ([`NiahBuilder::ruler`](super::NiahBuilder::ruler)).
+    Ruler,
 }
 
 /// What is hidden.
@@ -31,6 +34,8 @@ pub enum Task {
     Needle,
     /// A 5-digit number.
     Passkey,
+    /// One of RULER's NIAH tasks: keys and their values.
+    Ruler(RulerTask),
 }
 
 /// How an answer is scored (all in percent).
@@ -46,6 +51,8 @@ pub enum Scoring {
     Rouge1RecallStemmed,
     /// [`metrics::passkey_exact`] against `answer`.
     PasskeyExact,
+    /// [`metrics::ruler_string_match_all`] against `values`.
+    RulerStringMatchAll,
 }
 
 /// One prompt with everything needed to run and score it.
@@ -72,8 +79,11 @@ pub struct NiahSample {
     /// The expected answer: the needle's answer, or the passkey digits.
     pub answer: String,
     /// What the scorer compares with: the needle's answer (Peer), the needle sentence (Paper), the
-    /// key (passkey).
+    /// key (passkey), the expected values joined with `", "` (RULER).
     pub score_reference: String,
+    /// RULER: every value the answer must contain (empty for the other protocols).
+    #[serde(default)]
+    pub values: Vec<String>,
     /// How [`NiahSample::score`] scores.
     pub scoring: Scoring,
     /// The requested length in tokens.
@@ -96,6 +106,7 @@ impl NiahSample {
                 metrics::rouge1_recall_stemmed(generated.trim(), &self.score_reference)
             }
             Scoring::PasskeyExact => metrics::passkey_exact(generated, &self.answer),
+            Scoring::RulerStringMatchAll => metrics::ruler_string_match_all(generated, &self.values),
         }
     }
 

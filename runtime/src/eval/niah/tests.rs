@@ -7,7 +7,7 @@ use super::*;
 /// A whole-word tokenizer in the SentencePiece style: a token is a run of whitespace followed
 /// by a run of non-whitespace (so decode = concatenation, lossless); ids from a growing vocab.
 #[derive(Default)]
-struct WordTok {
+pub(super) struct WordTok {
     vocab: RefCell<HashMap<String, u32>>,
     words: RefCell<Vec<String>>,
 }
@@ -23,7 +23,7 @@ impl WordTok {
         id
     }
 
-    fn encode(&self, text: &str) -> Vec<u32> {
+    pub(super) fn encode(&self, text: &str) -> Vec<u32> {
         let mut pieces = Vec::new();
         let mut start = 0;
         let mut in_word = false;
@@ -42,14 +42,14 @@ impl WordTok {
         pieces.into_iter().map(|p| self.id(p)).collect()
     }
 
-    fn decode(&self, ids: &[u32]) -> String {
+    pub(super) fn decode(&self, ids: &[u32]) -> String {
         let words = self.words.borrow();
         ids.iter().map(|&i| words[i as usize].as_str()).collect()
     }
 }
 
 /// Sentences of 10 tokens: "sK wK1 ... wK8 eK." — numbered so positions are recognisable.
-fn numbered_haystack(sentences: usize) -> Haystack {
+pub(super) fn numbered_haystack(sentences: usize) -> Haystack {
     let mut t = String::new();
     for k in 0..sentences {
         t.push_str(&format!("S{k}"));
@@ -61,7 +61,7 @@ fn numbered_haystack(sentences: usize) -> Haystack {
     Haystack::from_text(t).unwrap()
 }
 
-fn with_builder<R>(
+pub(super) fn with_builder<R>(
     h: &Haystack,
     bos: Option<u32>,
     f: impl FnOnce(&NiahBuilder<'_>, &WordTok) -> R,
@@ -514,7 +514,7 @@ fn errors() {
     ));
 }
 
-fn temp_file(name: &str, content: &str) -> PathBuf {
+pub(super) fn temp_file(name: &str, content: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("niah-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
@@ -615,7 +615,7 @@ fn haystack_from_dir_joined() {
 }
 
 /// `shared/datasets/<name>` (the repository's `../shared`), if present.
-fn shared_dataset(name: &str) -> Option<PathBuf> {
+pub(super) fn shared_dataset(name: &str) -> Option<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .map(|p| p.join("shared/datasets").join(name))
