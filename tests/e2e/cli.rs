@@ -39,6 +39,9 @@ fn every_command_in_human_mode() {
     let h = hay.to_str().unwrap();
     let out = tmp_dir("human");
     let niah_out = out.join("niah");
+    let ruler_out = out.join("ruler");
+    let ruler_dir = shared.join("datasets/ruler");
+    let ruler = ruler_dir.to_str().unwrap();
     let lb_out = out.join("longbench");
     let lb_data = shared.join("datasets/longbench-v1-minilongbench");
     let qwen = shared.join("reference/tiny/tiny-qwen2");
@@ -145,6 +148,35 @@ fn every_command_in_human_mode() {
         (
             vec![
                 "eval",
+                "niah",
+                "--model",
+                m,
+                "--task",
+                "ruler",
+                "--ruler-tasks",
+                "niah_single_1,niah_multikey_3",
+                "--ruler-dir",
+                ruler,
+                "--haystack",
+                h,
+                "--lengths",
+                "640",
+                "--depths",
+                "50",
+                "--methods",
+                "full,snapkv",
+                "--budgets",
+                "32",
+                "--window",
+                "4",
+                "--out",
+                ruler_out.to_str().unwrap(),
+            ],
+            &["task", "niah_single_1", "niah_multikey_3", "mean match %"],
+        ),
+        (
+            vec![
+                "eval",
                 "longbench",
                 "--data",
                 lb_data.to_str().unwrap(),
@@ -223,6 +255,18 @@ fn bad_input_matrix() {
         if !extra.iter().any(|a| a.starts_with("--prompt")) {
             v.extend(["--prompt".to_string(), "hello there".to_string()]);
         }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let no_longbench = format!("longbench:{}", p("no-longbench"));
+    let ruler = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "eval", "niah", "--model", m, "--task", "ruler", "--lengths", "640", "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(p("ruler-bad"));
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -320,6 +364,29 @@ fn bad_input_matrix() {
             .map(String::from)
             .collect(),
             "depth",
+        ),
+        (
+            ruler(&["--ruler-tasks", "niah_single_1,niah_bogus"]),
+            "unknown RULER task `niah_bogus`",
+        ),
+        (ruler(&[]), "--ruler-dir"),
+        (ruler(&["--ruler-dir", &missing]), "wonderwords/nounlist.txt"),
+        (ruler(&["--protocol", "paper"]), "--protocol"),
+        (
+            vec![
+                "eval",
+                "niah",
+                "--model",
+                m,
+                "--haystack",
+                &no_longbench,
+                "--out",
+                &p("niah-bad"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "no-longbench",
         ),
         (
             vec![

@@ -222,3 +222,123 @@ fn bench_and_demo_report_every_field() {
     assert_eq!(runs[0]["method"], "full");
     assert!(runs[1]["kv_cache_bytes"].as_u64() < runs[0]["kv_cache_bytes"].as_u64());
 }
+
+/// `eval niah --task ruler` on a tiny model: every RULER task, one rows file each, prompts that
+/// leave room for the 128-token answer, references of the task's kind, heatmaps, resume and
+/// seeds.
+#[test]
+fn ruler_tasks_run_resume_and_reproduce() {
+    let Some(shared) = shared_dir() else { return };
+    let model = shared.join("reference/tiny/tiny-llama");
+    let hay = shared.join("datasets/compresskv-paper/needle/PaulGrahamEssays");
+    let ruler = shared.join("datasets/ruler");
+    let tmp = std::env::temp_dir().join(format!("ckv-e2e-ruler-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |out: &Path, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "eval",
+            "niah",
+            "--task",
+            "ruler",
+            "--ruler-dir",
+            ruler.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--haystack",
+            hay.to_str().unwrap(),
+            "--lengths",
+            "640,768",
+            "--depths",
+            "0,100",
+            "--methods",
+            "full,snapkv",
+            "--budgets",
+            "32",
+            "--window",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let a = tmp.join("a");
+    let s = run(&a, &[]);
+    assert_eq!(s["task"], "ruler");
+    let tasks = s["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 8, "all eight tasks by default");
+    let is_uuid = |v: &str| {
+        v.len() == 36 && v.split('-').map(str::len).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+    };
+    let references = |out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = tasks
+            .iter()
+            .flat_map(|t| {
+                let name = t["task"].as_str().unwrap();
+                rows(&out.join(format!("ruler-{name}.jsonl")))
+                    .iter()
+                    .map(|r| format!("{name} {} {} {}", r["method"], r["length"], r["reference"]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    for t in tasks {
+        let name = t["task"].as_str().unwrap();
+        let r = rows(Path::new(t["rows_file"].as_str().unwrap()));
+        // 2 lengths × 2 depths × (full + snapkv@32).
+        assert_eq!(r.len(), 8, "{name}");
+        for row in &r {
+            assert_eq!(row["task"], name);
+            assert_eq!(row["protocol"], "ruler");
+            let (len, got) = (
+                row["length"].as_u64().unwrap(),
+                row["prompt_tokens"].as_u64().unwrap(),
+            );
+            assert!(got <= len - 128 && got + 100 > len - 128, "{name}: {got} of {len}");
+            let values: Vec<&str> = row["reference"].as_str().unwrap().split(", ").collect();
+            let want = match name {
+                "niah_multivalue" | "niah_multiquery" => 4,
+                _ => 1,
+            };
+            assert_eq!(values.len(), want, "{name}");
+            for v in values {
+                match name {
+                    "niah_single_3" | "niah_multikey_3" => assert!(is_uuid(v), "{v}"),
+                    _ => assert!(v.len() == 7 && v.parse::<u32>().is_ok(), "{v}"),
+                }
+            }
+        }
+        assert_eq!(t["summary"].as_array().unwrap().len(), 2);
+        for p in t["heatmaps"].as_array().unwrap() {
+            let bytes = std::fs::read(p.as_str().unwrap()).unwrap();
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        }
+    }
+    // The mean over tasks: 8 tasks × 4 prompts per method.
+    let mean = s["summary"].as_array().unwrap();
+    assert_eq!(mean.len(), 2);
+    assert_eq!(mean[0]["n"], 32);
+    // Resume adds nothing; the same seed elsewhere gives the same keys, another seed others.
+    let before = references(&a);
+    let s2 = run(&a, &[]);
+    assert_eq!(references(&a), before);
+    assert_eq!(s2["summary"], s["summary"]);
+    let b = tmp.join("b");
+    run(&b, &[]);
+    assert_eq!(references(&b), before);
+    let c = tmp.join("c");
+    let sc = run(&c, &["--seed", "3", "--ruler-tasks", "niah_multikey_3"]);
+    assert_eq!(sc["tasks"].as_array().unwrap().len(), 1);
+    let other = rows(&c.join("ruler-niah_multikey_3.jsonl"));
+    let same = rows(&a.join("ruler-niah_multikey_3.jsonl"));
+    assert_ne!(other[0]["reference"], same[0]["reference"]);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -135,8 +135,9 @@ pub const PAPER_MAX_NEW_TOKENS: usize = 50;
 /// Errors of needle loading and prompt building.
 #[derive(Debug, thiserror::Error)]
 pub enum NiahError {
-    /// A file or directory could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    /// A file or directory could not be read. The cause is the error's `source` only, so that a
+    /// chain printed with `{:#}` names it once.
+    #[error("cannot read {}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
