@@ -106,7 +106,8 @@ pub struct NiahArgs {
 }
 
 fn parse_ruler_task(s: &str) -> Result<RulerTask, String> {
-    s.parse().map_err(|e: compresskv_runtime::eval::niah::NiahError| e.to_string())
+    s.parse()
+        .map_err(|e: compresskv_runtime::eval::niah::NiahError| e.to_string())
 }
 
 impl NiahArgs {
@@ -157,9 +158,9 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     let tasks = args.tasks();
     // The word lists before the model: a missing folder is a quick error.
     let ruler_words = match &args.ruler_dir {
-        Some(dir) if tasks.iter().any(needs_words) => Some(
-            RulerWords::load(dir).with_context(|| format!("--ruler-dir {}", dir.display()))?,
-        ),
+        Some(dir) if tasks.iter().any(needs_words) => {
+            Some(RulerWords::load(dir).with_context(|| format!("--ruler-dir {}", dir.display()))?)
+        }
         _ => None,
     };
     let device = device.runtime()?;

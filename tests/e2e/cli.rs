@@ -261,7 +261,15 @@ fn bad_input_matrix() {
     let no_longbench = format!("longbench:{}", p("no-longbench"));
     let ruler = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
-            "eval", "niah", "--model", m, "--task", "ruler", "--lengths", "640", "--out",
+            "eval",
+            "niah",
+            "--model",
+            m,
+            "--task",
+            "ruler",
+            "--lengths",
+            "640",
+            "--out",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -370,7 +378,10 @@ fn bad_input_matrix() {
             "unknown RULER task `niah_bogus`",
         ),
         (ruler(&[]), "--ruler-dir"),
-        (ruler(&["--ruler-dir", &missing]), "wonderwords/nounlist.txt"),
+        (
+            ruler(&["--ruler-dir", &missing]),
+            "wonderwords/nounlist.txt",
+        ),
         (ruler(&["--protocol", "paper"]), "--protocol"),
         (
             vec![

@@ -302,7 +302,10 @@ fn ruler_tasks_run_resume_and_reproduce() {
                 row["length"].as_u64().unwrap(),
                 row["prompt_tokens"].as_u64().unwrap(),
             );
-            assert!(got <= len - 128 && got + 100 > len - 128, "{name}: {got} of {len}");
+            assert!(
+                got <= len - 128 && got + 100 > len - 128,
+                "{name}: {got} of {len}"
+            );
             let values: Vec<&str> = row["reference"].as_str().unwrap().split(", ").collect();
             let want = match name {
                 "niah_multivalue" | "niah_multiquery" => 4,

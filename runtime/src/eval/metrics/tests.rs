@@ -358,11 +358,19 @@ fn passkey() {
 
 #[test]
 fn ruler_string_match_all_counts_each_value() {
-    let refs = s(&["1234567", "7654321", "Fuzzy-Cat", "5f0c1e2a-0000-4abc-8def-0123456789ab"]);
+    let refs = s(&[
+        "1234567",
+        "7654321",
+        "Fuzzy-Cat",
+        "5f0c1e2a-0000-4abc-8def-0123456789ab",
+    ]);
     let all = " 1234567, 7654321, fuzzy-cat and 5F0C1E2A-0000-4ABC-8DEF-0123456789AB.";
     assert_eq!(ruler_string_match_all(all, &refs), 100.0);
     // Found anywhere, in any order and case; each value counts once.
-    assert_eq!(ruler_string_match_all("FUZZY-CAT 1234567 1234567", &refs), 50.0);
+    assert_eq!(
+        ruler_string_match_all("FUZZY-CAT 1234567 1234567", &refs),
+        50.0
+    );
     assert_eq!(ruler_string_match_all("7654321", &refs), 25.0);
     assert_eq!(ruler_string_match_all("123456 fuzzy cat", &refs), 0.0);
     assert_eq!(ruler_string_match_all("", &refs), 0.0);

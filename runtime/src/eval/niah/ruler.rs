@@ -507,7 +507,10 @@ impl NiahBuilder<'_> {
         let count = |n: usize, units: &mut Units<'_>| -> Result<usize, NiahError> {
             units.ensure(n)?;
             let (context, _) = assemble(units, n, &placed, depth);
-            Ok(bos_len + self.encode_text(&format!("{prefix}{context}{suffix}")).len())
+            Ok(bos_len
+                + self
+                    .encode_text(&format!("{prefix}{context}{suffix}"))
+                    .len())
         };
         let fixed = count(0, &mut units)?;
         if fixed > max_prompt {

@@ -150,7 +150,10 @@ fn the_target_needle_follows_the_depth() {
         for task in [RulerTask::NiahSingle2, RulerTask::NiahSingle1] {
             let s0 = b.ruler(task, Some(&w), 2000, 0.0, 5).unwrap();
             let prefix_end = s0.prompt.find('\n').unwrap() + 1;
-            assert_eq!(s0.needle_char_offset, prefix_end, "{task}: depth 0 is first");
+            assert_eq!(
+                s0.needle_char_offset, prefix_end,
+                "{task}: depth 0 is first"
+            );
             let s100 = b.ruler(task, Some(&w), 2000, 100.0, 5).unwrap();
             let after = &s100.prompt[s100.needle_char_offset + s100.needle_text.len()..];
             assert!(after.starts_with("\nWhat is"), "{task}: depth 100 is last");
@@ -163,7 +166,10 @@ fn the_target_needle_follows_the_depth() {
                 let at = words(prefix_end..s.needle_char_offset) as f64
                     / words(prefix_end..end) as f64
                     * 100.0;
-                assert!((at - depth).abs() < 3.0, "{task}: depth {depth} at {at:.1}%");
+                assert!(
+                    (at - depth).abs() < 3.0,
+                    "{task}: depth {depth} at {at:.1}%"
+                );
                 assert!(s.needle_char_offset > last);
                 last = s.needle_char_offset;
                 if task == RulerTask::NiahSingle2 {
@@ -208,7 +214,10 @@ fn scores_all_partial_and_no_values() {
         assert_eq!(s.values.len(), 4);
         let all = format!(" {}.", s.values.join(", "));
         assert_eq!(s.score(&all), 100.0);
-        assert_eq!(s.score(&format!("{} and {}", s.values[2], s.values[0])), 50.0);
+        assert_eq!(
+            s.score(&format!("{} and {}", s.values[2], s.values[0])),
+            50.0
+        );
         assert_eq!(s.score(" none of them"), 0.0);
         let one = b
             .ruler(RulerTask::NiahSingle3, Some(&w), 800, 50.0, 4)
@@ -227,17 +236,27 @@ fn errors_and_names() {
     for t in RulerTask::ALL {
         assert_eq!(t.name().parse::<RulerTask>().unwrap(), t);
         assert!(ruler::TASK_NAMES.contains(t.name()));
-        assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", t.name()));
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            format!("\"{}\"", t.name())
+        );
     }
-    let e = "niah_single_9".parse::<RulerTask>().unwrap_err().to_string();
-    assert!(e.contains("niah_single_9") && e.contains("niah_multiquery"), "{e}");
+    let e = "niah_single_9"
+        .parse::<RulerTask>()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("niah_single_9") && e.contains("niah_multiquery"),
+        "{e}"
+    );
     assert!(!RulerTask::NiahMultikey3.needs_words());
     assert!(RulerTask::NiahSingle1.needs_words());
 
     let h = numbered_haystack(300);
     with_builder(&h, None, |b, _| {
         // Uuids only: no word lists needed.
-        b.ruler(RulerTask::NiahMultikey3, None, 600, 50.0, 1).unwrap();
+        b.ruler(RulerTask::NiahMultikey3, None, 600, 50.0, 1)
+            .unwrap();
         assert!(matches!(
             b.ruler(RulerTask::NiahSingle2, None, 600, 50.0, 1),
             Err(NiahError::RulerNeedsWords("niah_single_2"))

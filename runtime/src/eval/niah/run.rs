@@ -223,10 +223,7 @@ impl NiahGrid<'_> {
                                 length,
                                 depth,
                             ));
-                            out.push((
-                                i,
-                                builder.ruler(t, self.ruler_words, length, depth, seed)?,
-                            ));
+                            out.push((i, builder.ruler(t, self.ruler_words, length, depth, seed)?));
                         }
                     }
                 }

@@ -106,7 +106,9 @@ impl NiahSample {
                 metrics::rouge1_recall_stemmed(generated.trim(), &self.score_reference)
             }
             Scoring::PasskeyExact => metrics::passkey_exact(generated, &self.answer),
-            Scoring::RulerStringMatchAll => metrics::ruler_string_match_all(generated, &self.values),
+            Scoring::RulerStringMatchAll => {
+                metrics::ruler_string_match_all(generated, &self.values)
+            }
         }
     }
 
