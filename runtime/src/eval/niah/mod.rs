@@ -33,6 +33,9 @@
 //!   (rounding half away from zero, a sentence end may be followed by whitespace in its token,
 //!   depth 100 moves back too, the haystack is not repeated); [`NiahBuilder::answer_span`] gives
 //!   the answer's tokens inside the needle.
+//! - [`Protocol::Ruler`] — RULER's NIAH tasks ([`NiahBuilder::ruler`], module [`ruler`]): keys
+//!   with values in RULER's template, built as text and tokenized whole (at most
+//!   `length − 128` tokens, room for the answer), scored by the share of values found.
 //!
 //! # Text versus tokens
 //! Each [`NiahSample`] carries the prompt twice: `prompt_ids` (what to feed the model; exactly
@@ -50,8 +53,8 @@
 //!
 //! # Layout
 //! `inputs` (needles from jsonl, the haystack text), `builder` ([`NiahBuilder`]: the protocols'
-//! prompts at the token level), `sample` ([`NiahSample`]: one prompt and how its answer is
-//! scored). The protocols' fixed texts and the errors are here; everything public is re-exported.
+//! prompts at the token level), `ruler` (RULER's tasks, keys and values), `sample`
+//! ([`NiahSample`]: one prompt and how its answer is scored). The protocols' fixed texts and the errors are here; everything public is re-exported.
 //!
 //! [`metrics::rouge1_recall_stemmed`]: crate::eval::metrics::rouge1_recall_stemmed
 
@@ -196,7 +199,8 @@ pub enum NiahError {
         /// Requested length.
         length: usize,
         /// Tokens taken by BOS, wrapper, needle and question (and the paper's buffer; for
-        /// calibration prompts also all but one of their minimum haystack tokens).
+        /// calibration prompts also all but one of their minimum haystack tokens; for RULER
+        /// prompts also the room left for the answer).
         fixed: usize,
     },
     /// A prompt that does not repeat its haystack needs more of it than there is.
