@@ -318,7 +318,7 @@ enum Units<'a> {
     /// Distractor needles, drawn as needed; joined with `"\n"`.
     Needles {
         list: Vec<String>,
-        draw: Draw<'a>,
+        draw: Box<Draw<'a>>,
         label: &'static str,
         key: RulerKind,
         value: RulerKind,
@@ -495,7 +495,7 @@ impl NiahBuilder<'_> {
             RulerHaystack::Noise => Units::Noise,
             RulerHaystack::Needle => Units::Needles {
                 list: Vec::new(),
-                draw,
+                draw: Box::new(draw),
                 label,
                 key: cfg.key,
                 value: cfg.value,

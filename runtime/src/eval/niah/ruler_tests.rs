@@ -294,7 +294,7 @@ fn jsonl_documents_haystack() {
     );
     let h = Haystack::from_jsonl_documents(&f, "context", None).unwrap();
     assert_eq!(h.text(), "First doc.\n\nSecond doc.");
-    assert_eq!(h.files(), [f.clone()]);
+    assert_eq!(h.files(), std::slice::from_ref(&f));
     assert!(matches!(
         Haystack::from_jsonl_documents(&f, "input", None),
         Err(NiahError::MissingField {
