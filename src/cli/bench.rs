@@ -30,7 +30,8 @@ pub struct BenchArgs {
     /// Measured repeats per length (medians are reported); one warm-up run comes first.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Haystack directory (default: the fetched essays; `noise` for repeated noise).
+    /// Haystack directory (default: the fetched essays); `noise` for repeated noise;
+    /// `longbench:PATH` / `leval:PATH` for LongBench / L-Eval documents (as `eval niah`).
     #[arg(long)]
     pub haystack: Option<String>,
     #[command(flatten)]

@@ -29,7 +29,8 @@ pub struct DemoArgs {
     pub method: String,
     #[arg(long, default_value_t = 128)]
     pub budget: usize,
-    /// Haystack directory (default: the fetched Paul Graham essays, fetched if missing).
+    /// Haystack directory (default: the fetched Paul Graham essays, fetched if missing);
+    /// `noise`, `longbench:PATH` and `leval:PATH` as in `eval niah`.
     #[arg(long)]
     pub haystack: Option<String>,
     #[command(flatten)]
