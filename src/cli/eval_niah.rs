@@ -385,15 +385,20 @@ fn render_summary(
         NiahTask::Passkey => "mean exact %",
         NiahTask::Ruler => "mean match %",
     };
-    t.col(mean, |(_, s)| format!("{:.1}", s.mean_score))
-        .col("% of full", |(_, s)| {
-            s.pct_of_full.map_or("-".into(), |p| format!("{p:.0}"))
-        })
-        .col("KV cache", |(_, s)| {
-            super::table::bytes(s.mean_kv_cache_bytes as usize)
-        })
-        .col("n", |(_, s)| s.n.to_string())
-        .render(lines)
+    t = t.col(mean, |(_, s)| format!("{:.1}", s.mean_score));
+    if task == NiahTask::Ruler {
+        t = t.col("whole-value %", |(_, s)| {
+            s.mean_whole_score.map_or("-".into(), |w| format!("{w:.1}"))
+        });
+    }
+    t.col("% of full", |(_, s)| {
+        s.pct_of_full.map_or("-".into(), |p| format!("{p:.0}"))
+    })
+    .col("KV cache", |(_, s)| {
+        super::table::bytes(s.mean_kv_cache_bytes as usize)
+    })
+    .col("n", |(_, s)| s.n.to_string())
+    .render(lines)
 }
 
 /// One PNG per method×budget: mean score per (depth, length), like the paper's figures.

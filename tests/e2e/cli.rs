@@ -172,7 +172,13 @@ fn every_command_in_human_mode() {
                 "--out",
                 ruler_out.to_str().unwrap(),
             ],
-            &["task", "niah_single_1", "niah_multikey_3", "mean match %"],
+            &[
+                "task",
+                "niah_single_1",
+                "niah_multikey_3",
+                "mean match %",
+                "whole-value %",
+            ],
         ),
         (
             vec![

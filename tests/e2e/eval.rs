@@ -320,6 +320,12 @@ fn ruler_tasks_run_resume_and_reproduce() {
             }
         }
         assert_eq!(t["summary"].as_array().unwrap().len(), 2);
+        // The whole-value score never exceeds RULER's substring score.
+        for m in t["summary"].as_array().unwrap() {
+            let whole = m["mean_whole_score"].as_f64().unwrap();
+            assert!(whole <= m["mean_score"].as_f64().unwrap(), "{m}");
+            assert_eq!(m["whole_per_length"].as_array().unwrap().len(), 2);
+        }
         for p in t["heatmaps"].as_array().unwrap() {
             let bytes = std::fs::read(p.as_str().unwrap()).unwrap();
             assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");

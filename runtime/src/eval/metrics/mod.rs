@@ -36,6 +36,8 @@
 //! - [`passkey_exact`]: 100 if the first number of the answer is the key.
 //! - [`ruler_string_match_all`]: RULER's NIAH score, the share of the expected values that occur
 //!   in the answer.
+//! - [`ruler_whole_match_all`]: the same with whole values only (not inside a longer run of
+//!   letters or digits), reported next to RULER's.
 //!
 //! # Layout
 //! `longbench` (the LongBench metrics and dataset scoring), `niah` (the needle and passkey
@@ -58,7 +60,7 @@ pub use longbench::{
 };
 pub use niah::{
     first_line, passkey_exact, peer_needle_recall, rouge_tokenize, rouge1_recall,
-    rouge1_recall_stemmed, ruler_string_match_all,
+    rouge1_recall_stemmed, ruler_string_match_all, ruler_whole_match_all,
 };
 pub use pycompat::first_number;
 pub use stem::porter_stem;

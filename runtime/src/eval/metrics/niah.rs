@@ -97,3 +97,27 @@ pub fn ruler_string_match_all(answer: &str, references: &[String]) -> f64 {
         .count();
     100.0 * found as f64 / references.len() as f64
 }
+
+/// [`ruler_string_match_all`] counting whole values only: an occurrence counts when no ASCII
+/// letter or digit touches it on either side, so `9644344` is not found in `96443444444`. RULER
+/// has no such score; next to RULER's it shows how much of the substring match credits values
+/// the answer does not state.
+pub fn ruler_whole_match_all(answer: &str, references: &[String]) -> f64 {
+    if references.is_empty() {
+        return 0.0;
+    }
+    let answer = answer.to_lowercase();
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let found = references
+        .iter()
+        .filter(|r| {
+            let r = r.to_lowercase();
+            !r.is_empty()
+                && answer.match_indices(&r).any(|(i, m)| {
+                    !alnum(answer[..i].chars().next_back())
+                        && !alnum(answer[i + m.len()..].chars().next())
+                })
+        })
+        .count();
+    100.0 * found as f64 / references.len() as f64
+}

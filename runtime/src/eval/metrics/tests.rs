@@ -378,6 +378,28 @@ fn ruler_string_match_all_counts_each_value() {
 }
 
 #[test]
+fn ruler_whole_match_all_needs_the_value_alone() {
+    let refs = s(&["9644344", "fuzzy-cat"]);
+    assert_eq!(
+        ruler_whole_match_all(": 9644344. And fuzzy-cat!", &refs),
+        100.0
+    );
+    // Inside a longer run of digits or letters it is not the value.
+    assert_eq!(
+        ruler_whole_match_all(": 96443444444 fuzzy-cats", &refs),
+        0.0
+    );
+    assert_eq!(
+        ruler_string_match_all(": 96443444444 fuzzy-cats", &refs),
+        100.0
+    );
+    assert_eq!(ruler_whole_match_all("x9644344 (FUZZY-CAT)", &refs), 50.0);
+    // A later whole occurrence counts even after a glued one.
+    assert_eq!(ruler_whole_match_all("19644344, 9644344", &refs), 50.0);
+    assert_eq!(ruler_whole_match_all("anything", &[]), 0.0);
+}
+
+#[test]
 fn porter_hand_worked() {
     // Examples from Porter's paper / NLTK's docstrings.
     for (w, st) in [

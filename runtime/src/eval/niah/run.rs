@@ -81,6 +81,18 @@ pub struct NiahRow {
 type RowKey = (String, Option<usize>, usize, u64, usize);
 
 impl NiahRow {
+    /// RULER rows: [`metrics::ruler_whole_match_all`] of the answer against the expected values
+    /// (the reference, joined with `", "`), computed from the row so that older rows have it
+    /// too; `None` for the other protocols.
+    ///
+    /// [`metrics::ruler_whole_match_all`]: crate::eval::metrics::ruler_whole_match_all
+    pub fn whole_score(&self) -> Option<f64> {
+        (self.protocol == "ruler").then(|| {
+            let values: Vec<String> = self.reference.split(", ").map(String::from).collect();
+            crate::eval::metrics::ruler_whole_match_all(&self.answer, &values)
+        })
+    }
+
     fn key(&self) -> RowKey {
         row_key(
             &self.method,
@@ -114,6 +126,12 @@ pub struct SummaryRow {
     /// Mean score relative to the full cache on the same prompts (percent).
     pub pct_of_full: Option<f64>,
     pub mean_kv_cache_bytes: f64,
+    /// RULER rows: the mean [`NiahRow::whole_score`], overall and per length (absent for the
+    /// other tasks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_whole_score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole_per_length: Option<Vec<(usize, f64)>>,
 }
 
 /// The row name of a task (`needle`, `passkey`, or the RULER task's name).
@@ -359,7 +377,25 @@ pub fn summarize(rows: &[NiahRow], lengths: &[usize]) -> Vec<SummaryRow> {
                 .filter(|r| keys.contains(&(r.length, r.depth.to_bits(), r.sample)))
                 .collect();
             let fm = mean(&f);
+            let whole = |rows: &[&NiahRow]| -> Option<f64> {
+                let w: Vec<f64> = rows.iter().filter_map(|r| r.whole_score()).collect();
+                (!w.is_empty() && w.len() == rows.len())
+                    .then(|| w.iter().sum::<f64>() / w.len() as f64)
+            };
+            let mean_whole_score = whole(&v);
+            let whole_per_length = mean_whole_score.map(|_| {
+                lengths
+                    .iter()
+                    .map(|&len| {
+                        let g: Vec<&NiahRow> =
+                            v.iter().copied().filter(|r| r.length == len).collect();
+                        (len, whole(&g).unwrap_or(0.0))
+                    })
+                    .collect()
+            });
             SummaryRow {
+                mean_whole_score,
+                whole_per_length,
                 n: v.len(),
                 mean_score: mean(&v),
                 per_length,
@@ -418,6 +454,27 @@ mod tests {
         assert!(snap.per_length[1].1.is_nan() || snap.per_length[1].1 == 0.0);
         // Full on the same two prompts averages 75: 37.5 / 75 = 50%.
         assert!((snap.pct_of_full.unwrap() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ruler_rows_have_a_whole_value_score() {
+        let mut rows = vec![
+            row("full", None, 1024, 0.0, 100.0),
+            row("full", None, 2048, 0.0, 100.0),
+        ];
+        for (r, answer) in rows.iter_mut().zip([": 1234567.", ": 12345678"]) {
+            r.protocol = "ruler".into();
+            r.reference = "1234567, 7654321".into();
+            r.answer = answer.into();
+            r.score = 50.0;
+        }
+        let s = summarize(&rows, &[1024, 2048]);
+        assert_eq!(s[0].mean_whole_score, Some(25.0));
+        assert_eq!(s[0].whole_per_length, Some(vec![(1024, 50.0), (2048, 0.0)]));
+        // Needle rows have none, and their JSON does not mention it.
+        let n = summarize(&[row("full", None, 1024, 0.0, 100.0)], &[1024]);
+        assert_eq!(n[0].mean_whole_score, None);
+        assert!(!serde_json::to_string(&n[0]).unwrap().contains("whole"));
     }
 
     #[test]
