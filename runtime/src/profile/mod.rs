@@ -36,7 +36,7 @@ pub use registry::{
     MODEL_DIR_PROFILE, PROFILES_ENV, ProfileSource, default_profile_out, env_profiles_dir,
     find_profile, find_profile_from_env, profile_file_name, user_profiles_dir,
 };
-pub use settings::{Effective, Overrides, Settings};
+pub use settings::{Axes, Effective, Knobs, Overrides, Settings};
 pub use types::{
     BudgetChoice, Defaults, Fingerprint, LAYER_ERROR_SOURCES, LayerErrors, Profile, Provenance,
     SCHEMA_VERSION, SUM_TOLERANCE, TOOL_VERSION, Tuning, sha256_hex, utc_now, utc_timestamp,

@@ -185,17 +185,17 @@ fn rejects_inconsistent_shapes_and_settings() {
             Box::new(|p| p.layer_errors.as_mut().unwrap().source = "vibes".into()),
             "layer_errors.source is \"vibes\"",
         ),
-        (Box::new(|p| p.defaults.window = 0), "defaults.window is 0"),
-        (Box::new(|p| p.defaults.kernel = 0), "defaults.kernel is 0"),
+        (Box::new(|p| p.defaults.settings.window = 0), "defaults.window is 0"),
+        (Box::new(|p| p.defaults.settings.kernel = 0), "defaults.kernel is 0"),
         (
             Box::new(|p| p.tuning.as_mut().unwrap().chosen.kernel = 4),
             "tuning.chosen.kernel is 4 (must be odd",
         ),
         (
-            Box::new(|p| p.defaults.srh_heads = 5),
+            Box::new(|p| p.defaults.settings.srh_heads = 5),
             "defaults.srh_heads is 5 (must be in 1..=4)",
         ),
-        (Box::new(|p| p.defaults.mix = 1.5), "defaults.mix is 1.5"),
+        (Box::new(|p| p.defaults.settings.mix = 1.5), "defaults.mix is 1.5"),
         (
             Box::new(|p| p.defaults.max_budget_factor = 0.5),
             "defaults.max_budget_factor is 0.5",
@@ -422,14 +422,16 @@ fn top_heads_panics_on_bad_layer() {
 fn effective_precedence_defaults_then_tuning_then_overrides() {
     let mut p = sample();
     p.defaults = Defaults {
-        srh_heads: 1,
-        window: 8,
-        kernel: 5,
+        settings: Settings {
+            srh_heads: 1,
+            window: 8,
+            kernel: 5,
+            mix: 0.0,
+            union: 0.0,
+            error_weight: 1.0,
+        },
         min_budget: 32,
         max_budget_factor: 3.0,
-        mix: 0.0,
-        union: 0.0,
-        error_weight: 1.0,
     };
     let tuning = p.tuning.take();
     let none = Overrides::default();
@@ -538,7 +540,7 @@ fn default_srh_heads_is_an_eighth_at_least_one() {
     assert_eq!(Profile::default_srh_heads(8), 1);
     assert_eq!(Profile::default_srh_heads(16), 2);
     assert_eq!(Profile::default_srh_heads(32), 4);
-    assert_eq!(Defaults::for_heads(32).srh_heads, 4);
+    assert_eq!(Defaults::for_heads(32).settings.srh_heads, 4);
 }
 
 #[test]
@@ -558,7 +560,7 @@ fn settings_from_before_union_error_weight_and_kernel_keep_the_papers_behaviour(
              mix: 0.0)",
     )
     .unwrap();
-    assert_eq!((d.union, d.error_weight), (0.0, 1.0));
+    assert_eq!((d.settings.union, d.settings.error_weight), (0.0, 1.0));
 }
 
 #[test]

@@ -41,7 +41,7 @@ impl Profile {
             check_layer_errors(le, fp.n_layers)?;
         }
         let d = &self.defaults;
-        d.settings().check("defaults", fp.n_heads)?;
+        d.settings.check("defaults", fp.n_heads)?;
         if d.min_budget == 0 {
             return Err("defaults.min_budget is 0 (must be ≥ 1)".into());
         }
