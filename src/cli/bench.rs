@@ -10,7 +10,7 @@ use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
 
 use super::press_args::PressTuning;
-use super::table::{Table, bytes};
+use super::table::{Table, bytes, bytes_kept};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -104,11 +104,7 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
         })
         .col("decode", |r| format!("{:.1} tok/s", r.decode_tokens_per_s))
         .col("KV cache (full → kept)", |r| {
-            format!(
-                "{} → {}",
-                bytes(r.kv_cache_bytes_full),
-                bytes(r.kv_cache_bytes)
-            )
+            bytes_kept(r.kv_cache_bytes_full, r.kv_cache_bytes)
         })
         .col("peak RSS", |r| {
             r.peak_rss_bytes.map_or("-".into(), |b| bytes(b as usize))

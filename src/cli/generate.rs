@@ -7,7 +7,7 @@ use clap::Args;
 use compresskv_runtime::generate::{GenerateOptions, GenerateOutput, generate};
 use compresskv_runtime::loader::load_model;
 
-use super::table::{Table, bytes};
+use super::table::{Table, bytes_kept};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -124,11 +124,7 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
             .col("compress", |o| format!("{:.0} ms", o.compress_ms))
             .col("decode", |o| format!("{:.1} tok/s", o.decode_tokens_per_s))
             .col("KV cache", |o| {
-                format!(
-                    "{} → {}",
-                    bytes(o.kv_cache_bytes_full),
-                    bytes(o.kv_cache_bytes)
-                )
+                bytes_kept(o.kv_cache_bytes_full, o.kv_cache_bytes)
             });
         eprintln!("{}", t.render([&out]));
         if let Some(p) = &profile {
