@@ -185,8 +185,14 @@ fn rejects_inconsistent_shapes_and_settings() {
             Box::new(|p| p.layer_errors.as_mut().unwrap().source = "vibes".into()),
             "layer_errors.source is \"vibes\"",
         ),
-        (Box::new(|p| p.defaults.settings.window = 0), "defaults.window is 0"),
-        (Box::new(|p| p.defaults.settings.kernel = 0), "defaults.kernel is 0"),
+        (
+            Box::new(|p| p.defaults.settings.window = 0),
+            "defaults.window is 0",
+        ),
+        (
+            Box::new(|p| p.defaults.settings.kernel = 0),
+            "defaults.kernel is 0",
+        ),
         (
             Box::new(|p| p.tuning.as_mut().unwrap().chosen.kernel = 4),
             "tuning.chosen.kernel is 4 (must be odd",
@@ -195,7 +201,10 @@ fn rejects_inconsistent_shapes_and_settings() {
             Box::new(|p| p.defaults.settings.srh_heads = 5),
             "defaults.srh_heads is 5 (must be in 1..=4)",
         ),
-        (Box::new(|p| p.defaults.settings.mix = 1.5), "defaults.mix is 1.5"),
+        (
+            Box::new(|p| p.defaults.settings.mix = 1.5),
+            "defaults.mix is 1.5",
+        ),
         (
             Box::new(|p| p.defaults.max_budget_factor = 0.5),
             "defaults.max_budget_factor is 0.5",

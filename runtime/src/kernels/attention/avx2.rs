@@ -149,9 +149,7 @@ fn pv_cols<const N: usize, const CW: usize, E: KvElem>(
         if pf + 8 * CW <= k_pf.len() {
             for w in (0..CW).step_by(2) {
                 // SAFETY: in bounds (checked); prefetches never fault anyway.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(k_pf.as_ptr().add(pf + 8 * w) as *const i8)
-                };
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(k_pf.as_ptr().add(pf + 8 * w) as *const i8) };
             }
         }
         let mut vv = [_mm256_setzero_ps(); CW];

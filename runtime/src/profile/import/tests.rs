@@ -247,7 +247,8 @@ fn synthetic_files_in_every_form() {
     let p = import_paper(&ranks, Some(&layers), &small, "{}", "org/m").unwrap();
     assert_eq!(p.layer_errors.unwrap().per_layer, vec![0.25, 0.75]);
     // Head-score form; a name with SRH makes it the SRH scores.
-    let scores = r#"{"0-0":[1,0],"0-1":[0],"0-2":[],"0-3":[0.5],"1-0":[0],"1-1":[0],"1-2":[2,0],"1-3":[0]}"#;
+    let scores =
+        r#"{"0-0":[1,0],"0-1":[0],"0-2":[],"0-3":[0.5],"1-0":[0],"1-1":[0],"1-2":[2,0],"1-3":[0]}"#;
     let srh_file = w("m_SRH.json", scores);
     let p = import_paper(&srh_file, None, &small, "{}", "org/m").unwrap();
     assert_eq!(p.srh_scores[0], vec![0.5, 0.0, 0.0, 0.5]);
