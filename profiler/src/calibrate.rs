@@ -566,6 +566,7 @@ pub fn profile_model(
         layer_errors,
         defaults,
         tuning: None,
+        recommendation: None,
         provenance: Provenance {
             tool_version: compresskv_runtime::profile::TOOL_VERSION.to_string(),
             calibration_hash: sha256_hex(calibration_bytes),

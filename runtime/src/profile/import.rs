@@ -153,6 +153,7 @@ pub fn import_paper_files(
         layer_errors,
         defaults: Defaults::for_heads(spec.n_heads),
         tuning: None,
+        recommendation: None,
         provenance: Provenance {
             tool_version: TOOL_VERSION.to_string(),
             calibration_hash: sha256_hex(&hasher_input),

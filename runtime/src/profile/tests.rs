@@ -45,6 +45,30 @@ fn file_format_is_readable_and_serde_ron_is_accepted_too() {
     assert_eq!(Profile::from_ron_str(&named, "named").unwrap(), p);
 }
 
+/// Profiles written before `profile verify` existed have no `recommendation` field: they still
+/// parse (with none), and one written with a recommendation reads back with it.
+#[test]
+fn recommendation_is_optional_and_round_trips() {
+    let p = sample();
+    let text = p.to_ron_string().unwrap();
+    assert!(text.contains("recommendation: Some(("), "{text}");
+    assert_eq!(Profile::from_ron_str(&text, "rec").unwrap(), p);
+    let mut old = p.clone();
+    old.recommendation = None;
+    let old_text = old.to_ron_string().unwrap();
+    let without: String = old_text
+        .lines()
+        .filter(|l| !l.contains("recommendation: None"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!without.contains("recommendation"));
+    assert_eq!(Profile::from_ron_str(&without, "old").unwrap(), old);
+    // The shipped profile predates it too.
+    for (name, text) in builtin::PROFILES {
+        Profile::from_ron_str(text, name).unwrap();
+    }
+}
+
 #[test]
 fn rejects_other_schema_versions_saying_how_to_fix() {
     let p = sample();
@@ -235,6 +259,30 @@ fn rejects_inconsistent_shapes_and_settings() {
         ),
         (Box::new(|p| p.fingerprint.n_kv_heads = 3), "not a multiple"),
         (Box::new(|p| p.model_id = " ".into()), "model_id is empty"),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().target = 1.5),
+            "recommendation.target is 1.5 (must be in (0, 1]",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().target = 0.0),
+            "recommendation.target is 0",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().budget = 96),
+            "recommendation.budget 96 is not one of the measured budgets [64, 128, 256]",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().shares[0].1 = f64::NAN),
+            "recommendation.shares[0] is NaN",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().full_score = 0.0),
+            "recommendation.full_score is 0",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().shares.push((64, 1.0))),
+            "recommendation.shares has budget 64 twice",
+        ),
     ];
     for (i, (mutate, expect)) in cases.drain(..).enumerate() {
         let mut p = base.clone();

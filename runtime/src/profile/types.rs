@@ -39,6 +39,10 @@ pub struct Profile {
     /// Result of `compresskv profile --tune`.
     #[serde(default)]
     pub tuning: Option<Tuning>,
+    /// The budget `--budget auto` uses, from `compresskv profile verify --write`; profiles
+    /// written before it existed have none.
+    #[serde(default)]
+    pub recommendation: Option<BudgetRecommendation>,
     pub provenance: Provenance,
 }
 
@@ -185,6 +189,30 @@ impl Tuning {
             })
             .map_or(self.chosen, |c| c.chosen)
     }
+}
+
+/// What `compresskv profile verify` measured: CompressKV's score at each budget as a share of
+/// the full cache's on held-out prompts, and the smallest budget that keeps `target` of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetRecommendation {
+    /// The share of the full cache's score a budget had to keep, in (0, 1].
+    pub target: f64,
+    /// The recommended mean budget (KV entries per compressed layer).
+    pub budget: usize,
+    /// The method measured (`compresskv`).
+    pub method: String,
+    /// Prompt lengths (tokens) and needle depths (percent) of the held-out prompts.
+    pub lengths: Vec<usize>,
+    pub depths: Vec<f64>,
+    /// What the prompts were (task, protocol, haystack and needles by name, never by path).
+    pub prompts: String,
+    /// The full cache's mean score (the metric's scale, e.g. recall in percent).
+    pub full_score: f64,
+    /// `(budget, share of the full cache's score)` for every budget measured, ascending.
+    pub shares: Vec<(usize, f64)>,
+    /// UTC timestamp of the measurement, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub created: String,
 }
 
 /// How the profile was made. Nothing machine-local (no absolute paths).

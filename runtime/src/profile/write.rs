@@ -170,6 +170,22 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
             w.line(1, ")),");
         }
     }
+    match &p.recommendation {
+        None => w.line(1, "recommendation: None,"),
+        Some(r) => {
+            w.line(1, "recommendation: Some((");
+            w.field(2, "target", &r.target)?;
+            w.field(2, "budget", &r.budget)?;
+            w.field(2, "method", &r.method)?;
+            w.field(2, "lengths", &r.lengths)?;
+            w.field(2, "depths", &r.depths)?;
+            w.field(2, "prompts", &r.prompts)?;
+            w.field(2, "full_score", &r.full_score)?;
+            w.field(2, "shares", &r.shares)?;
+            w.field(2, "created", &r.created)?;
+            w.line(1, ")),");
+        }
+    }
     let pr = &p.provenance;
     w.line(1, "provenance: (");
     w.field(2, "tool_version", &pr.tool_version)?;
