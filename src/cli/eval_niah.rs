@@ -15,7 +15,7 @@ use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::press_args::PressTuning;
+use super::press_args::{BudgetArg, PressTuning};
 use super::table::Table;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,9 +45,10 @@ pub struct NiahArgs {
         default_value = "full,streamingllm,snapkv,pyramidkv,adakv,compresskv"
     )]
     pub methods: Vec<String>,
-    /// KV entries kept per compressed layer (the full cache runs once, without a budget).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256])]
-    pub budgets: Vec<usize>,
+    /// KV entries kept per compressed layer (the full cache runs once, without a budget);
+    /// `auto` is the profile's recommendation.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    pub budgets: Vec<BudgetArg>,
     /// Prompt lengths in tokens (BOS and question included).
     #[arg(long, value_delimiter = ',', default_values_t = vec![1024, 2048, 4096])]
     pub lengths: Vec<usize>,
@@ -124,16 +125,14 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let samples = grid.samples(&lm, &haystack)?;
-    let contenders = contender_grid(
-        &args.methods,
-        &args.budgets,
-        args.variant.as_deref(),
-        |m, b| {
-            args.tuning
-                .compressor(&lm, m, BudgetSpec::Entries(b))
-                .with_context(|| format!("--methods {m} at budget {b}"))
-        },
-    )?;
+    let budgets = args
+        .tuning
+        .resolve_budgets(&lm, &args.model, &args.budgets, args.json)?;
+    let contenders = contender_grid(&args.methods, &budgets, args.variant.as_deref(), |m, b| {
+        args.tuning
+            .compressor(&lm, m, BudgetSpec::Entries(b))
+            .with_context(|| format!("--methods {m} at budget {b}"))
+    })?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
     let rows_path = args.out.join(format!("niah-{}.jsonl", task_name(task)));

@@ -85,10 +85,14 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
         stop_strings: args.stop.clone(),
         eos_ids: eos,
     };
-    let (compressor, profile) = match args.press.compressor_with_source(&lm)? {
-        Some((c, source)) => (Some(c), source),
-        None => (None, None),
-    };
+    let (compressor, profile) =
+        match args
+            .press
+            .compressor_with_source(&lm, &args.model, args.json)?
+        {
+            Some((c, source)) => (Some(c), source),
+            None => (None, None),
+        };
     let out = generate(
         &lm.model,
         &lm.tokenizer,
