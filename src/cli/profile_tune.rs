@@ -136,6 +136,16 @@ pub fn run(device: &super::DeviceArgs, args: TuneArgs) -> anyhow::Result<()> {
         args.resume,
         args.json,
     )?;
+    // A recommended budget was measured with the settings this tune replaced.
+    if let Some(r) = profile.recommendation.take()
+        && !args.json
+    {
+        eprintln!(
+            "dropped the budget recommendation ({}, measured {} with the previous settings): \
+             rerun `compresskv profile verify {} --write`",
+            r.budget, r.created, args.model
+        );
+    }
     profile.save_atomic(&path)?;
     let _ = std::fs::remove_file(tune_checkpoint_path(&path));
     if args.json {
