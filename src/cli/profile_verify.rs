@@ -41,7 +41,8 @@ pub struct VerifyArgs {
     #[arg(long, value_delimiter = ',', default_values_t = vec![10.0, 50.0, 90.0])]
     pub depths: Vec<f64>,
     /// Mean budgets measured (KV entries per compressed layer).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256, 512])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256, 512],
+          value_parser = parse_budget)]
     pub budgets: Vec<usize>,
     /// The share of the full cache's score the recommended budget must keep, in (0, 1].
     #[arg(long, default_value_t = 0.9, value_parser = parse_target)]
@@ -65,6 +66,15 @@ pub struct VerifyArgs {
     pub out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_budget(s: &str) -> Result<usize, String> {
+    s.trim().parse::<usize>().map_err(|_| {
+        format!(
+            "`{s}` is not a budget: give KV entries per compressed layer (e.g. 64,128,256); \
+             verify measures these budgets, `auto` is what it recommends"
+        )
+    })
 }
 
 fn parse_target(s: &str) -> Result<f64, String> {
