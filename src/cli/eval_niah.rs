@@ -87,7 +87,7 @@ pub struct NiahArgs {
 }
 
 impl NiahTask {
-    fn task(self) -> Task {
+    pub fn task(self) -> Task {
         match self {
             NiahTask::Needle => Task::Needle,
             NiahTask::Passkey => Task::Passkey,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use compresskv_runtime::eval::niah::run::{NiahGrid, SummaryRow, run_niah, summarize};
+use compresskv_runtime::eval::niah::run::{NiahGrid, SummaryRow, run_niah, summarize, task_name};
 use compresskv_runtime::eval::niah::{Needle, Protocol, Task, load_needles};
 use compresskv_runtime::eval::run::contender_grid;
 use compresskv_runtime::loader::{LoadedModel, load_model};
@@ -22,6 +22,10 @@ use serde::Serialize;
 use super::press_args::PressTuning;
 use super::profile_load::profile_source;
 use super::table::{Table, bytes};
+
+/// Base seed of the passkeys: `eval niah` uses 0 and the tune 1000, so these keys are new to
+/// both.
+const PASSKEY_SEED: u64 = 2_000;
 
 /// The method whose budgets are verified (the one `--budget auto` is meant for).
 const METHOD: &str = "compresskv";
@@ -55,6 +59,10 @@ pub struct VerifyArgs {
     /// (default: the peer baseline's San Francisco needle, which the tune never used).
     #[arg(long)]
     pub needles: Option<PathBuf>,
+    /// `needle` (recall of the answer's words) or `passkey` (exact match of a 5-digit key; one
+    /// key per length × depth, seeded apart from the tune's and `eval niah`'s keys).
+    #[arg(long, value_enum, default_value = "needle")]
+    pub task: super::eval_niah::NiahTask,
     /// Store the recommendation in the profile (a built-in profile is copied to the user's
     /// profile directory, `<cache>/profiles/<org>--<name>.ron`, where `--profile auto` finds it
     /// first).
@@ -91,7 +99,8 @@ fn parse_target(s: &str) -> Result<f64, String> {
 #[derive(Serialize, Debug, Clone)]
 struct BudgetLine {
     budget: usize,
-    /// Mean score of CompressKV at this budget (the metric's scale: recall in percent).
+    /// Mean score of CompressKV at this budget (the metric's scale: recall or exact match in
+    /// percent).
     score: f64,
     /// Its share of the full cache's mean score (`None` when the full cache scored 0).
     share: Option<f64>,
@@ -135,18 +144,24 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
             haystack.files().len()
         )
     };
-    let prompts = format!(
-        "needle task, peer protocol; haystack {haystack_name}; needles {needles_name} ({})",
-        needles.len()
-    );
+    let task = args.task.task();
+    let prompts = match task {
+        Task::Needle => format!(
+            "needle task, peer protocol; haystack {haystack_name}; needles {needles_name} ({})",
+            needles.len()
+        ),
+        Task::Passkey => {
+            format!("passkey task, peer protocol; haystack {haystack_name}; seed {PASSKEY_SEED}")
+        }
+    };
     let grid = NiahGrid {
-        task: Task::Needle,
+        task,
         protocol: Protocol::Peer,
         lengths: &args.lengths,
         depths: &args.depths,
         needles: &needles,
-        passkeys: 0,
-        seed: 0,
+        passkeys: 1,
+        seed: PASSKEY_SEED,
     };
     let samples = grid.samples(&lm, &haystack)?;
     let tuning = PressTuning {
@@ -173,6 +188,7 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
     );
     key.push_str(&sha256_hex(haystack.text().as_bytes()));
     key.push_str(&sha256_hex(&needles_bytes));
+    key.push_str(task_name(task));
     let key = &sha256_hex(key.as_bytes())[..12];
     let (rows_path, temporary) = match &args.out {
         Some(dir) => {
@@ -197,19 +213,12 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut started = false;
-    let rows = run_niah(
-        &lm,
-        Task::Needle,
-        &samples,
-        &contenders,
-        &rows_path,
-        &mut |msg| {
-            if std::mem::replace(&mut started, true) {
-                bar.inc(1);
-            }
-            bar.set_message(msg.to_string());
-        },
-    );
+    let rows = run_niah(&lm, task, &samples, &contenders, &rows_path, &mut |msg| {
+        if std::mem::replace(&mut started, true) {
+            bar.inc(1);
+        }
+        bar.set_message(msg.to_string());
+    });
     bar.finish_and_clear();
     if temporary {
         let _ = std::fs::remove_file(&rows_path);
@@ -285,7 +294,7 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
         args.lengths,
         args.depths
     );
-    println!("{}", render(&lines, full, args.target));
+    println!("{}", render(&lines, full, args.target, task));
     match &choice {
         Ok(b) => {
             println!(
@@ -340,6 +349,9 @@ fn validate(args: &VerifyArgs) -> anyhow::Result<Vec<usize>> {
             (0.0..=100.0).contains(d),
             "--depths must be percentages in 0..=100, got {d}"
         );
+    }
+    if args.needles.is_some() && args.task == super::eval_niah::NiahTask::Passkey {
+        bail!("--needles is for --task needle (passkey prompts hide a random key instead)");
     }
     let mut budgets = args.budgets.clone();
     budgets.sort_unstable();
@@ -407,11 +419,17 @@ fn budget_lines(
         .collect()
 }
 
-fn render(lines: &[BudgetLine], full: &SummaryRow, target: f64) -> String {
+fn render(lines: &[BudgetLine], full: &SummaryRow, target: f64, task: Task) -> String {
+    let metric = match task {
+        Task::Needle => "recall %",
+        Task::Passkey => "exact %",
+    };
     Table::new()
         .col("budget", |l: &BudgetLine| l.budget.to_string())
-        .col("recall %", |l| format!("{:.1}", l.score))
-        .col("full recall %", |_| format!("{:.1}", full.mean_score))
+        .col(metric, |l| format!("{:.1}", l.score))
+        .col(format!("full {metric}"), |_| {
+            format!("{:.1}", full.mean_score)
+        })
         .col("share of full", |l| {
             l.share
                 .map_or("- (full scored 0)".into(), |s| format!("{:.0}%", 100.0 * s))

@@ -158,11 +158,23 @@ fn profile_verify_tiny_model_and_wrong_input() {
     assert_eq!(count(), 6, "the rerun resumed instead of answering again");
     assert_eq!(again["budgets"], j["budgets"]);
 
+    // Passkeys instead of needles: exact match, the task named in the prompts.
+    let pk = ok_json(&verify(&["--task", "passkey", "--json"]));
+    assert_eq!(pk["n_prompts"], 2);
+    assert!(
+        pk["prompts"].as_str().unwrap().starts_with("passkey task"),
+        "{pk}"
+    );
+
     // Wrong input: one clear error each, exit ≠ 0, no panic.
     refused(&verify(&["--target", "0"]), &["--target", "(0, 1]"]);
     refused(&verify(&["--target", "1.5"]), &["--target", "(0, 1]"]);
     refused(&verify(&["--budgets", "auto"]), &["not a budget"]);
     refused(&verify(&["--budgets", "0"]), &["--budgets has 0"]);
+    refused(
+        &verify(&["--task", "passkey", "--needles", "n.jsonl"]),
+        &["--needles is for --task needle"],
+    );
     let llama = shared.join("reference/tiny/tiny-llama");
     refused(
         &run(
