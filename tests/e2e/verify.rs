@@ -277,6 +277,33 @@ fn profile_verify_tiny_model_and_wrong_input() {
     );
     let shown = ok_json(&run(None, &["profile", "show", wp, "--json"]));
     assert_eq!(shown["recommendation"]["budget"], 24);
+    // A verify that recommends nothing, with --write, removes the earlier recommendation
+    // rather than leave one this measurement contradicts.
+    let o = run(
+        None,
+        &[
+            "profile",
+            "verify",
+            m,
+            "--profile",
+            wp,
+            "--lengths",
+            "300",
+            "--depths",
+            "50",
+            "--budgets",
+            "24",
+            "--write",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("removed the earlier recommendation (budget 24)"),
+        "{}",
+        out(&o)
+    );
+    assert!(Profile::load(&with_path).unwrap().recommendation.is_none());
+    refused(&generate("auto", wp), &["has no budget recommendation"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
