@@ -149,8 +149,8 @@ impl PressTuning {
             let (r, source) = recommended_budget(lm, &self.profile, model)?;
             if !quiet {
                 eprintln!(
-                    "--budget auto: {} (keeps {:.0}% of the full cache's score, target {:.0}%; \
-                     measured {} by `profile verify`, in {source})",
+                    "--budget auto = {}, the recommendation of {source} (keeps {:.0}% of the \
+                     full cache's score, target {:.0}%; `profile verify`, {})",
                     r.budget,
                     100.0
                         * r.shares

@@ -35,7 +35,8 @@ pub struct VerifyArgs {
     /// Model id, HF directory or .gguf file.
     #[arg(default_value = "google/gemma-3-270m")]
     pub model: String,
-    /// `auto` (the profile `--profile auto` finds for the model) or a profile file.
+    /// `auto` (next to the weights, $COMPRESSKV_PROFILES, <cache>/profiles/, then the built-in
+    /// profiles) or a profile file.
     #[arg(long, default_value = "auto")]
     pub profile: String,
     /// Prompt lengths in tokens (the lengths you will run at).
