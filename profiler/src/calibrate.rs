@@ -526,7 +526,7 @@ pub fn profile_model(
         ));
     }
     let defaults = Defaults::for_heads(spec.n_heads);
-    let top = top_heads(&srh, defaults.srh_heads);
+    let top = top_heads(&srh, defaults.settings.srh_heads);
     let (source, per_dataset, n_prompts, steps) = if errors_in_srh_pass {
         let sums = srh_pass_errors(&results, &top, spec.n_heads);
         let steps = results.iter().map(|r| r.layer_err_steps).sum::<usize>();
@@ -566,6 +566,7 @@ pub fn profile_model(
         layer_errors,
         defaults,
         tuning: None,
+        recommendation: None,
         provenance: Provenance {
             tool_version: compresskv_runtime::profile::TOOL_VERSION.to_string(),
             calibration_hash: sha256_hex(calibration_bytes),
@@ -577,7 +578,7 @@ pub fn profile_model(
                 grid.lengths,
                 grid.depths,
                 grid.max_new,
-                defaults.srh_heads,
+                defaults.settings.srh_heads,
                 es.budget,
                 es.window,
                 es.kernel,

@@ -134,30 +134,27 @@ impl ErrorProbe {
     /// Every non-empty head subset on the measured layers.
     pub fn all_subsets(settings: ErrorSettings, spec: &ModelSpec) -> Self {
         let subsets = all_subsets(spec.n_heads);
-        let measured = measured_layers(spec);
-        Self::new(
-            settings,
-            (0..spec.n_layers)
-                .map(|l| {
-                    if measured.contains(&l) {
-                        subsets.clone()
-                    } else {
-                        vec![]
-                    }
-                })
-                .collect(),
-        )
+        Self::on_measured(settings, spec, |_| subsets.clone())
     }
 
     /// One known subset per measured layer (`heads[layer]`).
     pub fn known(settings: ErrorSettings, spec: &ModelSpec, heads: &[Vec<usize>]) -> Self {
+        Self::on_measured(settings, spec, |l| vec![heads[l].clone()])
+    }
+
+    /// `candidates(layer)` on the measured layers, none elsewhere.
+    fn on_measured(
+        settings: ErrorSettings,
+        spec: &ModelSpec,
+        candidates: impl Fn(usize) -> Vec<Vec<usize>>,
+    ) -> Self {
         let measured = measured_layers(spec);
         Self::new(
             settings,
             (0..spec.n_layers)
                 .map(|l| {
                     if measured.contains(&l) {
-                        vec![heads[l].clone()]
+                        candidates(l)
                     } else {
                         vec![]
                     }
@@ -169,7 +166,6 @@ impl ErrorProbe {
     /// Selects each measured layer's entries from the full prompt cache with the last `window`
     /// captured prompt queries, the way the `compresskv` press does.
     pub fn select(&mut self, model: &dyn CausalLM, cache: &KvCache, capture: &WindowCapture) {
-        let spec = model.spec();
         let params = PressParams {
             window: self.settings.window,
             kernel: self.settings.kernel,
@@ -184,16 +180,7 @@ impl ErrorProbe {
                 .tail(l, self.settings.window)
                 .expect("window queries captured for every layer");
             let lc = &cache.layers[l];
-            let view = LayerView {
-                layer: l,
-                spec,
-                queries: &q,
-                query_positions: qpos,
-                cache: lc,
-                attention: model.attention(l),
-                params: &params,
-                profile: None,
-            };
+            let view = LayerView::new(model, l, lc, (&q, qpos), &params);
             let per_q = snapkv::head_scores(&view);
             let mut keeps: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
             for (ci, heads) in cands.iter().enumerate() {

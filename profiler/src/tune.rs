@@ -27,7 +27,7 @@ use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{
     Compressor, HeadProfile, PressParams, SlidingPolicy, press_by_name,
 };
-use compresskv_runtime::profile::{BudgetChoice, Effective, Profile, Settings, Tuning};
+use compresskv_runtime::profile::{Axes, BudgetChoice, Profile, Settings, Tuning};
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::CalibError;
@@ -35,12 +35,9 @@ use crate::calibrate::CalibError;
 /// What `--tune` searches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TuneGrid {
-    pub srh_heads: Vec<usize>,
-    pub windows: Vec<usize>,
-    pub kernels: Vec<usize>,
-    pub mixes: Vec<f64>,
-    pub unions: Vec<f64>,
-    pub error_weights: Vec<f64>,
+    /// The values tried per knob.
+    pub axes: Axes,
+    /// Mean budgets the settings are scored at.
     pub budgets: Vec<usize>,
 }
 
@@ -48,40 +45,19 @@ impl TuneGrid {
     /// Settings in search order: the paper's setting (fewest heads, smallest window, no mix)
     /// first, so ties go to the simplest setting.
     pub fn settings(&self) -> Vec<Settings> {
-        let mut v = Vec::new();
-        for &srh_heads in &self.srh_heads {
-            for &window in &self.windows {
-                for &kernel in &self.kernels {
-                    for &mix in &self.mixes {
-                        for &union in &self.unions {
-                            for &error_weight in &self.error_weights {
-                                v.push(Settings {
-                                    srh_heads,
-                                    window,
-                                    kernel,
-                                    mix,
-                                    union,
-                                    error_weight,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        v
+        self.axes.settings()
     }
 
     /// Checks that the grid can be searched: no empty axis, odd pooling kernels, mixes, unions
     /// and error weights in [0, 1].
     pub fn check(&self) -> Result<(), CalibError> {
         let bad = |m: String| Err(CalibError::Input(m));
-        if self.srh_heads.is_empty()
-            || self.windows.is_empty()
-            || self.kernels.is_empty()
-            || self.mixes.is_empty()
-            || self.unions.is_empty()
-            || self.error_weights.is_empty()
+        if self.axes.srh_heads.is_empty()
+            || self.axes.window.is_empty()
+            || self.axes.kernel.is_empty()
+            || self.axes.mix.is_empty()
+            || self.axes.union.is_empty()
+            || self.axes.error_weight.is_empty()
             || self.budgets.is_empty()
         {
             return bad(
@@ -90,17 +66,18 @@ impl TuneGrid {
                     .into(),
             );
         }
-        if !self.kernels.iter().all(|k| k % 2 == 1) {
+        if !self.axes.kernel.iter().all(|k| k % 2 == 1) {
             return bad(format!(
                 "--tune-kernels {:?}: pooling kernels must be odd (1 = no pooling)",
-                self.kernels
+                self.axes.kernel
             ));
         }
         if !self
-            .mixes
+            .axes
+            .mix
             .iter()
-            .chain(&self.unions)
-            .chain(&self.error_weights)
+            .chain(&self.axes.union)
+            .chain(&self.axes.error_weight)
             .all(|x| x.is_finite() && (0.0..=1.0).contains(x))
         {
             return bad(
@@ -115,12 +92,12 @@ impl TuneGrid {
         format!(
             "srh_heads {:?} x window {:?} x kernel {:?} x mix {:?} x union {:?} x error_weight {:?} \
              x budgets {:?}",
-            self.srh_heads,
-            self.windows,
-            self.kernels,
-            self.mixes,
-            self.unions,
-            self.error_weights,
+            self.axes.srh_heads,
+            self.axes.window,
+            self.axes.kernel,
+            self.axes.mix,
+            self.axes.union,
+            self.axes.error_weight,
             self.budgets
         )
     }
@@ -368,7 +345,7 @@ fn shared_compressors(
     }
     let mut compressors = Vec::new();
     for &(s, b) in &unique {
-        let effective = Effective::new(&profile.defaults, s);
+        let effective = profile.defaults.with(s);
         compressors.push(
             Compressor::new(
                 press_by_name("compresskv").expect("registered"),
@@ -541,11 +518,11 @@ pub fn tune_profile(
         held.depths,
         held.passkeys,
         lm.spec.n_heads,
-        grid.windows,
-        grid.kernels,
-        grid.mixes,
-        grid.unions,
-        grid.error_weights,
+        grid.axes.window,
+        grid.axes.kernel,
+        grid.axes.mix,
+        grid.axes.union,
+        grid.axes.error_weight,
         grid.budgets,
         outcome.dropped,
         started.elapsed().as_secs_f64()
@@ -560,12 +537,14 @@ mod tests {
     #[test]
     fn tasks_weigh_the_same_and_ties_go_to_the_simplest_setting() {
         let grid = TuneGrid {
-            srh_heads: vec![1, 2],
-            windows: vec![8],
-            kernels: vec![5],
-            mixes: vec![0.0],
-            unions: vec![0.0],
-            error_weights: vec![1.0],
+            axes: Axes {
+                srh_heads: vec![1, 2],
+                window: vec![8],
+                kernel: vec![5],
+                mix: vec![0.0],
+                union: vec![0.0],
+                error_weight: vec![1.0],
+            },
             budgets: vec![64, 128],
         };
         let settings = grid.settings();

@@ -285,18 +285,8 @@ pub fn generate(
     compressor: Option<&dyn CacheCompressor>,
 ) -> Result<GenerateOutput, GenerateError> {
     let window = compressor.map_or(0, |c| c.window());
-    let mut pre = prefill(model, prompt_ids, window, opts.max_new_tokens)?;
-    let cache = std::mem::replace(&mut pre.cache, KvCache::new(model.spec()));
-    let (cache, compression, compress_ms) = compress_into(model, &pre, cache, compressor)?;
-    finish(
-        model,
-        tokenizer,
-        &pre,
-        cache,
-        compression,
-        compress_ms,
-        opts,
-    )
+    let pre = prefill(model, prompt_ids, window, opts.max_new_tokens)?;
+    continue_owned(model, tokenizer, pre, opts, compressor)
 }
 
 /// Compresses a copy of a prefilled cache and decodes from it; `pre` is left untouched so

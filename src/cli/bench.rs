@@ -9,8 +9,8 @@ use compresskv_runtime::eval::run::contender_grid;
 use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
 
-use super::press_args::PressTuning;
-use super::table::{Table, bytes};
+use super::press_args::{BudgetArg, PressTuning};
+use super::table::{Table, bytes, bytes_kept};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -21,9 +21,9 @@ pub struct BenchArgs {
     pub lengths: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_value = "full,snapkv,compresskv")]
     pub methods: Vec<String>,
-    /// KV entries kept per compressed layer.
-    #[arg(long, default_value_t = 128)]
-    pub budget: usize,
+    /// KV entries kept per compressed layer, or `auto` (the profile's recommendation).
+    #[arg(long, default_value = "128")]
+    pub budget: BudgetArg,
     /// Tokens decoded per measurement (EOS ignored so every row decodes the same count).
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
@@ -54,7 +54,10 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
     let lm = load_model(&args.model, &device)?;
     let haystack = super::load_haystack(args.haystack.as_deref())?;
-    let contenders = contender_grid(&args.methods, &[args.budget], None, |m, b| {
+    let budgets = args
+        .tuning
+        .resolve_budgets(&lm, &args.model, &[args.budget], args.json)?;
+    let contenders = contender_grid(&args.methods, &budgets, None, |m, b| {
         args.tuning
             .compressor(&lm, m, BudgetSpec::Entries(b))
             .with_context(|| format!("--methods {m}"))
@@ -76,7 +79,7 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
             "model": lm.id, "device": device.describe(), "precision": device.precision.name(),
             "weight_formats": lm.model.kernel_formats().iter().map(|(f, n, b)| serde_json::json!({
                 "format": f, "tensors": n, "bytes": b })).collect::<Vec<_>>(),
-            "budget": args.budget,
+            "budget": budgets[0],
             "decode_tokens": args.decode_tokens, "repeats": args.repeats,
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "memory_bandwidth_bytes_per_s": bandwidth, "decode_weight_bytes": weights,
@@ -105,11 +108,7 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
         })
         .col("decode", |r| format!("{:.1} tok/s", r.decode_tokens_per_s))
         .col("KV cache (full → kept)", |r| {
-            format!(
-                "{} → {}",
-                bytes(r.kv_cache_bytes_full),
-                bytes(r.kv_cache_bytes)
-            )
+            bytes_kept(r.kv_cache_bytes_full, r.kv_cache_bytes)
         })
         .col("peak RSS", |r| {
             r.peak_rss_bytes.map_or("-".into(), |b| bytes(b as usize))

@@ -10,7 +10,7 @@ use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::store;
 
-use super::press_args::PressTuning;
+use super::press_args::{BudgetArg, PressTuning};
 use super::table::{Table, bytes};
 
 #[derive(Args, Debug)]
@@ -24,11 +24,11 @@ pub struct DemoArgs {
     /// Needle depth in percent of the haystack.
     #[arg(long, default_value_t = 50.0)]
     pub depth: f64,
-    /// The compressed run: this method at this budget.
+    /// The compressed run: this method at this budget (or `auto`, the profile's recommendation).
     #[arg(long, default_value = "compresskv")]
     pub method: String,
-    #[arg(long, default_value_t = 128)]
-    pub budget: usize,
+    #[arg(long, default_value = "128")]
+    pub budget: BudgetArg,
     /// Haystack directory (default: the fetched Paul Graham essays, fetched if missing);
     /// `noise`, `longbench:PATH` and `leval:PATH` as in `eval niah`.
     #[arg(long)]
@@ -57,15 +57,18 @@ pub fn run(device: &super::DeviceArgs, args: DemoArgs) -> anyhow::Result<()> {
     let sample = NiahBuilder::for_model(&haystack, &lm)
         .peer_needle(&needle, args.length, args.depth)
         .context("building the demo prompt")?;
+    let budget = args
+        .tuning
+        .resolve_budgets(&lm, &args.model, &[args.budget], args.json)?[0];
     let (compressor, profile) =
         args.tuning
-            .compressor_with_source(&lm, &args.method, BudgetSpec::Entries(args.budget))?;
+            .compressor_with_source(&lm, &args.method, BudgetSpec::Entries(budget))?;
     let profile = profile.map(|p| p.to_string());
     let contenders = [
         Contender::full(),
         Contender {
             method: args.method.clone(),
-            budget: Some(args.budget),
+            budget: Some(budget),
             compressor: Some(compressor),
         },
     ];

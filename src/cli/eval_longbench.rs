@@ -23,7 +23,7 @@ use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::method_names;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::press_args::PressTuning;
+use super::press_args::{BudgetArg, PressTuning};
 use super::table::{Table, bytes};
 
 #[derive(Args, Debug)]
@@ -49,9 +49,10 @@ pub struct LongbenchArgs {
         default_value = "full,streamingllm,snapkv,pyramidkv,adakv,compresskv"
     )]
     pub methods: Vec<String>,
-    /// Mean KV entries kept per compressed layer, comma-separated.
+    /// Mean KV entries kept per compressed layer, comma-separated; `auto` is the profile's
+    /// recommendation.
     #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
-    pub budgets: Vec<usize>,
+    pub budgets: Vec<BudgetArg>,
     /// First N samples of each dataset (default: all).
     #[arg(long)]
     pub max_samples: Option<usize>,
@@ -76,6 +77,9 @@ pub fn run(device: &super::DeviceArgs, args: LongbenchArgs) -> anyhow::Result<()
     let (config, config_dir) = find_config(args.config.as_deref(), &args.data)?;
 
     let lm = load_model(&args.model, &device)?;
+    let budgets = args
+        .tuning
+        .resolve_budgets(&lm, &args.model, &budgets, args.json)?;
     let contenders = contender_grid(&methods, &budgets, None, |m, b| {
         args.tuning
             .compressor(&lm, m, BudgetSpec::Entries(b))
@@ -154,7 +158,11 @@ pub fn run(device: &super::DeviceArgs, args: LongbenchArgs) -> anyhow::Result<()
 #[allow(clippy::type_complexity)]
 fn read_inputs(
     args: &LongbenchArgs,
-) -> anyhow::Result<(Vec<(String, Vec<LongBenchSample>)>, Vec<String>, Vec<usize>)> {
+) -> anyhow::Result<(
+    Vec<(String, Vec<LongBenchSample>)>,
+    Vec<String>,
+    Vec<BudgetArg>,
+)> {
     let data_dir = find_data_dir(&args.data)?;
     let available = jsonl_names(&data_dir);
     let datasets: Vec<String> = if args.datasets.is_empty() {

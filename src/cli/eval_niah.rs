@@ -18,11 +18,19 @@ use compresskv_runtime::loader::load_model;
 use compresskv_runtime::press::engine::BudgetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::press_args::PressTuning;
+use super::press_args::{BudgetArg, PressTuning};
 use super::table::Table;
 
+/// The needle and passkey tasks (`profile verify --task`).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NiahTask {
+    Needle,
+    Passkey,
+}
+
+/// `eval niah --task`: the needle and passkey tasks, or RULER's.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalTask {
     /// A sentence hidden in the haystack, retrieved by a question.
     Needle,
     /// A 5-digit pass key.
@@ -52,9 +60,10 @@ pub struct NiahArgs {
         default_value = "full,streamingllm,snapkv,pyramidkv,adakv,compresskv"
     )]
     pub methods: Vec<String>,
-    /// KV entries kept per compressed layer (the full cache runs once, without a budget).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256])]
-    pub budgets: Vec<usize>,
+    /// KV entries kept per compressed layer (the full cache runs once, without a budget);
+    /// `auto` is the profile's recommendation.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    pub budgets: Vec<BudgetArg>,
     /// Prompt lengths in tokens (BOS and question included).
     #[arg(long, value_delimiter = ',', default_values_t = vec![1024, 2048, 4096])]
     pub lengths: Vec<usize>,
@@ -74,7 +83,7 @@ pub struct NiahArgs {
     #[arg(long)]
     pub needles: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "needle")]
-    pub task: NiahTask,
+    pub task: EvalTask,
     /// The RULER tasks of `--task ruler` (default: all eight).
     #[arg(long, value_delimiter = ',', value_parser = parse_ruler_task,
           value_name = "niah_single_1,…,niah_multiquery")]
@@ -114,9 +123,9 @@ impl NiahArgs {
     /// The tasks this run does: one, or each RULER task.
     fn tasks(&self) -> Vec<Task> {
         match self.task {
-            NiahTask::Needle => vec![Task::Needle],
-            NiahTask::Passkey => vec![Task::Passkey],
-            NiahTask::Ruler => self
+            EvalTask::Needle => vec![Task::Needle],
+            EvalTask::Passkey => vec![Task::Passkey],
+            EvalTask::Ruler => self
                 .ruler_tasks
                 .clone()
                 .unwrap_or_else(|| RulerTask::ALL.to_vec())
@@ -128,7 +137,7 @@ impl NiahArgs {
 
     fn protocol(&self) -> Protocol {
         match (self.task, self.protocol) {
-            (NiahTask::Ruler, _) => Protocol::Ruler,
+            (EvalTask::Ruler, _) => Protocol::Ruler,
             (_, None | Some(NiahProtocol::Peer)) => Protocol::Peer,
             (_, Some(NiahProtocol::Paper)) => Protocol::Paper,
             (_, Some(NiahProtocol::Landmark)) => Protocol::Landmark,
@@ -138,9 +147,18 @@ impl NiahArgs {
     /// The name of the whole run in files and JSON: `needle`, `passkey` or `ruler`.
     fn run_name(&self) -> &'static str {
         match self.task {
-            NiahTask::Needle => "needle",
-            NiahTask::Passkey => "passkey",
-            NiahTask::Ruler => "ruler",
+            EvalTask::Needle => "needle",
+            EvalTask::Passkey => "passkey",
+            EvalTask::Ruler => "ruler",
+        }
+    }
+}
+
+impl NiahTask {
+    pub fn task(self) -> Task {
+        match self {
+            NiahTask::Needle => Task::Needle,
+            NiahTask::Passkey => Task::Passkey,
         }
     }
 }
@@ -188,16 +206,14 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
             .with_context(|| format!("building the {} prompts", task_name(task)))?;
         work.push((task, samples));
     }
-    let contenders = contender_grid(
-        &args.methods,
-        &args.budgets,
-        args.variant.as_deref(),
-        |m, b| {
-            args.tuning
-                .compressor(&lm, m, BudgetSpec::Entries(b))
-                .with_context(|| format!("--methods {m} at budget {b}"))
-        },
-    )?;
+    let budgets = args
+        .tuning
+        .resolve_budgets(&lm, &args.model, &args.budgets, args.json)?;
+    let contenders = contender_grid(&args.methods, &budgets, args.variant.as_deref(), |m, b| {
+        args.tuning
+            .compressor(&lm, m, BudgetSpec::Entries(b))
+            .with_context(|| format!("--methods {m} at budget {b}"))
+    })?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
 
@@ -235,7 +251,7 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
 
     let run_name = args.run_name();
     let protocol = format!("{:?}", args.protocol()).to_lowercase();
-    let summary_json = if args.task == NiahTask::Ruler {
+    let summary_json = if args.task == EvalTask::Ruler {
         let per_task: Vec<serde_json::Value> = results
             .iter()
             .map(|r| {
@@ -312,7 +328,7 @@ fn validate(args: &NiahArgs) -> anyhow::Result<()> {
             "--budgets is empty but compressing methods were asked for"
         );
     }
-    if args.task != NiahTask::Ruler {
+    if args.task != EvalTask::Ruler {
         anyhow::ensure!(
             args.ruler_tasks.is_none() && args.ruler_dir.is_none(),
             "--ruler-tasks and --ruler-dir are for --task ruler"
@@ -346,10 +362,10 @@ fn validate(args: &NiahArgs) -> anyhow::Result<()> {
         }
     }
     match (args.task, args.protocol) {
-        (NiahTask::Needle, Some(NiahProtocol::Landmark)) => {
+        (EvalTask::Needle, Some(NiahProtocol::Landmark)) => {
             anyhow::bail!("--protocol landmark is a passkey prompt: use it with --task passkey")
         }
-        (NiahTask::Passkey, Some(NiahProtocol::Paper)) => {
+        (EvalTask::Passkey, Some(NiahProtocol::Paper)) => {
             anyhow::bail!("--protocol paper is a needle prompt: use --protocol peer or landmark")
         }
         _ => Ok(()),
@@ -360,7 +376,7 @@ fn validate(args: &NiahArgs) -> anyhow::Result<()> {
 fn render_summary(
     lines: &[(&str, SummaryRow)],
     lengths: &[usize],
-    task: NiahTask,
+    task: EvalTask,
     by_task: bool,
 ) -> String {
     let mut t = Table::new();
@@ -381,12 +397,12 @@ fn render_summary(
         });
     }
     let mean = match task {
-        NiahTask::Needle => "mean recall %",
-        NiahTask::Passkey => "mean exact %",
-        NiahTask::Ruler => "mean match %",
+        EvalTask::Needle => "mean recall %",
+        EvalTask::Passkey => "mean exact %",
+        EvalTask::Ruler => "mean match %",
     };
     t = t.col(mean, |(_, s)| format!("{:.1}", s.mean_score));
-    if task == NiahTask::Ruler {
+    if task == EvalTask::Ruler {
         t = t.col("whole-value %", |(_, s)| {
             s.mean_whole_score.map_or("-".into(), |w| format!("{w:.1}"))
         });

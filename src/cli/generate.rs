@@ -7,7 +7,7 @@ use clap::Args;
 use compresskv_runtime::generate::{GenerateOptions, GenerateOutput, generate};
 use compresskv_runtime::loader::load_model;
 
-use super::table::{Table, bytes};
+use super::table::{Table, bytes_kept};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -85,10 +85,14 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
         stop_strings: args.stop.clone(),
         eos_ids: eos,
     };
-    let (compressor, profile) = match args.press.compressor_with_source(&lm)? {
-        Some((c, source)) => (Some(c), source),
-        None => (None, None),
-    };
+    let (compressor, profile) =
+        match args
+            .press
+            .compressor_with_source(&lm, &args.model, args.json)?
+        {
+            Some((c, source)) => (Some(c), source),
+            None => (None, None),
+        };
     let out = generate(
         &lm.model,
         &lm.tokenizer,
@@ -124,11 +128,7 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
             .col("compress", |o| format!("{:.0} ms", o.compress_ms))
             .col("decode", |o| format!("{:.1} tok/s", o.decode_tokens_per_s))
             .col("KV cache", |o| {
-                format!(
-                    "{} → {}",
-                    bytes(o.kv_cache_bytes_full),
-                    bytes(o.kv_cache_bytes)
-                )
+                bytes_kept(o.kv_cache_bytes_full, o.kv_cache_bytes)
             });
         eprintln!("{}", t.render([&out]));
         if let Some(p) = &profile {

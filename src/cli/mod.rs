@@ -12,6 +12,7 @@ mod press_args;
 mod profile;
 mod profile_load;
 mod profile_tune;
+mod profile_verify;
 mod table;
 
 use clap::{Parser, Subcommand};

@@ -8,7 +8,7 @@ use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{Compressor, PressParams, SlidingPolicy, press_by_name};
 use compresskv_runtime::profile::{Effective, Overrides, ProfileSource};
 
-use super::profile_load::load_head_profile;
+use super::profile_load::{load_head_profile, recommended_budget};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Sliding {
@@ -17,15 +17,50 @@ pub enum Sliding {
     Compress,
 }
 
+/// A budget flag's value: mean KV entries kept per compressed layer, or `auto`, the budget the
+/// model's profile recommends (`compresskv profile verify --write`). Parsed here for every
+/// command; [`PressTuning::resolve_budgets`] turns `auto` into a number once the model is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BudgetArg {
+    Entries(usize),
+    Auto,
+}
+
+impl std::str::FromStr for BudgetArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(BudgetArg::Auto);
+        }
+        s.parse::<usize>().map(BudgetArg::Entries).map_err(|_| {
+            format!(
+                "`{s}` is not a budget: give KV entries per layer (e.g. 128) or `auto` (the \
+                 profile's recommended budget, from `compresskv profile verify --write`)"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for BudgetArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetArg::Entries(n) => write!(f, "{n}"),
+            BudgetArg::Auto => write!(f, "auto"),
+        }
+    }
+}
+
 /// The method and its budget (`generate`, `demo`); eval and bench take lists instead.
 #[derive(Args, Debug, Clone)]
 pub struct PressArgs {
     /// Compression method: full, streamingllm, snapkv, pyramidkv, adakv, compresskv.
     #[arg(long, default_value = "full")]
     pub method: String,
-    /// Mean KV entries kept per compressed layer.
+    /// Mean KV entries kept per compressed layer, or `auto` (the profile's recommendation).
     #[arg(long, conflicts_with = "ratio")]
-    pub budget: Option<usize>,
+    pub budget: Option<BudgetArg>,
     /// Fraction of the prompt kept per compressed layer.
     #[arg(long)]
     pub ratio: Option<f64>,
@@ -74,12 +109,18 @@ pub struct PressTuning {
 impl PressArgs {
     /// The compressor and where its profile came from (`None`: the method reads no profile);
     /// `None` for `full` without a budget (plain generation).
+    /// `model` is the `--model` given (for the message when `--budget auto` finds no
+    /// recommendation); `quiet` silences the note saying what `auto` resolved to.
     pub fn compressor_with_source(
         &self,
         lm: &LoadedModel,
+        model: &str,
+        quiet: bool,
     ) -> anyhow::Result<Option<(Compressor, Option<ProfileSource>)>> {
         let budget = match (self.budget, self.ratio) {
-            (Some(b), _) => BudgetSpec::Entries(b),
+            (Some(b), _) => {
+                BudgetSpec::Entries(self.tuning.resolve_budgets(lm, model, &[b], quiet)?[0])
+            }
             (None, Some(r)) => BudgetSpec::Ratio(r),
             (None, None) if self.method == "full" => return Ok(None),
             (None, None) => anyhow::bail!(
@@ -94,6 +135,49 @@ impl PressArgs {
 }
 
 impl PressTuning {
+    /// `budgets` with `auto` replaced by the recommendation of the profile `--profile` names
+    /// (read only when `auto` is asked for), repeats dropped, order kept. Unless `quiet`, says
+    /// on stderr what `auto` stands for.
+    pub fn resolve_budgets(
+        &self,
+        lm: &LoadedModel,
+        model: &str,
+        budgets: &[BudgetArg],
+        quiet: bool,
+    ) -> anyhow::Result<Vec<usize>> {
+        let auto = if budgets.contains(&BudgetArg::Auto) {
+            let (r, source) = recommended_budget(lm, &self.profile, model)?;
+            if !quiet {
+                eprintln!(
+                    "--budget auto = {}, the recommendation of {source} (keeps {:.0}% of the \
+                     full cache's score, target {:.0}%; `profile verify`, {})",
+                    r.budget,
+                    100.0
+                        * r.shares
+                            .iter()
+                            .find(|(b, _)| *b == r.budget)
+                            .map_or(f64::NAN, |s| s.1),
+                    100.0 * r.target,
+                    r.created
+                );
+            }
+            Some(r.budget)
+        } else {
+            None
+        };
+        let mut out: Vec<usize> = Vec::new();
+        for b in budgets {
+            let n = match b {
+                BudgetArg::Entries(n) => *n,
+                BudgetArg::Auto => auto.expect("resolved above"),
+            };
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
     /// The settings these flags override.
     pub fn overrides(&self) -> Overrides {
         Overrides {

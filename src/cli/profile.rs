@@ -45,6 +45,10 @@ pub enum ProfileSub {
     /// document with the head scores, layer errors, settings and the per-layer plan at each
     /// budget (schema in the README, "Profile export").
     Export(ExportArgs),
+    /// Check that a profile fits the model, measure CompressKV at each budget against the full
+    /// cache on held-out needle prompts, and recommend the smallest budget keeping `--target` of
+    /// the full cache's score (`--write` stores it for `--budget auto`).
+    Verify(super::profile_verify::VerifyArgs),
 }
 
 /// The formats `profile export` writes.
@@ -176,6 +180,7 @@ pub fn run(device: &super::DeviceArgs, args: ProfileArgs) -> anyhow::Result<()> 
         Some(ProfileSub::ImportPaper(i)) => import(i),
         Some(ProfileSub::Tune(t)) => super::profile_tune::run(device, t),
         Some(ProfileSub::Export(e)) => export(e),
+        Some(ProfileSub::Verify(v)) => super::profile_verify::run(device, v),
         None => calibrate(device, args.run),
     }
 }
@@ -450,6 +455,7 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
             "layer_error_source": p.layer_errors.as_ref().map(|e| e.source.clone()),
             "defaults": p.defaults,
             "tuning": p.tuning,
+            "recommendation": p.recommendation,
         });
         if let Some((b, note)) = &budgets {
             j["budget"] = args.budget.into();
@@ -476,11 +482,43 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         }
         println!("\nCompressKV settings chosen on held-out prompts (`profile tune`):");
         super::profile_tune::print_tuning(&p);
+        print_recommendation(&p);
         if let Some(png) = &args.png {
             println!("wrote {}", png.display());
         }
         Ok(())
     }
+}
+
+/// The budget `--budget auto` uses, and what it was measured on.
+fn print_recommendation(p: &Profile) {
+    let Some(r) = &p.recommendation else {
+        println!(
+            "\nno budget recommendation (run `compresskv profile verify {} --write` for \
+             `--budget auto`)",
+            p.model_id
+        );
+        return;
+    };
+    let shares: Vec<String> = r
+        .shares
+        .iter()
+        .map(|(b, s)| format!("{b}: {:.0}%", 100.0 * s))
+        .collect();
+    println!(
+        "\nrecommended budget (`--budget auto`): {} — the smallest keeping ≥ {:.0}% of the full \
+         cache's score ({:.1}) with {}; share of full per budget: {}; {}, lengths {:?}, depths \
+         {:?}; measured {}",
+        r.budget,
+        100.0 * r.target,
+        r.full_score,
+        r.method,
+        shares.join(", "),
+        r.prompts,
+        r.lengths,
+        r.depths,
+        r.created
+    );
 }
 
 /// The per-layer table: top heads by both scores, the error share and, when given, the budget.

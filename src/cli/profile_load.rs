@@ -5,7 +5,40 @@ use std::path::PathBuf;
 use anyhow::Context;
 use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::press::HeadProfile;
-use compresskv_runtime::profile::{Effective, Overrides, ProfileSource, find_profile_from_env};
+use compresskv_runtime::profile::{
+    BudgetRecommendation, Effective, Overrides, ProfileSource, find_profile_from_env,
+};
+
+/// Where `--profile auto|PATH` points for `lm`.
+pub fn profile_source(lm: &LoadedModel, arg: &str) -> anyhow::Result<ProfileSource> {
+    Ok(if arg == "auto" {
+        find_profile_from_env(&lm.id, &lm.path)?
+    } else {
+        ProfileSource::File(PathBuf::from(arg))
+    })
+}
+
+/// What `--budget auto` stands for: the budget recommendation of the profile `--profile
+/// auto|PATH` names for `lm` (checked to fit it), and where that profile came from. No
+/// recommendation is an error saying how to make one (`model` is the `--model` given).
+pub fn recommended_budget(
+    lm: &LoadedModel,
+    arg: &str,
+    model: &str,
+) -> anyhow::Result<(BudgetRecommendation, ProfileSource)> {
+    let source = profile_source(lm, arg)?;
+    let p = source
+        .load()
+        .with_context(|| format!("profile {source} (for --budget auto)"))?;
+    p.check_matches(&lm.spec, &lm.id, None)?;
+    match p.recommendation {
+        Some(r) => Ok((r, source)),
+        None => anyhow::bail!(
+            "the profile has no budget recommendation ({source}): run `compresskv profile \
+             verify {model} --write` to measure one, or give a number instead of --budget auto"
+        ),
+    }
+}
 
 /// Loads `--profile auto|PATH` for `lm`, checks it fits the model, and returns the head ranking
 /// and layer errors plus the settings in force at the mean `budget` (the tuning can differ
@@ -18,11 +51,7 @@ pub fn load_head_profile(
     strict: bool,
     overrides: &Overrides,
 ) -> anyhow::Result<(HeadProfile, Effective, ProfileSource)> {
-    let source = if arg == "auto" {
-        find_profile_from_env(&lm.id, &lm.path)?
-    } else {
-        ProfileSource::File(PathBuf::from(arg))
-    };
+    let source = profile_source(lm, arg)?;
     let p = source.load().with_context(|| format!("profile {source}"))?;
     p.check_matches(&lm.spec, &lm.id, None)?;
     if let Some(msg) = p.weight_mismatch(lm.model.weight_hash()) {

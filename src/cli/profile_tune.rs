@@ -9,7 +9,7 @@ use compresskv_profiler::tune::{HeldOut, TuneGrid, TuneProtocol, tune_checkpoint
 use compresskv_runtime::eval::niah::{load_needles, parse_needles};
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::profile::{
-    Profile, ProfileSource, Settings, builtin, default_profile_out, find_profile_from_env,
+    Axes, Profile, ProfileSource, Settings, builtin, default_profile_out, find_profile_from_env,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -136,6 +136,16 @@ pub fn run(device: &super::DeviceArgs, args: TuneArgs) -> anyhow::Result<()> {
         args.resume,
         args.json,
     )?;
+    // A recommended budget was measured with the settings this tune replaced.
+    if let Some(r) = profile.recommendation.take()
+        && !args.json
+    {
+        eprintln!(
+            "dropped the budget recommendation ({}, measured {} with the previous settings): \
+             rerun `compresskv profile verify {} --write`",
+            r.budget, r.created, args.model
+        );
+    }
     profile.save_atomic(&path)?;
     let _ = std::fs::remove_file(tune_checkpoint_path(&path));
     if args.json {
@@ -178,12 +188,14 @@ pub fn tune_profile(
         seed: 1_000,
     };
     let grid = TuneGrid {
-        srh_heads: (1..=lm.spec.n_heads).collect(),
-        windows: o.tune_windows.clone(),
-        kernels: o.tune_kernels.clone(),
-        mixes: o.tune_mixes.clone(),
-        unions: o.tune_unions.clone(),
-        error_weights: o.tune_error_weights.clone(),
+        axes: Axes {
+            srh_heads: (1..=lm.spec.n_heads).collect(),
+            window: o.tune_windows.clone(),
+            kernel: o.tune_kernels.clone(),
+            mix: o.tune_mixes.clone(),
+            union: o.tune_unions.clone(),
+            error_weight: o.tune_error_weights.clone(),
+        },
         budgets: o.tune_budgets.clone(),
     };
     let bar = ProgressBar::new(0);

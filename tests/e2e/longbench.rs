@@ -33,6 +33,7 @@ fn write_profile(model_dir: &Path, out: &Path) {
             ..Defaults::for_heads(s.n_heads)
         },
         tuning: None,
+        recommendation: None,
         provenance: Provenance {
             tool_version: TOOL_VERSION.into(),
             calibration_hash: sha256_hex(b"test"),

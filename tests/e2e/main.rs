@@ -15,3 +15,4 @@ mod press;
 mod profile;
 mod srh;
 mod tiny;
+mod verify;

@@ -415,7 +415,20 @@ fn profile_tune_tiny_model_cli() {
     )
     .unwrap();
     let path = dir.join("tiny.ron");
-    p.save_atomic(&path).unwrap();
+    // A budget recommendation measured with the settings the tune replaces is dropped.
+    let mut with_rec = p.clone();
+    with_rec.recommendation = Some(compresskv_runtime::profile::BudgetRecommendation {
+        target: 0.9,
+        budget: 24,
+        method: "compresskv".into(),
+        lengths: vec![384],
+        depths: vec![50.0],
+        prompts: "test".into(),
+        full_score: 50.0,
+        shares: vec![(24, 1.0)],
+        created: "2026-01-01T00:00:00Z".into(),
+    });
+    with_rec.save_atomic(&path).unwrap();
     let model = shared.join("reference/tiny/tiny-gemma3");
     let tune = |extra: &[&str]| {
         let mut args = vec![
@@ -460,6 +473,10 @@ fn profile_tune_tiny_model_cli() {
     };
     tune(&[]);
     let tuned = Profile::load(&path).unwrap();
+    assert!(
+        tuned.recommendation.is_none(),
+        "the stale recommendation is dropped"
+    );
     let t = tuned.tuning.clone().expect("tuning stored");
     // 4 heads × 2 windows × 2 kernels × 2 mixes × 2 unions, scored overall and per budget.
     assert_eq!(t.table.len(), 64);

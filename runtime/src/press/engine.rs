@@ -182,14 +182,8 @@ impl CacheCompressor for Compressor {
                     .tail(l, self.params.window)
                     .ok_or(CompressError::NoQueries)?;
                 let view = LayerView {
-                    layer: l,
-                    spec,
-                    queries: &q,
-                    query_positions: qpos,
-                    cache: lc,
-                    attention: model.attention(l),
-                    params: &self.params,
                     profile: self.profile.as_ref(),
+                    ..LayerView::new(model, l, lc, (&q, qpos), &self.params)
                 };
                 let Some(scores) = self
                     .press

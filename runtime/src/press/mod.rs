@@ -19,7 +19,7 @@ pub mod streamingllm;
 use burn::tensor::Tensor;
 
 use crate::cache::{KeepSet, LayerCache};
-use crate::model::Attention;
+use crate::model::{Attention, CausalLM};
 use crate::spec::ModelSpec;
 pub use budget::Allocator;
 pub use engine::{Compressor, SlidingPolicy};
@@ -120,7 +120,28 @@ pub struct LayerView<'a> {
     pub profile: Option<&'a HeadProfile>,
 }
 
-impl LayerView<'_> {
+impl<'a> LayerView<'a> {
+    /// Layer `layer` of `model` with its prompt `cache` and the window's captured `queries` at
+    /// `query_positions`, scored with `params` and no profile.
+    pub fn new(
+        model: &'a dyn CausalLM,
+        layer: usize,
+        cache: &'a LayerCache,
+        (queries, query_positions): (&'a Tensor<4>, &'a [i64]),
+        params: &'a PressParams,
+    ) -> Self {
+        LayerView {
+            layer,
+            spec: model.spec(),
+            queries,
+            query_positions,
+            cache,
+            attention: model.attention(layer),
+            params,
+            profile: None,
+        }
+    }
+
     /// Entries in the layer (per KV head; the layer is not ragged before compression).
     pub fn len(&self) -> usize {
         self.cache.positions().len()

@@ -127,7 +127,7 @@ impl ProfileExport {
             srh_scores: p.srh_scores.clone(),
             retrieval_scores: p.retrieval_scores.clone(),
             layer_errors: p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
-            defaults: p.defaults.settings(),
+            defaults: p.defaults.settings,
             min_budget: p.defaults.min_budget,
             max_budget_factor: p.defaults.max_budget_factor,
             tuned: p.tuning.as_ref().map(|t| TunedSettings {

@@ -127,9 +127,9 @@ impl Profile {
     pub fn effective_at(&self, budget: Option<usize>, overrides: &Overrides) -> Effective {
         let base = match &self.tuning {
             Some(t) => t.setting_for(budget),
-            None => self.defaults.settings(),
+            None => self.defaults.settings,
         };
-        Effective::new(&self.defaults, base.overridden(overrides))
+        self.defaults.with(base.overridden(overrides))
     }
 
     /// [`Profile::effective`], rejecting overrides outside their valid range.

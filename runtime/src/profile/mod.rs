@@ -11,6 +11,8 @@
 //! - [`Profile`] and the types it is made of (`types`); its invariants and their errors
 //!   (`validate`); parsing, atomic save and load (`io`, with the file layout in `write`); the
 //!   model check, head ranking and effective settings the runtime reads from it (`lookup`).
+//! - `recommend`: the smallest budget that keeps a target share of the full cache's score
+//!   (`profile verify`, read back by `--budget auto`).
 //! - [`registry`]: file naming and the search order used to find a model's profile.
 //! - [`builtin`]: the profiles and calibration data embedded in the binary.
 //! - [`import`]: conversion of the CompressKV paper's published scores into a profile.
@@ -20,6 +22,7 @@ mod error;
 pub mod import;
 mod io;
 mod lookup;
+mod recommend;
 pub mod registry;
 mod settings;
 #[cfg(test)]
@@ -32,13 +35,15 @@ mod write;
 
 pub use error::ProfileError;
 pub use import::{PaperFiles, import_paper, import_paper_files};
+pub use recommend::{NoRecommendation, recommend_budget, skipped_below};
 pub use registry::{
     MODEL_DIR_PROFILE, PROFILES_ENV, ProfileSource, default_profile_out, env_profiles_dir,
     find_profile, find_profile_from_env, profile_file_name, user_profiles_dir,
 };
-pub use settings::{Effective, Overrides, Settings};
+pub use settings::{Axes, Effective, Knobs, Overrides, Settings};
 pub use types::{
-    BudgetChoice, Defaults, Fingerprint, LAYER_ERROR_SOURCES, LayerErrors, Profile, Provenance,
-    SCHEMA_VERSION, SUM_TOLERANCE, TOOL_VERSION, Tuning, sha256_hex, utc_now, utc_timestamp,
+    BudgetChoice, BudgetRecommendation, Defaults, Fingerprint, LAYER_ERROR_SOURCES, LayerErrors,
+    Profile, Provenance, SCHEMA_VERSION, SUM_TOLERANCE, TOOL_VERSION, Tuning, sha256_hex, utc_now,
+    utc_timestamp,
 };
 pub use validate::absolute_path_in;

@@ -43,15 +43,19 @@ fn five() -> usize {
 
 impl Settings {
     /// These settings with every knob `o` sets replaced.
-    pub fn overridden(self, o: &Overrides) -> Settings {
-        Settings {
-            srh_heads: o.srh_heads.unwrap_or(self.srh_heads),
-            window: o.window.unwrap_or(self.window),
-            kernel: o.kernel.unwrap_or(self.kernel),
-            mix: o.mix.unwrap_or(self.mix),
-            union: o.union.unwrap_or(self.union),
-            error_weight: o.error_weight.unwrap_or(self.error_weight),
+    pub fn overridden(mut self, o: &Overrides) -> Settings {
+        fn set<T: Copy>(knob: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *knob = v;
+            }
         }
+        set(&mut self.srh_heads, o.srh_heads);
+        set(&mut self.window, o.window);
+        set(&mut self.kernel, o.kernel);
+        set(&mut self.mix, o.mix);
+        set(&mut self.union, o.union);
+        set(&mut self.error_weight, o.error_weight);
+        self
     }
 
     /// Checks a stored setting (`what` names it in the message): heads in `1..=n_heads`, a
@@ -93,15 +97,51 @@ impl Settings {
     }
 }
 
-/// Command-line overrides of a setting (`None`: keep the profile's).
+/// Something per knob of a [`Settings`] — the knobs listed once for every such use: the
+/// flags' [`Overrides`] hold an `Option` per knob, a tune's search axes ([`Axes`]) a list.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Overrides {
-    pub srh_heads: Option<usize>,
-    pub window: Option<usize>,
-    pub kernel: Option<usize>,
-    pub mix: Option<f64>,
-    pub union: Option<f64>,
-    pub error_weight: Option<f64>,
+pub struct Knobs<U, F> {
+    pub srh_heads: U,
+    pub window: U,
+    pub kernel: U,
+    pub mix: F,
+    pub union: F,
+    pub error_weight: F,
+}
+
+/// Command-line overrides of a setting (`None`: keep the profile's).
+pub type Overrides = Knobs<Option<usize>, Option<f64>>;
+
+/// The values a tune tries for each knob (every combination is one setting).
+pub type Axes = Knobs<Vec<usize>, Vec<f64>>;
+
+impl Axes {
+    /// Every combination, in search order: earlier values of earlier knobs first (the tune
+    /// lists the simplest setting first, so ties go to it).
+    pub fn settings(&self) -> Vec<Settings> {
+        let mut v = Vec::new();
+        for &srh_heads in &self.srh_heads {
+            for &window in &self.window {
+                for &kernel in &self.kernel {
+                    for &mix in &self.mix {
+                        for &union in &self.union {
+                            for &error_weight in &self.error_weight {
+                                v.push(Settings {
+                                    srh_heads,
+                                    window,
+                                    kernel,
+                                    mix,
+                                    union,
+                                    error_weight,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
 }
 
 impl Overrides {
@@ -164,26 +204,11 @@ impl Overrides {
     }
 }
 
-/// Settings in force: the setting, plus the layer-budget bounds the profile keeps.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Effective {
-    pub settings: Settings,
-    /// Smallest per-layer budget.
-    pub min_budget: usize,
-    /// Largest per-layer budget as a multiple of the mean budget.
-    pub max_budget_factor: f64,
-}
+/// Settings in force: a profile's [`Defaults`] after the merge with its tuning and the flags
+/// (the setting in force, the profile's layer-budget bounds).
+pub type Effective = Defaults;
 
-impl Effective {
-    /// `defaults` with `settings` in force.
-    pub fn new(defaults: &Defaults, settings: Settings) -> Effective {
-        Effective {
-            settings,
-            min_budget: defaults.min_budget,
-            max_budget_factor: defaults.max_budget_factor,
-        }
-    }
-
+impl Defaults {
     /// The standard settings of a model with `n_heads` query heads and no profile,
     /// overridden by `o` (checked).
     pub fn without_profile(
@@ -193,6 +218,6 @@ impl Effective {
     ) -> Result<Effective, ProfileError> {
         o.check(n_heads, model_id)?;
         let d = Defaults::for_heads(n_heads);
-        Ok(Effective::new(&d, d.settings().overridden(o)))
+        Ok(d.with(d.settings.overridden(o)))
     }
 }

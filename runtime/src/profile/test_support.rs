@@ -157,6 +157,18 @@ pub fn sample() -> Profile {
                 )],
             }],
         }),
+        recommendation: Some(BudgetRecommendation {
+            target: 0.9,
+            budget: 128,
+            method: "compresskv".into(),
+            lengths: vec![2048, 4096],
+            depths: vec![10.0, 50.0, 90.0],
+            prompts: "needle, peer protocol, haystack noise, needles: built-in San Francisco"
+                .into(),
+            full_score: 93.75,
+            shares: vec![(64, 0.8125), (128, 0.9375), (256, 1.0)],
+            created: utc_timestamp(1_700_000_100),
+        }),
         provenance: Provenance {
             tool_version: TOOL_VERSION.into(),
             calibration_hash: sha256_hex(b"calibration"),

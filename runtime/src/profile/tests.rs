@@ -45,6 +45,30 @@ fn file_format_is_readable_and_serde_ron_is_accepted_too() {
     assert_eq!(Profile::from_ron_str(&named, "named").unwrap(), p);
 }
 
+/// Profiles written before `profile verify` existed have no `recommendation` field: they still
+/// parse (with none), and one written with a recommendation reads back with it.
+#[test]
+fn recommendation_is_optional_and_round_trips() {
+    let p = sample();
+    let text = p.to_ron_string().unwrap();
+    assert!(text.contains("recommendation: Some(("), "{text}");
+    assert_eq!(Profile::from_ron_str(&text, "rec").unwrap(), p);
+    let mut old = p.clone();
+    old.recommendation = None;
+    let old_text = old.to_ron_string().unwrap();
+    let without: String = old_text
+        .lines()
+        .filter(|l| !l.contains("recommendation: None"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!without.contains("recommendation"));
+    assert_eq!(Profile::from_ron_str(&without, "old").unwrap(), old);
+    // The shipped profile predates it too.
+    for (name, text) in builtin::PROFILES {
+        Profile::from_ron_str(text, name).unwrap();
+    }
+}
+
 #[test]
 fn rejects_other_schema_versions_saying_how_to_fix() {
     let p = sample();
@@ -185,17 +209,26 @@ fn rejects_inconsistent_shapes_and_settings() {
             Box::new(|p| p.layer_errors.as_mut().unwrap().source = "vibes".into()),
             "layer_errors.source is \"vibes\"",
         ),
-        (Box::new(|p| p.defaults.window = 0), "defaults.window is 0"),
-        (Box::new(|p| p.defaults.kernel = 0), "defaults.kernel is 0"),
+        (
+            Box::new(|p| p.defaults.settings.window = 0),
+            "defaults.window is 0",
+        ),
+        (
+            Box::new(|p| p.defaults.settings.kernel = 0),
+            "defaults.kernel is 0",
+        ),
         (
             Box::new(|p| p.tuning.as_mut().unwrap().chosen.kernel = 4),
             "tuning.chosen.kernel is 4 (must be odd",
         ),
         (
-            Box::new(|p| p.defaults.srh_heads = 5),
+            Box::new(|p| p.defaults.settings.srh_heads = 5),
             "defaults.srh_heads is 5 (must be in 1..=4)",
         ),
-        (Box::new(|p| p.defaults.mix = 1.5), "defaults.mix is 1.5"),
+        (
+            Box::new(|p| p.defaults.settings.mix = 1.5),
+            "defaults.mix is 1.5",
+        ),
         (
             Box::new(|p| p.defaults.max_budget_factor = 0.5),
             "defaults.max_budget_factor is 0.5",
@@ -226,6 +259,30 @@ fn rejects_inconsistent_shapes_and_settings() {
         ),
         (Box::new(|p| p.fingerprint.n_kv_heads = 3), "not a multiple"),
         (Box::new(|p| p.model_id = " ".into()), "model_id is empty"),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().target = 1.5),
+            "recommendation.target is 1.5 (must be in (0, 1]",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().target = 0.0),
+            "recommendation.target is 0",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().budget = 96),
+            "recommendation.budget 96 is not one of the measured budgets [64, 128, 256]",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().shares[0].1 = f64::NAN),
+            "recommendation.shares[0] is NaN",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().full_score = 0.0),
+            "recommendation.full_score is 0",
+        ),
+        (
+            Box::new(|p| p.recommendation.as_mut().unwrap().shares.push((64, 1.0))),
+            "recommendation.shares has budget 64 twice",
+        ),
     ];
     for (i, (mutate, expect)) in cases.drain(..).enumerate() {
         let mut p = base.clone();
@@ -422,14 +479,16 @@ fn top_heads_panics_on_bad_layer() {
 fn effective_precedence_defaults_then_tuning_then_overrides() {
     let mut p = sample();
     p.defaults = Defaults {
-        srh_heads: 1,
-        window: 8,
-        kernel: 5,
+        settings: Settings {
+            srh_heads: 1,
+            window: 8,
+            kernel: 5,
+            mix: 0.0,
+            union: 0.0,
+            error_weight: 1.0,
+        },
         min_budget: 32,
         max_budget_factor: 3.0,
-        mix: 0.0,
-        union: 0.0,
-        error_weight: 1.0,
     };
     let tuning = p.tuning.take();
     let none = Overrides::default();
@@ -538,7 +597,7 @@ fn default_srh_heads_is_an_eighth_at_least_one() {
     assert_eq!(Profile::default_srh_heads(8), 1);
     assert_eq!(Profile::default_srh_heads(16), 2);
     assert_eq!(Profile::default_srh_heads(32), 4);
-    assert_eq!(Defaults::for_heads(32).srh_heads, 4);
+    assert_eq!(Defaults::for_heads(32).settings.srh_heads, 4);
 }
 
 #[test]
@@ -558,7 +617,7 @@ fn settings_from_before_union_error_weight_and_kernel_keep_the_papers_behaviour(
              mix: 0.0)",
     )
     .unwrap();
-    assert_eq!((d.union, d.error_weight), (0.0, 1.0));
+    assert_eq!((d.settings.union, d.settings.error_weight), (0.0, 1.0));
 }
 
 #[test]

@@ -39,6 +39,10 @@ pub struct Profile {
     /// Result of `compresskv profile --tune`.
     #[serde(default)]
     pub tuning: Option<Tuning>,
+    /// The budget `--budget auto` uses, from `compresskv profile verify --write`; profiles
+    /// written before it existed have none.
+    #[serde(default)]
+    pub recommendation: Option<BudgetRecommendation>,
     pub provenance: Provenance,
 }
 
@@ -74,59 +78,72 @@ pub struct LayerErrors {
     pub source: String,
 }
 
-/// Press settings used when neither tuning nor the command line says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What a profile runs with when neither tuning nor the command line says otherwise: a
+/// compression setting plus the layer-budget bounds. The same shape is what is in force after
+/// the merge ([`Effective`](super::Effective)).
+///
+/// Stored flat in RON — the setting's fields and the two bounds side by side — so the setting's
+/// fields are listed once, on [`Settings`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Defaults {
-    /// SRH heads per layer used to score tokens.
-    pub srh_heads: usize,
-    /// Observation window (last prompt tokens whose attention scores the cache).
-    pub window: usize,
-    /// Pooling kernel over token scores.
-    pub kernel: usize,
+    #[serde(flatten)]
+    pub settings: Settings,
     /// Smallest per-layer budget.
     pub min_budget: usize,
     /// Largest per-layer budget as a multiple of the mean budget.
     pub max_budget_factor: f64,
-    /// Mix between SRH scores (0) and all-head scores (1).
-    pub mix: f64,
-    /// Share of the kept entries ranked by all heads, merged with the SRH ranking (0 = none).
-    #[serde(default)]
-    pub union: f64,
-    /// How far layer budgets follow the layer errors (1 = the paper, 0 = uniform).
-    #[serde(default = "one")]
-    pub error_weight: f64,
-}
-
-fn one() -> f64 {
-    1.0
 }
 
 impl Defaults {
     /// The standard defaults for a model with `n_heads` query heads.
     pub fn for_heads(n_heads: usize) -> Defaults {
         Defaults {
-            srh_heads: Profile::default_srh_heads(n_heads),
-            window: 8,
-            kernel: 5,
+            settings: Settings {
+                srh_heads: Profile::default_srh_heads(n_heads),
+                window: 8,
+                kernel: 5,
+                mix: 0.0,
+                union: 0.0,
+                error_weight: 1.0,
+            },
             min_budget: 32,
             max_budget_factor: 3.0,
-            mix: 0.0,
-            union: 0.0,
-            error_weight: 1.0,
         }
     }
 
-    /// The compression setting part of the defaults.
-    pub fn settings(&self) -> Settings {
-        Settings {
-            srh_heads: self.srh_heads,
-            window: self.window,
-            kernel: self.kernel,
-            mix: self.mix,
-            union: self.union,
-            error_weight: self.error_weight,
-        }
+    /// These bounds with `settings` in force.
+    pub fn with(&self, settings: Settings) -> Defaults {
+        Defaults { settings, ..*self }
+    }
+}
+
+/// Reads the flat RON block: the two bounds are taken out and the rest must be a [`Settings`]
+/// (its field names, defaults for fields added later, and unknown-field errors).
+impl<'de> Deserialize<'de> for Defaults {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = match ron::Value::deserialize(de)? {
+            ron::Value::Map(m) => m,
+            other => {
+                return Err(D::Error::custom(format!(
+                    "defaults must be a struct of settings, found {other:?}"
+                )));
+            }
+        };
+        let mut bound = |name: &'static str| {
+            fields
+                .remove(&ron::Value::String(name.into()))
+                .ok_or_else(|| D::Error::missing_field(name))
+        };
+        let min_budget = bound("min_budget")?;
+        let max_budget_factor = bound("max_budget_factor")?;
+        Ok(Defaults {
+            settings: ron::Value::Map(fields)
+                .into_rust()
+                .map_err(D::Error::custom)?,
+            min_budget: min_budget.into_rust().map_err(D::Error::custom)?,
+            max_budget_factor: max_budget_factor.into_rust().map_err(D::Error::custom)?,
+        })
     }
 }
 
@@ -172,6 +189,30 @@ impl Tuning {
             })
             .map_or(self.chosen, |c| c.chosen)
     }
+}
+
+/// What `compresskv profile verify` measured: CompressKV's score at each budget as a share of
+/// the full cache's on held-out prompts, and the smallest budget that keeps `target` of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetRecommendation {
+    /// The share of the full cache's score a budget had to keep, in (0, 1].
+    pub target: f64,
+    /// The recommended mean budget (KV entries per compressed layer).
+    pub budget: usize,
+    /// The method measured (`compresskv`).
+    pub method: String,
+    /// Prompt lengths (tokens) and needle depths (percent) of the held-out prompts.
+    pub lengths: Vec<usize>,
+    pub depths: Vec<f64>,
+    /// What the prompts were (task, protocol, haystack and needles by name, never by path).
+    pub prompts: String,
+    /// The full cache's mean score (the metric's scale, e.g. recall in percent).
+    pub full_score: f64,
+    /// `(budget, share of the full cache's score)` for every budget measured, ascending.
+    pub shares: Vec<(usize, f64)>,
+    /// UTC timestamp of the measurement, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub created: String,
 }
 
 /// How the profile was made. Nothing machine-local (no absolute paths).

@@ -41,7 +41,7 @@ impl Profile {
             check_layer_errors(le, fp.n_layers)?;
         }
         let d = &self.defaults;
-        d.settings().check("defaults", fp.n_heads)?;
+        d.settings.check("defaults", fp.n_heads)?;
         if d.min_budget == 0 {
             return Err("defaults.min_budget is 0 (must be ≥ 1)".into());
         }
@@ -53,6 +53,9 @@ impl Profile {
         }
         if let Some(t) = &self.tuning {
             check_tuning(t, fp.n_layers, fp.n_heads)?;
+        }
+        if let Some(r) = &self.recommendation {
+            check_recommendation(r)?;
         }
         let p = &self.provenance;
         if !p.wall_time_s.is_finite() || p.wall_time_s < 0.0 {
@@ -120,6 +123,10 @@ impl Profile {
         ];
         if let Some(i) = &p.imported_from {
             fields.push(("provenance.imported_from".into(), i.as_str()));
+        }
+        if let Some(r) = &self.recommendation {
+            fields.push(("recommendation.prompts".into(), r.prompts.as_str()));
+            fields.push(("recommendation.created".into(), r.created.as_str()));
         }
         if let Some(le) = &self.layer_errors {
             fields.push(("layer_errors.source".into(), le.source.as_str()));
@@ -242,6 +249,57 @@ fn check_tuning(t: &super::Tuning, n_layers: usize, n_heads: usize) -> Result<()
             "tuning.budgets has {} entries but the model has {} layers",
             t.budgets.len(),
             n_layers
+        ));
+    }
+    Ok(())
+}
+
+/// Recommendation: a target in (0, 1], the budget among those measured, one finite
+/// non-negative share per distinct positive budget, a non-zero full score, named prompts.
+fn check_recommendation(r: &super::BudgetRecommendation) -> Result<(), String> {
+    if !(r.target > 0.0 && r.target <= 1.0) {
+        return Err(format!(
+            "recommendation.target is {} (must be in (0, 1], the share of the full cache's score)",
+            r.target
+        ));
+    }
+    if r.method.trim().is_empty() {
+        return Err("recommendation.method is empty".into());
+    }
+    if r.lengths.is_empty() || r.lengths.contains(&0) {
+        return Err(format!(
+            "recommendation.lengths is {:?} (must be non-empty prompt lengths > 0)",
+            r.lengths
+        ));
+    }
+    for (i, &d) in r.depths.iter().enumerate() {
+        if !(0.0..=100.0).contains(&d) {
+            return Err(format!(
+                "recommendation.depths[{i}] is {d} (must be in 0..=100)"
+            ));
+        }
+    }
+    if !r.full_score.is_finite() || r.full_score <= 0.0 {
+        return Err(format!(
+            "recommendation.full_score is {} (must be finite and > 0: nothing is recommended \
+             when the full cache scores 0)",
+            r.full_score
+        ));
+    }
+    for (i, &(b, s)) in r.shares.iter().enumerate() {
+        if b == 0 {
+            return Err(format!("recommendation.shares[{i}] has budget 0"));
+        }
+        if r.shares[..i].iter().any(|&(x, _)| x == b) {
+            return Err(format!("recommendation.shares has budget {b} twice"));
+        }
+        check_value(&format!("recommendation.shares[{i}]"), s)?;
+    }
+    if !r.shares.iter().any(|&(b, _)| b == r.budget) {
+        return Err(format!(
+            "recommendation.budget {} is not one of the measured budgets {:?}",
+            r.budget,
+            r.shares.iter().map(|&(b, _)| b).collect::<Vec<_>>()
         ));
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use ron::ser::PrettyConfig;
 use serde::Serialize;
 
 use super::{Profile, ProfileError, Settings};
@@ -49,16 +50,28 @@ impl RonWriter<'_> {
         Ok(())
     }
 
+    /// `v` as RON with the given layout, naming the profile in serialisation errors.
+    fn pretty<T: Serialize>(&self, v: &T, config: PrettyConfig) -> Result<String, ProfileError> {
+        ron::ser::to_string_pretty(v, config).map_err(|e| ProfileError::Serialize {
+            model_id: self.model_id.to_string(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// A setting on one line: `(srh_heads: 1, window: 8, …)`.
     fn setting(&self, s: &Settings) -> Result<String, ProfileError> {
-        Ok(format!(
-            "(srh_heads: {}, window: {}, kernel: {}, mix: {}, union: {}, error_weight: {})",
-            s.srh_heads,
-            s.window,
-            s.kernel,
-            self.val(&s.mix)?,
-            self.val(&s.union)?,
-            self.val(&s.error_weight)?
-        ))
+        self.pretty(s, PrettyConfig::new().compact_structs(true))
+    }
+
+    /// A setting's fields, one line each at `indent` (the lines of a struct written flat).
+    fn setting_fields(&mut self, indent: usize, s: &Settings) -> Result<(), ProfileError> {
+        let block = self.pretty(s, PrettyConfig::new())?;
+        let lines: Vec<&str> = block.lines().collect();
+        // `(`, one `name: value,` line per field, `)`.
+        for l in &lines[1..lines.len() - 1] {
+            self.line(indent, l.trim());
+        }
+        Ok(())
     }
 
     fn matrix(&mut self, name: &str, m: &[Vec<f64>]) -> Result<(), ProfileError> {
@@ -121,14 +134,9 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
     }
     let d = &p.defaults;
     w.line(1, "defaults: (");
-    w.field(2, "srh_heads", &d.srh_heads)?;
-    w.field(2, "window", &d.window)?;
-    w.field(2, "kernel", &d.kernel)?;
+    w.setting_fields(2, &d.settings)?;
     w.field(2, "min_budget", &d.min_budget)?;
     w.field(2, "max_budget_factor", &d.max_budget_factor)?;
-    w.field(2, "mix", &d.mix)?;
-    w.field(2, "union", &d.union)?;
-    w.field(2, "error_weight", &d.error_weight)?;
     w.line(1, "),");
     match &p.tuning {
         None => w.line(1, "tuning: None,"),
@@ -159,6 +167,22 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
                 w.line(3, "),");
             }
             w.line(2, "],");
+            w.line(1, ")),");
+        }
+    }
+    match &p.recommendation {
+        None => w.line(1, "recommendation: None,"),
+        Some(r) => {
+            w.line(1, "recommendation: Some((");
+            w.field(2, "target", &r.target)?;
+            w.field(2, "budget", &r.budget)?;
+            w.field(2, "method", &r.method)?;
+            w.field(2, "lengths", &r.lengths)?;
+            w.field(2, "depths", &r.depths)?;
+            w.field(2, "prompts", &r.prompts)?;
+            w.field(2, "full_score", &r.full_score)?;
+            w.field(2, "shares", &r.shares)?;
+            w.field(2, "created", &r.created)?;
             w.line(1, ")),");
         }
     }

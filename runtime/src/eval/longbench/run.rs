@@ -247,47 +247,14 @@ impl SampleRun<'_> {
         let mut sample = self.sample.clone();
         // The file name decides the template and metric (LongBench-E files keep the base name).
         sample.dataset = ds.to_string();
-        let full_prompt = self.config.build_prompt(&sample)?;
-        let enc = |t: &str| -> Vec<u32> {
-            tok.encode(t, false)
-                .expect("the tokenizer encoded this text before")
-        };
-        let dec =
-            |ids: &[u32]| -> String { tok.decode(ids).expect("ids from the tokenizer decode") };
-        let full_len = tok.encode(&full_prompt, false)?.len() + s.special_prefix;
-        let prompt = truncate_middle(&full_prompt, s.max_length, s.special_prefix, &enc, &dec);
-        let truncated = full_len > s.max_length;
-        let ids = tok.encode(&prompt, true)?;
-        let answer = match sample.answers.first() {
-            Some(ans) => answer_ids(tok, &ids, &prompt, ans, s.max_new)?,
-            None => Vec::new(),
-        };
+        let (ids, truncated, answer) = self.prompt(&sample)?;
 
         let model = &lm.model;
         let pre = prefill(model, &ids, s.capture, s.max_new.max(answer.len()))?;
         let t = Instant::now();
         let full_lp = teacher_forced_logprobs(model, pre.cache.clone(), &pre.first_logits, &answer);
         let full_tf_ms = t.elapsed().as_secs_f64() * 1e3;
-
-        let mut eos = lm.eos_ids();
-        // pred.py for samsum: the newline token ends generation too, but `min_length` forbids
-        // every end token at the first step.
-        let mut first_logits = pre.first_logits.clone();
-        if stops_at_newline(ds) {
-            if let Some(&nl) = tok.encode("\n", false)?.last() {
-                eos.push(nl);
-            }
-            for &e in &eos {
-                if let Some(l) = first_logits.get_mut(e as usize) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-        }
-        let opts = GenerateOptions {
-            max_new_tokens: s.max_new,
-            eos_ids: eos,
-            ..Default::default()
-        };
+        let (first_logits, opts) = self.decode_options(&pre.first_logits)?;
         let metric = metric_for_dataset(ds)?;
 
         for c in todo {
@@ -340,6 +307,58 @@ impl SampleRun<'_> {
             progress(1, "");
         }
         Ok(())
+    }
+}
+
+impl SampleRun<'_> {
+    /// The prompt's ids (truncated in the middle to the length limit, as LongBench's `pred.py`
+    /// does), whether it was truncated, and the reference answer's ids for teacher forcing.
+    fn prompt(&self, sample: &LongBenchSample) -> Result<(Vec<u32>, bool, Vec<u32>), RunError> {
+        let s = self.settings;
+        let tok = &self.lm.tokenizer;
+        let full_prompt = self.config.build_prompt(sample)?;
+        let enc = |t: &str| -> Vec<u32> {
+            tok.encode(t, false)
+                .expect("the tokenizer encoded this text before")
+        };
+        let dec =
+            |ids: &[u32]| -> String { tok.decode(ids).expect("ids from the tokenizer decode") };
+        let full_len = tok.encode(&full_prompt, false)?.len() + s.special_prefix;
+        let prompt = truncate_middle(&full_prompt, s.max_length, s.special_prefix, &enc, &dec);
+        let truncated = full_len > s.max_length;
+        let ids = tok.encode(&prompt, true)?;
+        let answer = match sample.answers.first() {
+            Some(ans) => answer_ids(tok, &ids, &prompt, ans, s.max_new)?,
+            None => Vec::new(),
+        };
+        Ok((ids, truncated, answer))
+    }
+
+    /// The first step's logits and the decoding options: the model's end tokens, plus (as
+    /// `pred.py` does for samsum) the newline token, with `min_length` forbidding every end
+    /// token at the first step.
+    fn decode_options(
+        &self,
+        first_logits: &[f32],
+    ) -> Result<(Vec<f32>, GenerateOptions), RunError> {
+        let mut eos = self.lm.eos_ids();
+        let mut first_logits = first_logits.to_vec();
+        if stops_at_newline(self.dataset) {
+            if let Some(&nl) = self.lm.tokenizer.encode("\n", false)?.last() {
+                eos.push(nl);
+            }
+            for &e in &eos {
+                if let Some(l) = first_logits.get_mut(e as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let opts = GenerateOptions {
+            max_new_tokens: self.settings.max_new,
+            eos_ids: eos,
+            ..Default::default()
+        };
+        Ok((first_logits, opts))
     }
 }
 

@@ -178,6 +178,159 @@ fn parse_byte_piece(piece: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
+/// Rejects an empty or oversized vocabulary, score/type lists of the wrong length and special
+/// ids outside the vocabulary.
+fn check_inputs(
+    tokens: &[String],
+    scores: &[f32],
+    token_types: &[i32],
+    cfg: &SpmConfig,
+) -> Result<(), SpmError> {
+    let n = tokens.len();
+    if n == 0 {
+        return Err(SpmError::EmptyVocab);
+    }
+    if n > i32::MAX as usize {
+        return Err(SpmError::VocabTooLarge(n));
+    }
+    if !scores.is_empty() && scores.len() != n {
+        return Err(SpmError::ScoresLen {
+            tokens: n,
+            scores: scores.len(),
+        });
+    }
+    if !token_types.is_empty() && token_types.len() != n {
+        return Err(SpmError::TypesLen {
+            tokens: n,
+            types: token_types.len(),
+        });
+    }
+    for (what, id) in [
+        ("BOS", cfg.bos_id),
+        ("EOS", cfg.eos_id),
+        ("UNK", cfg.unk_id),
+    ] {
+        if id as usize >= n {
+            return Err(SpmError::SpecialIdOutOfRange {
+                what,
+                id,
+                vocab_size: n,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Piece → id; a piece spelled twice is an error (encoding would be ambiguous).
+fn index_pieces(pieces: &[String]) -> Result<FxMap<String, u32>, SpmError> {
+    let mut piece_to_id: FxMap<String, u32> = FxMap::default();
+    piece_to_id.reserve(pieces.len());
+    for (i, p) in pieces.iter().enumerate() {
+        if let Some(first) = piece_to_id.insert(p.clone(), i as u32) {
+            return Err(SpmError::DuplicatePiece {
+                piece: p.clone(),
+                first,
+                second: i as u32,
+            });
+        }
+    }
+    Ok(piece_to_id)
+}
+
+/// Token attributes from the GGUF token types, with llama.cpp's name-based fix-ups.
+fn attributes(types: &[i32], pieces: &[String], piece_to_id: &FxMap<String, u32>) -> Vec<u32> {
+    let mut attrs: Vec<u32> = types
+        .iter()
+        .map(|&t| match t {
+            token_type::NORMAL => attr::NORMAL,
+            token_type::UNKNOWN => attr::UNKNOWN,
+            token_type::CONTROL => attr::CONTROL,
+            token_type::USER_DEFINED => attr::USER_DEFINED,
+            token_type::UNUSED => attr::UNUSED,
+            token_type::BYTE => attr::BYTE,
+            _ => attr::UNDEFINED,
+        })
+        .collect();
+    for name in CONTROL_BY_NAME {
+        if let Some(&id) = piece_to_id.get(*name) {
+            attrs[id as usize] |= attr::CONTROL;
+        }
+    }
+    for (i, p) in pieces.iter().enumerate() {
+        if attrs[i] & attr::CONTROL != 0 && p.contains("unused") {
+            attrs[i] |= attr::UNUSED;
+        }
+    }
+    attrs
+}
+
+/// The end-of-turn id (the lowest one named like one) and every end-of-generation id (EOS,
+/// EOT and the pieces named like them), sorted.
+fn end_of_generation(piece_to_id: &FxMap<String, u32>, eos_id: u32) -> (Option<u32>, Vec<u32>) {
+    let eot_id = EOT_BY_NAME
+        .iter()
+        .filter_map(|name| piece_to_id.get(*name).copied())
+        .min();
+    let mut eog_ids: Vec<u32> = EOG_BY_NAME
+        .iter()
+        .filter_map(|name| piece_to_id.get(*name).copied())
+        .collect();
+    eog_ids.push(eos_id);
+    eog_ids.extend(eot_id);
+    eog_ids.sort_unstable();
+    eog_ids.dedup();
+    (eot_id, eog_ids)
+}
+
+/// The token of each byte value, for byte fallback.
+fn byte_tokens(
+    pieces: &[String],
+    types: &[i32],
+    piece_to_id: &FxMap<String, u32>,
+) -> Result<[Option<u32>; 256], SpmError> {
+    let mut byte_ids = [None; 256];
+    for (i, p) in pieces.iter().enumerate() {
+        if types[i] == token_type::BYTE {
+            let b = parse_byte_piece(p).ok_or_else(|| SpmError::BadByteToken {
+                id: i as u32,
+                piece: p.clone(),
+            })?;
+            byte_ids[b as usize].get_or_insert(i as u32);
+        }
+    }
+    // llama.cpp's byte_to_token looks the byte up by its "<0xNN>" spelling, whatever
+    // its type, then falls back to the piece made of that single byte.
+    for (b, slot) in byte_ids.iter_mut().enumerate() {
+        let spelled = format!("<0x{b:02X}>");
+        if let Some(&id) = piece_to_id.get(spelled.as_str()) {
+            *slot = Some(id);
+        } else if slot.is_none() && b < 0x80 {
+            let single = (b as u8 as char).to_string();
+            *slot = piece_to_id.get(single.as_str()).copied();
+        }
+    }
+    Ok(byte_ids)
+}
+
+/// Special pieces (control, user-defined, unknown), longest first, and a trie of them
+/// keyed by that rank: the text is split on them before encoding.
+fn special_tokens(pieces: &[String], attrs: &[u32]) -> (Vec<u32>, Trie) {
+    let mut special_order: Vec<u32> = (0..pieces.len() as u32)
+        .filter(|&i| attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+        .collect();
+    special_order.sort_by(|&a, &b| {
+        pieces[b as usize]
+            .len()
+            .cmp(&pieces[a as usize].len())
+            .then(a.cmp(&b))
+    });
+    let mut special_trie = Trie::new();
+    for (rank, &id) in special_order.iter().enumerate() {
+        special_trie.insert(pieces[id as usize].as_bytes(), rank as u32);
+    }
+    (special_order, special_trie)
+}
+
 impl SpmTokenizer {
     /// Builds the tokenizer. `scores` / `token_types` may be empty (all 0.0 / all normal),
     /// otherwise they must have one entry per token.
@@ -187,39 +340,8 @@ impl SpmTokenizer {
         token_types: Vec<i32>,
         cfg: SpmConfig,
     ) -> Result<Self, SpmError> {
+        check_inputs(&tokens, &scores, &token_types, &cfg)?;
         let n = tokens.len();
-        if n == 0 {
-            return Err(SpmError::EmptyVocab);
-        }
-        if n > i32::MAX as usize {
-            return Err(SpmError::VocabTooLarge(n));
-        }
-        if !scores.is_empty() && scores.len() != n {
-            return Err(SpmError::ScoresLen {
-                tokens: n,
-                scores: scores.len(),
-            });
-        }
-        if !token_types.is_empty() && token_types.len() != n {
-            return Err(SpmError::TypesLen {
-                tokens: n,
-                types: token_types.len(),
-            });
-        }
-        for (what, id) in [
-            ("BOS", cfg.bos_id),
-            ("EOS", cfg.eos_id),
-            ("UNK", cfg.unk_id),
-        ] {
-            if id as usize >= n {
-                return Err(SpmError::SpecialIdOutOfRange {
-                    what,
-                    id,
-                    vocab_size: n,
-                });
-            }
-        }
-
         let types: Vec<i32> = if token_types.is_empty() {
             vec![token_type::NORMAL; n]
         } else {
@@ -247,94 +369,11 @@ impl SpmTokenizer {
                 *p = format!("[EMPTY_{i}]");
             }
         }
-
-        let mut piece_to_id: FxMap<String, u32> = FxMap::default();
-        piece_to_id.reserve(n);
-        for (i, p) in pieces.iter().enumerate() {
-            if let Some(first) = piece_to_id.insert(p.clone(), i as u32) {
-                return Err(SpmError::DuplicatePiece {
-                    piece: p.clone(),
-                    first,
-                    second: i as u32,
-                });
-            }
-        }
-
-        let mut attrs: Vec<u32> = types
-            .iter()
-            .map(|&t| match t {
-                token_type::NORMAL => attr::NORMAL,
-                token_type::UNKNOWN => attr::UNKNOWN,
-                token_type::CONTROL => attr::CONTROL,
-                token_type::USER_DEFINED => attr::USER_DEFINED,
-                token_type::UNUSED => attr::UNUSED,
-                token_type::BYTE => attr::BYTE,
-                _ => attr::UNDEFINED,
-            })
-            .collect();
-
-        // llama.cpp name-based fix-ups.
-        for name in CONTROL_BY_NAME {
-            if let Some(&id) = piece_to_id.get(*name) {
-                attrs[id as usize] |= attr::CONTROL;
-            }
-        }
-        for (i, p) in pieces.iter().enumerate() {
-            if attrs[i] & attr::CONTROL != 0 && p.contains("unused") {
-                attrs[i] |= attr::UNUSED;
-            }
-        }
-        let eot_id = EOT_BY_NAME
-            .iter()
-            .filter_map(|name| piece_to_id.get(*name).copied())
-            .min();
-        let mut eog_ids: Vec<u32> = EOG_BY_NAME
-            .iter()
-            .filter_map(|name| piece_to_id.get(*name).copied())
-            .collect();
-        eog_ids.push(cfg.eos_id);
-        eog_ids.extend(eot_id);
-        eog_ids.sort_unstable();
-        eog_ids.dedup();
-
-        let mut byte_ids = [None; 256];
-        for (i, p) in pieces.iter().enumerate() {
-            if types[i] == token_type::BYTE {
-                let b = parse_byte_piece(p).ok_or_else(|| SpmError::BadByteToken {
-                    id: i as u32,
-                    piece: p.clone(),
-                })?;
-                byte_ids[b as usize].get_or_insert(i as u32);
-            }
-        }
-        // llama.cpp's byte_to_token looks the byte up by its "<0xNN>" spelling, whatever
-        // its type, then falls back to the piece made of that single byte.
-        for (b, slot) in byte_ids.iter_mut().enumerate() {
-            let spelled = format!("<0x{b:02X}>");
-            if let Some(&id) = piece_to_id.get(spelled.as_str()) {
-                *slot = Some(id);
-            } else if slot.is_none() && b < 0x80 {
-                let single = (b as u8 as char).to_string();
-                *slot = piece_to_id.get(single.as_str()).copied();
-            }
-        }
-
-        let mut special_order: Vec<u32> = (0..n as u32)
-            .filter(|&i| {
-                attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
-            })
-            .collect();
-        special_order.sort_by(|&a, &b| {
-            pieces[b as usize]
-                .len()
-                .cmp(&pieces[a as usize].len())
-                .then(a.cmp(&b))
-        });
-        let mut special_trie = Trie::new();
-        for (rank, &id) in special_order.iter().enumerate() {
-            special_trie.insert(pieces[id as usize].as_bytes(), rank as u32);
-        }
-
+        let piece_to_id = index_pieces(&pieces)?;
+        let attrs = attributes(&types, &pieces, &piece_to_id);
+        let (eot_id, eog_ids) = end_of_generation(&piece_to_id, cfg.eos_id);
+        let byte_ids = byte_tokens(&pieces, &types, &piece_to_id)?;
+        let (special_order, special_trie) = special_tokens(&pieces, &attrs);
         Ok(Self {
             pieces,
             scores,
