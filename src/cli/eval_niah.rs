@@ -11,10 +11,10 @@ use compresskv_runtime::eval::niah::run::{
     NiahGrid, NiahRow, SummaryRow, rows_file_name, run_niah, summarize, task_name,
 };
 use compresskv_runtime::eval::niah::{
-    Needle, NiahSample, Protocol, RulerTask, RulerWords, Task, load_needles,
+    Haystack, Needle, NiahSample, Protocol, RulerTask, RulerWords, Task, load_needles,
 };
 use compresskv_runtime::eval::run::contender_grid;
-use compresskv_runtime::loader::load_model;
+use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::press::engine::BudgetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -184,28 +184,7 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
     let lm = load_model(&args.model, &device)?;
     let haystack = super::load_haystack(args.haystack.as_deref())?;
-    let needles = match &args.needles {
-        Some(p) => load_needles(p).with_context(|| format!("reading --needles {}", p.display()))?,
-        None => vec![Needle::san_francisco()],
-    };
-    // Every prompt first, so that a length that does not fit fails before any decoding.
-    let mut work: Vec<(Task, Vec<(usize, NiahSample)>)> = Vec::new();
-    for &task in &tasks {
-        let grid = NiahGrid {
-            task,
-            protocol: args.protocol(),
-            lengths: &args.lengths,
-            depths: &args.depths,
-            needles: &needles,
-            passkeys: args.samples,
-            seed: args.seed,
-            ruler_words: ruler_words.as_ref(),
-        };
-        let samples = grid
-            .samples(&lm, &haystack)
-            .with_context(|| format!("building the {} prompts", task_name(task)))?;
-        work.push((task, samples));
-    }
+    let work = build_prompts(&args, &lm, &tasks, ruler_words.as_ref(), &haystack)?;
     let budgets = args
         .tuning
         .resolve_budgets(&lm, &args.model, &args.budgets, args.json)?;
@@ -249,9 +228,62 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
+    let summary_json = summary_document(&args, &lm.id, &results, &all_rows);
+    std::fs::write(
+        args.out.join(format!("summary-{}.json", args.run_name())),
+        serde_json::to_string_pretty(&summary_json)?,
+    )?;
+    if args.json {
+        super::print_json(&summary_json)?;
+    } else {
+        print_summary(&args, &results, &all_rows);
+    }
+    Ok(())
+}
+
+/// Every prompt of every task, built before any decoding so that a length that does not fit
+/// fails first.
+fn build_prompts(
+    args: &NiahArgs,
+    lm: &LoadedModel,
+    tasks: &[Task],
+    ruler_words: Option<&RulerWords>,
+    haystack: &Haystack,
+) -> anyhow::Result<Vec<(Task, Vec<(usize, NiahSample)>)>> {
+    let needles = match &args.needles {
+        Some(p) => load_needles(p).with_context(|| format!("reading --needles {}", p.display()))?,
+        None => vec![Needle::san_francisco()],
+    };
+    let mut work = Vec::new();
+    for &task in tasks {
+        let grid = NiahGrid {
+            task,
+            protocol: args.protocol(),
+            lengths: &args.lengths,
+            depths: &args.depths,
+            needles: &needles,
+            passkeys: args.samples,
+            seed: args.seed,
+            ruler_words,
+        };
+        let samples = grid
+            .samples(lm, haystack)
+            .with_context(|| format!("building the {} prompts", task_name(task)))?;
+        work.push((task, samples));
+    }
+    Ok(work)
+}
+
+/// `summary-<run>.json` (and `--json`'s output): per task for RULER, with the mean over tasks.
+fn summary_document(
+    args: &NiahArgs,
+    model_id: &str,
+    results: &[TaskResult],
+    all_rows: &[NiahRow],
+) -> serde_json::Value {
     let run_name = args.run_name();
     let protocol = format!("{:?}", args.protocol()).to_lowercase();
-    let summary_json = if args.task == EvalTask::Ruler {
+    if args.task == EvalTask::Ruler {
         let per_task: Vec<serde_json::Value> = results
             .iter()
             .map(|r| {
@@ -262,49 +294,45 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
             })
             .collect();
         serde_json::json!({
-            "model": lm.id, "task": run_name, "protocol": protocol,
+            "model": model_id, "task": run_name, "protocol": protocol,
             "ruler_tasks": results.iter().map(|r| task_name(r.task)).collect::<Vec<_>>(),
             "lengths": args.lengths, "depths": args.depths, "tasks": per_task,
-            "summary": summarize(&all_rows, &args.lengths),
+            "summary": summarize(all_rows, &args.lengths),
         })
     } else {
         let r = &results[0];
         serde_json::json!({
-            "model": lm.id, "task": run_name, "protocol": protocol,
+            "model": model_id, "task": run_name, "protocol": protocol,
             "lengths": args.lengths, "depths": args.depths, "rows_file": r.rows_path,
             "heatmaps": r.heatmaps, "summary": r.summary,
         })
-    };
-    std::fs::write(
-        args.out.join(format!("summary-{run_name}.json")),
-        serde_json::to_string_pretty(&summary_json)?,
-    )?;
-    if args.json {
-        super::print_json(&summary_json)?;
-    } else {
-        let mut lines: Vec<(&str, SummaryRow)> = Vec::new();
-        for r in &results {
-            lines.extend(r.summary.iter().map(|s| (task_name(r.task), s.clone())));
-        }
-        if results.len() > 1 {
-            lines.extend(
-                summarize(&all_rows, &args.lengths)
-                    .into_iter()
-                    .map(|s| ("mean", s)),
-            );
-        }
-        println!(
-            "{}",
-            render_summary(&lines, &args.lengths, args.task, results.len() > 1)
-        );
-        for r in &results {
-            println!("rows: {}", r.rows_path.display());
-        }
-        if results.iter().any(|r| !r.heatmaps.is_empty()) {
-            println!("heatmaps: {}", args.out.display());
-        }
     }
-    Ok(())
+}
+
+/// The human summary: one table (a task column and the mean over tasks for RULER), then where
+/// the rows and heatmaps are.
+fn print_summary(args: &NiahArgs, results: &[TaskResult], all_rows: &[NiahRow]) {
+    let mut lines: Vec<(&str, SummaryRow)> = Vec::new();
+    for r in results {
+        lines.extend(r.summary.iter().map(|s| (task_name(r.task), s.clone())));
+    }
+    if results.len() > 1 {
+        lines.extend(
+            summarize(all_rows, &args.lengths)
+                .into_iter()
+                .map(|s| ("mean", s)),
+        );
+    }
+    println!(
+        "{}",
+        render_summary(&lines, &args.lengths, args.task, results.len() > 1)
+    );
+    for r in results {
+        println!("rows: {}", r.rows_path.display());
+    }
+    if results.iter().any(|r| !r.heatmaps.is_empty()) {
+        println!("heatmaps: {}", args.out.display());
+    }
 }
 
 fn needs_words(t: &Task) -> bool {

@@ -63,11 +63,11 @@ impl RonWriter<'_> {
         self.pretty(s, PrettyConfig::new().compact_structs(true))
     }
 
-    /// A setting's fields, one line each at `indent` (the lines of a struct written flat).
-    fn setting_fields(&mut self, indent: usize, s: &Settings) -> Result<(), ProfileError> {
-        let block = self.pretty(s, PrettyConfig::new())?;
+    /// A struct's fields, one `name: value,` line each at `indent` (lists and tuples inline).
+    fn fields<T: Serialize>(&mut self, indent: usize, v: &T) -> Result<(), ProfileError> {
+        let block = self.pretty(v, PrettyConfig::new().compact_arrays(true))?;
         let lines: Vec<&str> = block.lines().collect();
-        // `(`, one `name: value,` line per field, `)`.
+        // `(`, one line per field, `)`.
         for l in &lines[1..lines.len() - 1] {
             self.line(indent, l.trim());
         }
@@ -90,7 +90,6 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
         out: String::new(),
         model_id: &p.model_id,
     };
-    let fp = &p.fingerprint;
     let _ = writeln!(
         w.out,
         "// CompressKV profile of {} (schema {}), written by `compresskv profile`.",
@@ -105,14 +104,7 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
     w.field(1, "schema_version", &p.schema_version)?;
     w.field(1, "model_id", &p.model_id)?;
     w.line(1, "fingerprint: (");
-    w.field(2, "architecture", &fp.architecture)?;
-    w.field(2, "n_layers", &fp.n_layers)?;
-    w.field(2, "n_heads", &fp.n_heads)?;
-    w.field(2, "n_kv_heads", &fp.n_kv_heads)?;
-    w.field(2, "head_dim", &fp.head_dim)?;
-    w.field(2, "vocab_size", &fp.vocab_size)?;
-    w.field(2, "config_hash", &fp.config_hash)?;
-    w.field(2, "weight_hash", &fp.weight_hash)?;
+    w.fields(2, &p.fingerprint)?;
     w.line(1, "),");
     w.matrix("srh_scores", &p.srh_scores)?;
     w.matrix("retrieval_scores", &p.retrieval_scores)?;
@@ -134,7 +126,7 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
     }
     let d = &p.defaults;
     w.line(1, "defaults: (");
-    w.setting_fields(2, &d.settings)?;
+    w.fields(2, &d.settings)?;
     w.field(2, "min_budget", &d.min_budget)?;
     w.field(2, "max_budget_factor", &d.max_budget_factor)?;
     w.line(1, "),");
@@ -174,27 +166,12 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
         None => w.line(1, "recommendation: None,"),
         Some(r) => {
             w.line(1, "recommendation: Some((");
-            w.field(2, "target", &r.target)?;
-            w.field(2, "budget", &r.budget)?;
-            w.field(2, "method", &r.method)?;
-            w.field(2, "lengths", &r.lengths)?;
-            w.field(2, "depths", &r.depths)?;
-            w.field(2, "prompts", &r.prompts)?;
-            w.field(2, "full_score", &r.full_score)?;
-            w.field(2, "shares", &r.shares)?;
-            w.field(2, "created", &r.created)?;
+            w.fields(2, r)?;
             w.line(1, ")),");
         }
     }
-    let pr = &p.provenance;
     w.line(1, "provenance: (");
-    w.field(2, "tool_version", &pr.tool_version)?;
-    w.field(2, "calibration_hash", &pr.calibration_hash)?;
-    w.field(2, "grid", &pr.grid)?;
-    w.field(2, "seed", &pr.seed)?;
-    w.field(2, "wall_time_s", &pr.wall_time_s)?;
-    w.field(2, "imported_from", &pr.imported_from)?;
-    w.field(2, "created", &pr.created)?;
+    w.fields(2, &p.provenance)?;
     w.line(1, "),");
     w.line(0, ")");
     Ok(w.out)

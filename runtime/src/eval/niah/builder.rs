@@ -197,21 +197,16 @@ impl<'a> NiahBuilder<'a> {
         depth: f64,
         seed: u64,
     ) -> Result<NiahSample, NiahError> {
-        let key = passkey_for_seed(seed).to_string();
-        let needle_text = PEER_PASSKEY_NEEDLE.replace("{key}", &key);
-        let mut s = self.token_level(
-            Pieces {
-                prefix: PEER_PASSKEY_PREFIX,
-                needle: &needle_text,
-                suffix: PEER_PASSKEY_SUFFIX,
-            },
-            length,
-            depth,
-            Rules::PROTOCOL,
-        )?;
-        s.protocol = Protocol::Peer;
-        s.max_new_tokens = PEER_PASSKEY_MAX_NEW_TOKENS;
-        Ok(passkey_fields(s, key, seed))
+        self.passkey(
+            Protocol::Peer,
+            [
+                PEER_PASSKEY_PREFIX,
+                PEER_PASSKEY_NEEDLE,
+                PEER_PASSKEY_SUFFIX,
+            ],
+            PEER_PASSKEY_MAX_NEW_TOKENS,
+            (length, depth, seed),
+        )
     }
 
     /// The classic passkey prompt (`"The pass key is N. Remember it. N is the pass key."` on its
@@ -222,20 +217,37 @@ impl<'a> NiahBuilder<'a> {
         depth: f64,
         seed: u64,
     ) -> Result<NiahSample, NiahError> {
+        self.passkey(
+            Protocol::Landmark,
+            [LANDMARK_PREFIX, LANDMARK_NEEDLE, LANDMARK_SUFFIX],
+            LANDMARK_MAX_NEW_TOKENS,
+            (length, depth, seed),
+        )
+    }
+
+    /// A passkey prompt of `protocol`: `[prefix, needle with {key}, suffix]` at token level, the
+    /// key [`passkey_for_seed`]`(seed)`, exactly `length` tokens.
+    fn passkey(
+        &self,
+        protocol: Protocol,
+        [prefix, needle, suffix]: [&str; 3],
+        max_new_tokens: usize,
+        (length, depth, seed): (usize, f64, u64),
+    ) -> Result<NiahSample, NiahError> {
         let key = passkey_for_seed(seed).to_string();
-        let needle_text = LANDMARK_NEEDLE.replace("{key}", &key);
+        let needle_text = needle.replace("{key}", &key);
         let mut s = self.token_level(
             Pieces {
-                prefix: LANDMARK_PREFIX,
+                prefix,
                 needle: &needle_text,
-                suffix: LANDMARK_SUFFIX,
+                suffix,
             },
             length,
             depth,
             Rules::PROTOCOL,
         )?;
-        s.protocol = Protocol::Landmark;
-        s.max_new_tokens = LANDMARK_MAX_NEW_TOKENS;
+        s.protocol = protocol;
+        s.max_new_tokens = max_new_tokens;
         Ok(passkey_fields(s, key, seed))
     }
 

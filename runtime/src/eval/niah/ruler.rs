@@ -405,82 +405,12 @@ impl NiahBuilder<'_> {
             used: HashSet::new(),
         };
         let label = cfg.value.name();
-        // Keys, each with its values; needles key-major.
-        let n_keys = cfg.num_keys.max(cfg.num_queries);
-        let keys: Vec<String> = (0..n_keys)
-            .map(|_| draw.one(cfg.key))
-            .collect::<Result<_, _>>()?;
-        let values: Vec<Vec<String>> = (0..n_keys)
-            .map(|_| {
-                (0..cfg.num_values)
-                    .map(|_| draw.one(cfg.value))
-                    .collect::<Result<_, _>>()
-            })
-            .collect::<Result<_, _>>()?;
-        let mut order: Vec<usize> = (0..n_keys).collect();
-        order.shuffle(&mut draw.rng);
-        let queries = &order[..cfg.num_queries];
-        let answers: Vec<String> = queries
-            .iter()
-            .flat_map(|&k| values[k].iter().cloned())
-            .collect();
-        // The target at `depth`, the others at distinct random RULER depths.
-        let mut others = ruler_depths();
-        others.shuffle(&mut draw.rng);
-        let mut others = others.into_iter();
-        let mut placed: Vec<Placed> = Vec::new();
-        for (k, key) in keys.iter().enumerate() {
-            for (j, v) in values[k].iter().enumerate() {
-                let target = k == queries[0] && j == 0;
-                placed.push(Placed {
-                    text: needle_sentence(label, key, v),
-                    depth: if target {
-                        depth
-                    } else {
-                        others.next().expect("at most 40 needles")
-                    },
-                    target,
-                });
-            }
-        }
-        // Stable: at one depth the needles keep key-major order.
-        placed.sort_by(|a, b| a.depth.total_cmp(&b.depth));
-
-        let query = match queries {
-            [one] => keys[*one].clone(),
-            [init @ .., last] => format!(
-                "{}, and {}",
-                init.iter()
-                    .map(|&k| keys[k].as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                keys[*last]
-            ),
-            [] => unreachable!("every task asks for a key"),
-        };
-        // RULER's singular form when one value is asked for.
-        let (mut template, mut answer_prefix) =
-            (RULER_TEMPLATE.to_string(), RULER_ANSWER_PREFIX.to_string());
-        let mut type_v = label;
-        if cfg.num_queries * cfg.num_values == 1 {
-            for t in [&mut template, &mut answer_prefix] {
-                *t = t
-                    .replace("Some", "A")
-                    .replace("are all", "is")
-                    .replace("are", "is");
-            }
-            type_v = &label[..label.len() - 1];
-        }
-        let template = template
-            .replace("{type_needle_v}", type_v)
-            .replace("{query}", &query);
-        let answer_prefix = answer_prefix
-            .replace("{type_needle_v}", type_v)
-            .replace("{query}", &query);
-        let (prefix, suffix) = template
-            .split_once("{context}")
-            .expect("the template has {context}");
-        let suffix = format!("{suffix}{answer_prefix}");
+        let Needles {
+            query,
+            answers,
+            placed,
+        } = draw_needles(&cfg, &mut draw, depth)?;
+        let (prefix, suffix) = framing(&cfg, &query);
 
         let hay_text;
         let mut units = match cfg.haystack {
@@ -548,6 +478,103 @@ impl NiahBuilder<'_> {
             max_new_tokens: RULER_MAX_NEW_TOKENS,
         })
     }
+}
+
+/// A RULER prompt's needles: the asked keys as the question names them, the asked keys' values
+/// (the answers, in order) and every needle sentence at its depth.
+struct Needles {
+    query: String,
+    answers: Vec<String>,
+    placed: Vec<Placed>,
+}
+
+/// Draws the task's keys, each with its values, and the keys asked for; the first asked value's
+/// needle goes at `depth`, the others at distinct random RULER depths (needles key-major).
+fn draw_needles(cfg: &RulerConfig, draw: &mut Draw<'_>, depth: f64) -> Result<Needles, NiahError> {
+    let label = cfg.value.name();
+    let n_keys = cfg.num_keys.max(cfg.num_queries);
+    let keys: Vec<String> = (0..n_keys)
+        .map(|_| draw.one(cfg.key))
+        .collect::<Result<_, _>>()?;
+    let values: Vec<Vec<String>> = (0..n_keys)
+        .map(|_| {
+            (0..cfg.num_values)
+                .map(|_| draw.one(cfg.value))
+                .collect::<Result<_, _>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut order: Vec<usize> = (0..n_keys).collect();
+    order.shuffle(&mut draw.rng);
+    let queries = &order[..cfg.num_queries];
+    let answers: Vec<String> = queries
+        .iter()
+        .flat_map(|&k| values[k].iter().cloned())
+        .collect();
+    let mut others = ruler_depths();
+    others.shuffle(&mut draw.rng);
+    let mut others = others.into_iter();
+    let mut placed: Vec<Placed> = Vec::new();
+    for (k, key) in keys.iter().enumerate() {
+        for (j, v) in values[k].iter().enumerate() {
+            let target = k == queries[0] && j == 0;
+            placed.push(Placed {
+                text: needle_sentence(label, key, v),
+                depth: if target {
+                    depth
+                } else {
+                    others.next().expect("at most 40 needles")
+                },
+                target,
+            });
+        }
+    }
+    // Stable: at one depth the needles keep key-major order.
+    placed.sort_by(|a, b| a.depth.total_cmp(&b.depth));
+    let query = match queries {
+        [one] => keys[*one].clone(),
+        [init @ .., last] => format!(
+            "{}, and {}",
+            init.iter()
+                .map(|&k| keys[k].as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            keys[*last]
+        ),
+        [] => unreachable!("every task asks for a key"),
+    };
+    Ok(Needles {
+        query,
+        answers,
+        placed,
+    })
+}
+
+/// The text before and after the context: RULER's template with the asked keys (`query`) and
+/// the value type, then its answer prefix; in RULER's singular form when one value is asked for.
+fn framing(cfg: &RulerConfig, query: &str) -> (String, String) {
+    let label = cfg.value.name();
+    let (mut template, mut answer_prefix) =
+        (RULER_TEMPLATE.to_string(), RULER_ANSWER_PREFIX.to_string());
+    let mut type_v = label;
+    if cfg.num_queries * cfg.num_values == 1 {
+        for t in [&mut template, &mut answer_prefix] {
+            *t = t
+                .replace("Some", "A")
+                .replace("are all", "is")
+                .replace("are", "is");
+        }
+        type_v = &label[..label.len() - 1];
+    }
+    let template = template
+        .replace("{type_needle_v}", type_v)
+        .replace("{query}", query);
+    let answer_prefix = answer_prefix
+        .replace("{type_needle_v}", type_v)
+        .replace("{query}", query);
+    let (prefix, suffix) = template
+        .split_once("{context}")
+        .expect("the template has {context}");
+    (prefix.to_string(), format!("{suffix}{answer_prefix}"))
 }
 
 /// The context of `n` filler units with the needles at their depths, and the byte offset of the
