@@ -23,7 +23,7 @@ use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::method_names;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::press_args::{BudgetArg, PressTuning};
+use super::press_args::{BudgetArg, Contenders, PressTuning};
 use super::table::{Table, bytes};
 
 #[derive(Args, Debug)]
@@ -42,17 +42,8 @@ pub struct LongbenchArgs {
     /// Model id (e.g. google/gemma-3-270m), HF model directory, or .gguf file.
     #[arg(long)]
     pub model: String,
-    /// Methods, comma-separated; `full` runs once per sample (no budget).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "full,streamingllm,snapkv,pyramidkv,adakv,compresskv"
-    )]
-    pub methods: Vec<String>,
-    /// Mean KV entries kept per compressed layer, comma-separated; `auto` is the profile's
-    /// recommendation.
-    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
-    pub budgets: Vec<BudgetArg>,
+    #[command(flatten)]
+    pub contenders: Contenders,
     /// First N samples of each dataset (default: all).
     #[arg(long)]
     pub max_samples: Option<usize>,
@@ -182,7 +173,7 @@ fn read_inputs(
         }
         metric_for_dataset(ds).with_context(|| format!("--datasets {ds}"))?;
     }
-    let methods = dedup(args.methods.iter().map(|m| m.trim().to_string()));
+    let methods = dedup(args.contenders.methods.iter().map(|m| m.trim().to_string()));
     let known = method_names();
     for m in &methods {
         if !known.contains(&m.as_str()) {
@@ -192,7 +183,7 @@ fn read_inputs(
             );
         }
     }
-    let budgets = dedup(args.budgets.iter().copied());
+    let budgets = dedup(args.contenders.budgets.iter().copied());
     if methods.iter().any(|m| m != "full") && budgets.is_empty() {
         bail!("--budgets is empty: give at least one KV budget (e.g. --budgets 64,128,256)");
     }

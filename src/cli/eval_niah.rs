@@ -18,7 +18,7 @@ use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::press::engine::BudgetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::press_args::{BudgetArg, PressTuning};
+use super::press_args::{Contenders, PressTuning};
 use super::table::Table;
 
 /// The needle and passkey tasks (`profile verify --task`).
@@ -54,16 +54,8 @@ pub struct NiahArgs {
     /// Model id, HF directory or .gguf file.
     #[arg(long, default_value = "google/gemma-3-270m")]
     pub model: String,
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "full,streamingllm,snapkv,pyramidkv,adakv,compresskv"
-    )]
-    pub methods: Vec<String>,
-    /// KV entries kept per compressed layer (the full cache runs once, without a budget);
-    /// `auto` is the profile's recommendation.
-    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
-    pub budgets: Vec<BudgetArg>,
+    #[command(flatten)]
+    pub contenders: Contenders,
     /// Prompt lengths in tokens (BOS and question included).
     #[arg(long, value_delimiter = ',', default_values_t = vec![1024, 2048, 4096])]
     pub lengths: Vec<usize>,
@@ -185,14 +177,19 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     let lm = load_model(&args.model, &device)?;
     let haystack = super::load_haystack(args.haystack.as_deref())?;
     let work = build_prompts(&args, &lm, &tasks, ruler_words.as_ref(), &haystack)?;
-    let budgets = args
-        .tuning
-        .resolve_budgets(&lm, &args.model, &args.budgets, args.json)?;
-    let contenders = contender_grid(&args.methods, &budgets, args.variant.as_deref(), |m, b| {
+    let budgets =
         args.tuning
-            .compressor(&lm, m, BudgetSpec::Entries(b))
-            .with_context(|| format!("--methods {m} at budget {b}"))
-    })?;
+            .resolve_budgets(&lm, &args.model, &args.contenders.budgets, args.json)?;
+    let contenders = contender_grid(
+        &args.contenders.methods,
+        &budgets,
+        args.variant.as_deref(),
+        |m, b| {
+            args.tuning
+                .compressor(&lm, m, BudgetSpec::Entries(b))
+                .with_context(|| format!("--methods {m} at budget {b}"))
+        },
+    )?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
 
@@ -340,7 +337,7 @@ fn needs_words(t: &Task) -> bool {
 }
 
 fn validate(args: &NiahArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(!args.methods.is_empty(), "--methods is empty");
+    anyhow::ensure!(!args.contenders.methods.is_empty(), "--methods is empty");
     anyhow::ensure!(!args.lengths.is_empty(), "--lengths is empty");
     anyhow::ensure!(!args.depths.is_empty(), "--depths is empty");
     anyhow::ensure!(args.samples > 0, "--samples must be at least 1");
@@ -350,9 +347,9 @@ fn validate(args: &NiahArgs) -> anyhow::Result<()> {
             "--depths must be percentages in 0..=100, got {d}"
         );
     }
-    if args.methods.iter().any(|m| m != "full") {
+    if args.contenders.methods.iter().any(|m| m != "full") {
         anyhow::ensure!(
-            !args.budgets.is_empty(),
+            !args.contenders.budgets.is_empty(),
             "--budgets is empty but compressing methods were asked for"
         );
     }

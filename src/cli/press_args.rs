@@ -52,6 +52,22 @@ impl std::fmt::Display for BudgetArg {
     }
 }
 
+/// The methods and budgets an evaluation compares (`eval niah`, `eval longbench`).
+#[derive(Args, Debug, Clone)]
+pub struct Contenders {
+    /// Methods, comma-separated; `full` runs once per prompt (no budget).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full,streamingllm,snapkv,pyramidkv,adakv,compresskv"
+    )]
+    pub methods: Vec<String>,
+    /// Mean KV entries kept per compressed layer, comma-separated; `auto` is the profile's
+    /// recommendation.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    pub budgets: Vec<BudgetArg>,
+}
+
 /// The method and its budget (`generate`, `demo`); eval and bench take lists instead.
 #[derive(Args, Debug, Clone)]
 pub struct PressArgs {
