@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Encode, NOISE_UNIT, NiahError};
+use crate::eval::metrics::COMPRESSKV_AVG_DATASETS;
 
 /// One needle: the sentence hidden in the haystack, the question asked, and the expected answer.
 ///
@@ -99,15 +100,8 @@ pub fn parse_needles(text: &str, origin: impl AsRef<Path>) -> Result<Vec<Needle>
 }
 
 /// LongBench v1's English question-answering datasets (single- and multi-document), whose
-/// `context` documents make the `longbench:` haystack.
-pub const LONGBENCH_QA_DATASETS: [&str; 6] = [
-    "narrativeqa",
-    "qasper",
-    "multifieldqa_en",
-    "hotpotqa",
-    "2wikimqa",
-    "musique",
-];
+/// `context` documents make the `longbench:` haystack: the first six of the "avg" list.
+pub const LONGBENCH_QA_DATASETS: &[&str] = COMPRESSKV_AVG_DATASETS.split_at(6).0;
 
 /// The background text. It repeats as often as a prompt needs (needlehaystack re-reads the
 /// whole corpus until it is long enough).

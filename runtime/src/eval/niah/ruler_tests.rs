@@ -324,7 +324,7 @@ fn shared_ruler_words_and_document_haystacks() {
     // The folder itself works too.
     RulerWords::load(ruler.join("wonderwords")).unwrap();
     let lb = shared_dataset("longbench-v1-minilongbench").unwrap();
-    let h = Haystack::from_jsonl_documents(&lb, "context", Some(&LONGBENCH_QA_DATASETS)).unwrap();
+    let h = Haystack::from_jsonl_documents(&lb, "context", Some(LONGBENCH_QA_DATASETS)).unwrap();
     assert_eq!(h.files().len(), LONGBENCH_QA_DATASETS.len());
     assert!(h.text().len() > 100_000);
     let le = shared_dataset("leval-sample").unwrap();

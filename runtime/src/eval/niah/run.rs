@@ -164,9 +164,7 @@ pub fn resolve_haystack(
         Some("noise") => Ok(Haystack::noise()),
         Some(a) if a.starts_with("longbench:") => {
             let path = &a["longbench:".len()..];
-            let only = Path::new(path)
-                .is_dir()
-                .then_some(&LONGBENCH_QA_DATASETS[..]);
+            let only = Path::new(path).is_dir().then_some(LONGBENCH_QA_DATASETS);
             Ok(Haystack::from_jsonl_documents(path, "context", only)?)
         }
         Some(a) if a.starts_with("leval:") => Ok(Haystack::from_jsonl_documents(
