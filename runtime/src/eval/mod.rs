@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod niah;
 pub mod rows;
 pub mod run;
+pub mod verify;
