@@ -14,6 +14,7 @@ use compresskv_runtime::eval::niah::{
     Haystack, Needle, NiahSample, Protocol, RulerTask, RulerWords, Task, load_needles,
 };
 use compresskv_runtime::eval::run::contender_grid;
+use compresskv_runtime::eval::verify::VerifyTask;
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::press::engine::BudgetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -147,10 +148,10 @@ impl NiahArgs {
 }
 
 impl NiahTask {
-    pub fn task(self) -> Task {
+    pub fn task(self) -> VerifyTask {
         match self {
-            NiahTask::Needle => Task::Needle,
-            NiahTask::Passkey => Task::Passkey,
+            NiahTask::Needle => VerifyTask::Needle,
+            NiahTask::Passkey => VerifyTask::Passkey,
         }
     }
 }

@@ -1,34 +1,26 @@
 //! `compresskv profile verify`: check that a profile fits the model, measure CompressKV at each
 //! budget against the full cache on held-out needle prompts, and recommend the smallest budget
 //! that keeps a target share of the full cache's score (stored with `--write` for
-//! `--budget auto`).
+//! `--budget auto`). The measurement is `eval::verify` in the runtime; this file parses, calls
+//! and renders.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use compresskv_runtime::eval::niah::run::{NiahGrid, SummaryRow, run_niah, summarize, task_name};
-use compresskv_runtime::eval::niah::{Needle, Protocol, Task, load_needles};
-use compresskv_runtime::eval::run::contender_grid;
+use compresskv_runtime::eval::verify::{
+    self, Applied, BudgetLine, HeldOutNeedles, METHOD, RowsAt, VerifyPlan, VerifyProgress,
+    VerifyReport, VerifyTask,
+};
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::press::engine::BudgetSpec;
-use compresskv_runtime::profile::{
-    BudgetRecommendation, Profile, ProfileSource, default_profile_out, recommend_budget,
-    sha256_hex, skipped_below, utc_now,
-};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use compresskv_runtime::profile::{Profile, ProfileSource, default_profile_out};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::eval_niah::NiahTask;
 use super::press_args::PressTuning;
 use super::profile_load::profile_source;
 use super::table::{Table, bytes};
-
-/// Base seed of the passkeys: `eval niah` uses 0 and the tune 1000, so these keys are new to
-/// both.
-const PASSKEY_SEED: u64 = 2_000;
-
-/// The method whose budgets are verified (the one `--budget auto` is meant for).
-const METHOD: &str = "compresskv";
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -63,7 +55,7 @@ pub struct VerifyArgs {
     /// `needle` (recall of the answer's words) or `passkey` (exact match of a 5-digit key; one
     /// key per length × depth, seeded apart from the tune's and `eval niah`'s keys).
     #[arg(long, value_enum, default_value = "needle")]
-    pub task: super::eval_niah::NiahTask,
+    pub task: NiahTask,
     /// Store the recommendation in the profile (a built-in profile is copied to the user's
     /// profile directory, `<cache>/profiles/<org>--<name>.ron`, where `--profile auto` finds it
     /// first).
@@ -96,216 +88,159 @@ fn parse_target(s: &str) -> Result<f64, String> {
     }
 }
 
-/// One budget's line of the report.
-#[derive(Serialize, Debug, Clone)]
-struct BudgetLine {
-    budget: usize,
-    /// Mean score of CompressKV at this budget (the metric's scale: recall or exact match in
-    /// percent).
-    score: f64,
-    /// Its share of the full cache's mean score (`None` when the full cache scored 0).
-    share: Option<f64>,
-    meets_target: bool,
-    kv_cache_bytes: f64,
-}
-
 pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
     let budgets = validate(&args)?;
     let device = device.runtime()?;
     let lm = load_model(&args.model, &device)?;
     let source = profile_source(&lm, &args.profile)?;
     let mut profile = source.load().with_context(|| format!("profile {source}"))?;
-    let fits = check_fits(&profile, &lm, &source, &args.model)?;
-    let say = |s: &str| {
-        if !args.json {
-            println!("{s}");
-        }
-    };
-    say(&format!("profile {source} fits {}: {fits}", lm.id));
-
+    let fitted = verify::check_fits(&profile, &source, &lm, &args.model)?;
+    if !args.json {
+        println!("profile {source} fits {}: {}", lm.id, fitted.fits());
+    }
     let haystack = super::load_haystack(Some(&args.haystack))?;
-    let (needles, needles_name, needles_bytes) = match &args.needles {
-        Some(p) => (
-            load_needles(p).with_context(|| format!("reading --needles {}", p.display()))?,
-            file_name(p),
-            std::fs::read(p).with_context(|| format!("reading --needles {}", p.display()))?,
-        ),
-        None => {
-            let n = Needle::san_francisco();
-            let bytes = format!("{}\n{}\n{}", n.needle, n.question, n.answer).into_bytes();
-            (vec![n], "built-in San Francisco".to_string(), bytes)
-        }
+    let needles = match &args.needles {
+        Some(p) => HeldOutNeedles::from_file(p)?,
+        None => HeldOutNeedles::built_in(),
     };
-    let haystack_name = if args.haystack == "noise" {
-        "noise".to_string()
-    } else {
-        format!(
-            "{} ({} files)",
-            file_name(Path::new(&args.haystack)),
-            haystack.files().len()
-        )
-    };
-    let task = args.task.task();
-    let prompts = match task {
-        Task::Needle => format!(
-            "needle task, peer protocol; haystack {haystack_name}; needles {needles_name} ({})",
-            needles.len()
-        ),
-        Task::Passkey => {
-            format!("passkey task, peer protocol; haystack {haystack_name}; seed {PASSKEY_SEED}")
-        }
-        Task::Ruler(_) => unreachable!("NiahTask::task is the needle or the passkey task"),
-    };
-    let grid = NiahGrid {
-        task,
-        protocol: Protocol::Peer,
-        lengths: &args.lengths,
-        depths: &args.depths,
-        needles: &needles,
-        passkeys: 1,
-        seed: PASSKEY_SEED,
-        ruler_words: None,
-    };
-    let samples = grid.samples(&lm, &haystack)?;
     let tuning = PressTuning {
         profile: args.profile.clone(),
         strict_profile: true,
         ..PressTuning::default()
     };
-    let contenders = contender_grid(&["full".into(), METHOD.into()], &budgets, None, |m, b| {
+    let contenders = verify::contenders(&budgets, |m, b| {
         tuning
             .compressor(&lm, m, BudgetSpec::Entries(b))
             .with_context(|| format!("{m} at budget {b}"))
     })?;
-
-    // The rows file's name carries a hash of everything the answers depend on, so a rerun in
-    // the same --out resumes only answers made with this model, profile and these prompts.
-    let mut keyed = profile.clone();
-    keyed.recommendation = None;
-    let mut key = format!(
-        "{}\n{}\n{}\n{}\n",
-        lm.id,
-        lm.model.weight_hash().unwrap_or(""),
-        sha256_hex(lm.config_text.as_bytes()),
-        keyed.to_ron_string()?
-    );
-    key.push_str(&sha256_hex(haystack.text().as_bytes()));
-    key.push_str(&sha256_hex(&needles_bytes));
-    key.push_str(task_name(task));
-    let key = &sha256_hex(key.as_bytes())[..12];
-    let (rows_path, temporary) = match &args.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating --out {}", dir.display()))?;
-            (dir.join(format!("verify-{key}.jsonl")), false)
-        }
-        None => (
-            std::env::temp_dir().join(format!(
-                "compresskv-verify-{key}-{}.jsonl",
-                std::process::id()
-            )),
-            true,
-        ),
-    };
-
-    let bar = ProgressBar::new(samples.len() as u64);
-    bar.set_style(ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} prompts {msg}",
-    )?);
-    if args.json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let mut started = false;
-    let rows = run_niah(&lm, task, &samples, &contenders, &rows_path, &mut |msg| {
-        if std::mem::replace(&mut started, true) {
-            bar.inc(1);
-        }
-        bar.set_message(msg.to_string());
-    });
-    bar.finish_and_clear();
-    if temporary {
-        let _ = std::fs::remove_file(&rows_path);
-    }
-    let rows = rows?;
-
-    let summary = summarize(&rows, &args.lengths);
-    let full = summary
-        .iter()
-        .find(|s| s.method == "full")
-        .context("no full-cache answers were made (a bug: the full cache always runs)")?;
-    let lines = budget_lines(&summary, full.mean_score, &budgets, args.target);
-    let shares: Vec<(usize, f64)> = lines
-        .iter()
-        .map(|l| (l.budget, l.share.unwrap_or(0.0)))
-        .collect();
-    let choice = recommend_budget(&shares, full.mean_score, args.target);
-
-    // What --write does: store this run's recommendation, or drop a stale one.
-    let target_path = match &source {
-        ProfileSource::File(p) => p.clone(),
-        ProfileSource::BuiltIn(_) => default_profile_out(&lm.id),
-    };
-    let recommendation = choice.as_ref().ok().map(|&budget| BudgetRecommendation {
+    let plan = VerifyPlan {
+        profile: fitted,
+        task: args.task.task(),
+        lengths: &args.lengths,
+        depths: &args.depths,
+        haystack: &haystack,
+        haystack_arg: &args.haystack,
+        needles: &needles,
+        budgets: &budgets,
+        contenders: &contenders,
         target: args.target,
-        budget,
-        method: METHOD.into(),
-        lengths: args.lengths.clone(),
-        depths: args.depths.clone(),
-        prompts: prompts.clone(),
-        full_score: full.mean_score,
-        shares: shares.clone(),
-        created: utc_now(),
-    });
-    let previous = profile.recommendation.clone();
-    let written = if args.write && (recommendation.is_some() || previous.is_some()) {
-        profile.recommendation = recommendation.clone();
-        profile.save_atomic(&target_path).with_context(|| {
-            format!(
-                "writing the recommendation into {} (pass --profile with a profile file you \
-                 may write)",
-                target_path.display()
-            )
-        })?;
-        Some(target_path.clone())
+        rows: args.out.clone().map_or(RowsAt::Temporary, RowsAt::Dir),
+    };
+    let report = run_with_bar(&lm, &plan, args.json)?;
+    let written = if args.write {
+        write_recommendation(&report, &mut profile, &source, &lm)?
     } else {
         None
     };
-
     if args.json {
-        return super::print_json(&serde_json::json!({
-            "model": lm.id,
-            "profile": source.to_string(),
-            "fits": fits,
-            "method": METHOD,
-            "prompts": prompts,
-            "lengths": args.lengths,
-            "depths": args.depths,
-            "n_prompts": samples.len(),
-            "target": args.target,
-            "full": {"score": full.mean_score, "kv_cache_bytes": full.mean_kv_cache_bytes},
-            "budgets": lines,
-            "recommendation": recommendation,
-            "no_recommendation": choice.as_ref().err().map(|e| e.to_string()),
-            "written": written,
-            "rows_file": (!temporary).then_some(&rows_path),
-        }));
+        super::print_json(&json_report(&args, &lm, &source, &report, &written))
+    } else {
+        print_report(&args, &report, written.as_ref());
+        Ok(())
     }
+}
+
+/// Runs the verification behind a progress bar of prompts, shown once the prompts are built
+/// (never with `--json`).
+fn run_with_bar(lm: &LoadedModel, plan: &VerifyPlan, json: bool) -> anyhow::Result<VerifyReport> {
+    let bar = ProgressBar::hidden();
+    bar.set_style(ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} prompts {msg}",
+    )?);
+    let mut started = false;
+    let report = verify::run(lm, plan, &mut |p| match p {
+        VerifyProgress::Prompts(n) => {
+            bar.set_length(n as u64);
+            bar.reset_elapsed();
+            if !json {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
+        }
+        VerifyProgress::Prompt(msg) => {
+            if std::mem::replace(&mut started, true) {
+                bar.inc(1);
+            }
+            bar.set_message(msg.to_string());
+        }
+    });
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+/// `--write`: stores the recommendation in the profile, or drops an earlier one this run
+/// contradicts. A built-in profile is copied to the user's profile directory, where `--profile
+/// auto` finds it first. Returns what changed and where, or `None` when nothing did.
+fn write_recommendation(
+    report: &VerifyReport,
+    profile: &mut Profile,
+    source: &ProfileSource,
+    lm: &LoadedModel,
+) -> anyhow::Result<Option<(Applied, PathBuf)>> {
+    let applied = report.apply_to(profile);
+    if applied == Applied::Unchanged {
+        return Ok(None);
+    }
+    let path = match source {
+        ProfileSource::File(p) => p.clone(),
+        ProfileSource::BuiltIn(_) => default_profile_out(&lm.id),
+    };
+    profile.save_atomic(&path).with_context(|| {
+        format!(
+            "writing the recommendation into {} (pass --profile with a profile file you may \
+             write)",
+            path.display()
+        )
+    })?;
+    Ok(Some((applied, path)))
+}
+
+fn json_report(
+    args: &VerifyArgs,
+    lm: &LoadedModel,
+    source: &ProfileSource,
+    report: &VerifyReport,
+    written: &Option<(Applied, PathBuf)>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "model": lm.id,
+        "profile": source.to_string(),
+        "fits": report.fits,
+        "method": METHOD,
+        "prompts": report.prompts,
+        "lengths": args.lengths,
+        "depths": args.depths,
+        "n_prompts": report.n_prompts,
+        "target": args.target,
+        "full": report.full,
+        "budgets": report.budgets,
+        "recommendation": report.recommendation.as_ref().ok(),
+        "no_recommendation": report.recommendation.as_ref().err().map(|e| e.to_string()),
+        "written": written.as_ref().map(|(_, p)| p),
+        "rows_file": report.rows_file,
+    })
+}
+
+/// The human report: the table per budget, the recommendation or why there is none, and what
+/// `--write` did.
+fn print_report(args: &VerifyArgs, report: &VerifyReport, written: Option<&(Applied, PathBuf)>) {
+    let n = report.n_prompts;
     println!(
-        "{METHOD} vs the full cache on {} prompt{} ({prompts}; lengths {:?}, depths {:?}):",
-        samples.len(),
-        if samples.len() == 1 { "" } else { "s" },
+        "{METHOD} vs the full cache on {n} prompt{} ({}; lengths {:?}, depths {:?}):",
+        if n == 1 { "" } else { "s" },
+        report.prompts,
         args.lengths,
         args.depths
     );
-    println!("{}", render(&lines, full, args.target, task));
-    match &choice {
-        Ok(b) => {
+    println!("{}", render(report, args.target, args.task.task()));
+    match &report.recommendation {
+        Ok(r) => {
             println!(
-                "recommended: --budget {b}, the smallest budget keeping ≥ {:.0}% of the full \
+                "recommended: --budget {}, the smallest budget keeping ≥ {:.0}% of the full \
                  cache's score here (and every larger budget measured does too)",
+                r.budget,
                 100.0 * args.target
             );
-            if let Some(s) = skipped_below(&shares, *b, args.target) {
+            if let Some(s) = report.skipped {
                 println!(
                     "(budget {s} reached the target too, but a larger budget fell short of it: \
                      the shares are noisy at this prompt count; more --lengths/--depths/--needles \
@@ -315,26 +250,25 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
         }
         Err(e) => println!("no recommendation: {e}"),
     }
-    match (&written, args.write) {
-        (Some(p), _) if recommendation.is_some() => println!(
+    match written {
+        Some((Applied::Dropped(previous), p)) => println!(
+            "removed the earlier recommendation (budget {}) from {}: it no longer holds",
+            previous.budget,
+            p.display()
+        ),
+        Some((_, p)) => println!(
             "wrote the recommendation into {} (`--budget auto` now uses it)",
             p.display()
         ),
-        (Some(p), _) => println!(
-            "removed the earlier recommendation (budget {}) from {}: it no longer holds",
-            previous.map_or(0, |r| r.budget),
-            p.display()
-        ),
-        (None, true) => println!("nothing written: there is no recommendation to store"),
-        (None, false) => println!(
+        None if args.write => println!("nothing written: there is no recommendation to store"),
+        None => println!(
             "nothing written (pass --write to store the recommendation in the profile for \
              `--budget auto`)"
         ),
     }
-    if !temporary {
-        println!("rows: {}", rows_path.display());
+    if let Some(rows) = &report.rows_file {
+        println!("rows: {}", rows.display());
     }
-    Ok(())
 }
 
 /// The flags checked before the model loads; the budgets deduplicated and ascending.
@@ -353,7 +287,7 @@ fn validate(args: &VerifyArgs) -> anyhow::Result<Vec<usize>> {
             "--depths must be percentages in 0..=100, got {d}"
         );
     }
-    if args.needles.is_some() && args.task == super::eval_niah::NiahTask::Passkey {
+    if args.needles.is_some() && args.task == NiahTask::Passkey {
         bail!("--needles is for --task needle (passkey prompts hide a random key instead)");
     }
     let mut budgets = args.budgets.clone();
@@ -368,72 +302,16 @@ fn validate(args: &VerifyArgs) -> anyhow::Result<Vec<usize>> {
     Ok(budgets)
 }
 
-/// Checks that `p` was made for `lm`: its shape, its config hash and, where the profile records
-/// one, its weight hash (verify is the strict check: other weights are an error here, not the
-/// warning `generate` gives). Returns what was checked, for the report.
-fn check_fits(
-    p: &Profile,
-    lm: &LoadedModel,
-    source: &ProfileSource,
-    model: &str,
-) -> anyhow::Result<String> {
-    let config_hash = sha256_hex(lm.config_text.as_bytes());
-    p.check_matches(&lm.spec, &lm.id, Some(&config_hash))
-        .with_context(|| format!("profile {source} does not fit {model}"))?;
-    if let Some(msg) = p.weight_mismatch(lm.model.weight_hash()) {
-        bail!(
-            "profile {source} does not fit {model}: {msg}. Fix: make a profile for these \
-             weights with `compresskv profile --model {model}`, or pass `--profile PATH`"
-        );
-    }
-    let weights = match (p.fingerprint.weight_hash.is_empty(), lm.model.weight_hash()) {
-        (false, Some(_)) => "weight sha256 matches",
-        (true, _) => "no weight hash recorded",
-        (false, None) => "weight hash not computed for this model",
-    };
-    Ok(format!(
-        "{}; config sha256 matches; {weights}",
-        p.fingerprint.describe()
-    ))
-}
-
-/// Per budget: CompressKV's mean score, its share of the full cache's, and its KV bytes.
-fn budget_lines(
-    summary: &[SummaryRow],
-    full_score: f64,
-    budgets: &[usize],
-    target: f64,
-) -> Vec<BudgetLine> {
-    budgets
-        .iter()
-        .filter_map(|&b| {
-            let s = summary
-                .iter()
-                .find(|s| s.method == METHOD && s.budget == Some(b))?;
-            let share = (full_score > 0.0).then(|| s.mean_score / full_score);
-            Some(BudgetLine {
-                budget: b,
-                score: s.mean_score,
-                share,
-                meets_target: share.is_some_and(|x| x >= target - 1e-9),
-                kv_cache_bytes: s.mean_kv_cache_bytes,
-            })
-        })
-        .collect()
-}
-
-fn render(lines: &[BudgetLine], full: &SummaryRow, target: f64, task: Task) -> String {
+fn render(report: &VerifyReport, target: f64, task: VerifyTask) -> String {
     let metric = match task {
-        Task::Needle => "recall %",
-        Task::Passkey => "exact %",
-        Task::Ruler(_) => "match %",
+        VerifyTask::Needle => "recall %",
+        VerifyTask::Passkey => "exact %",
     };
+    let full = report.full;
     Table::new()
         .col("budget", |l: &BudgetLine| l.budget.to_string())
         .col(metric, |l| format!("{:.1}", l.score))
-        .col(format!("full {metric}"), |_| {
-            format!("{:.1}", full.mean_score)
-        })
+        .col(format!("full {metric}"), |_| format!("{:.1}", full.score))
         .col("share of full", |l| {
             l.share
                 .map_or("- (full scored 0)".into(), |s| format!("{:.0}%", 100.0 * s))
@@ -445,16 +323,8 @@ fn render(lines: &[BudgetLine], full: &SummaryRow, target: f64, task: Task) -> S
             format!(
                 "{} ({})",
                 bytes(l.kv_cache_bytes as usize),
-                bytes(full.mean_kv_cache_bytes as usize)
+                bytes(full.kv_cache_bytes as usize)
             )
         })
-        .render(lines)
-}
-
-/// The last component of a path (profiles never record machine-local paths).
-fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || "(unnamed)".to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+        .render(&report.budgets)
 }
