@@ -53,7 +53,7 @@ pub enum VerifyError {
         profile: String,
         model: String,
         #[source]
-        source: ProfileError,
+        source: Box<ProfileError>,
     },
     #[error(
         "profile {profile} does not fit {model}: {detail}. Fix: make a profile for these weights \
@@ -87,9 +87,15 @@ pub enum VerifyError {
     #[error(transparent)]
     Run(#[from] NiahRunError),
     #[error(transparent)]
-    Profile(#[from] ProfileError),
+    Profile(Box<ProfileError>),
     #[error("no full-cache answers were made (a bug: the full cache always runs)")]
     NoFullCache,
+}
+
+impl From<ProfileError> for VerifyError {
+    fn from(e: ProfileError) -> Self {
+        VerifyError::Profile(Box::new(e))
+    }
 }
 
 /// A profile checked to fit a model, and what was checked (for the report). Only
@@ -124,7 +130,7 @@ pub fn check_fits<'a>(
         .map_err(|e| VerifyError::Misfit {
             profile: source.to_string(),
             model: model.to_string(),
-            source: e,
+            source: Box::new(e),
         })?;
     if let Some(detail) = profile.weight_mismatch(lm.model.weight_hash()) {
         return Err(VerifyError::OtherWeights {
