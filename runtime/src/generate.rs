@@ -67,6 +67,10 @@ pub struct CompressionReport {
     /// Entries kept per layer (mean over KV heads).
     pub kept_per_layer: Vec<usize>,
     pub notes: Vec<String>,
+    /// Per layer and KV head, the original positions kept (not serialized: only
+    /// `generate --kept-positions` prints them, to check other engines' selections).
+    #[serde(skip)]
+    pub kept_positions: Vec<Vec<Vec<i64>>>,
 }
 
 #[derive(Debug, Clone)]

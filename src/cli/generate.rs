@@ -43,6 +43,11 @@ pub struct GenerateArgs {
     pub press: super::press_args::PressArgs,
     #[arg(long)]
     pub json: bool,
+    /// With --json: add `kept_positions` (per layer and KV head, the original prompt positions
+    /// kept after compression, ascending) and `prompt_token_ids`, so another engine's selection
+    /// (e.g. `integrations/kvpress`) can be checked against ours on the same tokens.
+    #[arg(long, requires = "json")]
+    pub kept_positions: bool,
 }
 
 fn parse_temperature(s: &str) -> Result<f32, String> {
@@ -110,6 +115,15 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
         v["profile"] = profile.as_ref().map(|p| p.to_string()).into();
         v["kv_entries_kept_per_layer"] = serde_json::to_value(&out.kv_entries_per_layer)?;
         v["kv_cache_bytes_kept"] = out.kv_cache_bytes.into();
+        if args.kept_positions {
+            let kept = out.compression.as_ref().map(|c| &c.kept_positions);
+            let kept = kept.context(
+                "--kept-positions reports what a compression kept, and none ran: give \
+                 --method M with --budget N or --ratio R (--method full alone keeps everything)",
+            )?;
+            v["kept_positions"] = serde_json::to_value(kept)?;
+            v["prompt_token_ids"] = serde_json::to_value(&ids)?;
+        }
         super::print_json(&v)?;
     } else {
         println!("{}{}", prompt, out.text);

@@ -540,10 +540,51 @@ fn profile_tune_tiny_model_cli() {
             "--max-new-tokens",
             "3",
             "--json",
+            "--kept-positions",
         ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // --kept-positions: per layer and KV head, the kept original positions — as many as the
+    // layer keeps, ascending, the observation window (the prompt's last entries) among them;
+    // the sliding layers hold their last `sliding_window − 1` = 15 (as HF's sliding cache), the
+    // global layer 5 its budget.
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = j["prompt_token_ids"].as_array().unwrap().len() as i64;
+    assert_eq!(n, j["prompt_tokens"].as_i64().unwrap());
+    let kept: Vec<Vec<Vec<i64>>> = serde_json::from_value(j["kept_positions"].clone()).unwrap();
+    let counts: Vec<usize> =
+        serde_json::from_value(j["kv_entries_kept_per_layer"].clone()).unwrap();
+    let window = tuned
+        .effective_at(Some(24), &Default::default())
+        .settings
+        .window as i64;
+    assert_eq!(kept.len(), 6);
+    for (l, heads) in kept.iter().enumerate() {
+        assert_eq!(heads.len(), 2, "layer {l}: one list per KV head");
+        for pos in heads {
+            assert_eq!(pos.len(), counts[l], "layer {l}");
+            assert!(pos.windows(2).all(|w| w[0] < w[1]), "layer {l}: {pos:?}");
+            assert!(
+                ((n - window)..n).all(|p| pos.contains(&p)),
+                "layer {l}: {pos:?}"
+            );
+        }
+    }
+    assert_eq!(counts, vec![15, 15, 15, 15, 15, 24]);
+    let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+        .args([
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "x",
+        ])
+        .arg("--kept-positions")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--json"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -458,6 +458,23 @@ impl KvCache {
         self.layers.iter().map(LayerCache::bytes).sum()
     }
 
+    /// Original positions of the entries, per layer and KV head: what a compression kept, in a
+    /// form another engine's selection can be compared with (`generate --kept-positions`).
+    pub fn positions_per_head(&self) -> Vec<Vec<Vec<i64>>> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let mut out = vec![Vec::new(); l.n_kv_heads];
+                for g in l.groups() {
+                    for h in 0..g.n_heads() {
+                        out[g.first_head + h] = g.positions.clone();
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
     /// Entries per layer (summed over KV heads, divided by the head count: the mean per head).
     pub fn entries_per_layer(&self) -> Vec<usize> {
         self.layers
@@ -510,6 +527,14 @@ mod tests {
         l.append(kv(2, 1, 0.0), kv(2, 1, 0.0), &[4]);
         assert_eq!(l.lens_per_head(), vec![2, 4]);
         assert_eq!(l.groups()[1].positions, vec![0, 2, 3, 4]);
+        let c = KvCache {
+            layers: vec![l],
+            next_pos: 5,
+        };
+        assert_eq!(
+            c.positions_per_head(),
+            vec![vec![vec![1, 4], vec![0, 2, 3, 4]]]
+        );
     }
 
     #[test]

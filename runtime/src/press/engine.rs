@@ -203,6 +203,7 @@ impl CacheCompressor for Compressor {
             }
         }
         report.kept_per_layer = cache.entries_per_layer();
+        report.kept_positions = cache.positions_per_head();
         Ok(report)
     }
 }
