@@ -26,9 +26,9 @@ fn kernels(c: &mut Criterion) {
     }
     g.finish();
 
-    let lm = load_model("google/gemma-3-270m", &RuntimeDevice::cpu())
+    let loaded = load_model("google/gemma-3-270m", &RuntimeDevice::cpu())
         .expect("the kernel benchmark needs Gemma 3 270M: run `compresskv fetch`");
-    let mats = lm.model.matrices();
+    let mats = loaded.model.matrices();
     let pick = |pred: &dyn Fn(&str, &str) -> bool| {
         mats.iter()
             .filter_map(|(n, l)| l.kernel().map(|q| (n.clone(), q)))

@@ -14,10 +14,10 @@ use compresskv_runtime::{CausalLM, RuntimeDevice};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn selection(c: &mut Criterion) {
-    let lm = load_model("google/gemma-3-270m", &RuntimeDevice::cpu())
+    let loaded = load_model("google/gemma-3-270m", &RuntimeDevice::cpu())
         .expect("the selection benchmark needs Gemma 3 270M: run `compresskv fetch`");
-    let spec = lm.spec.clone();
-    let dev = lm.model.device().device.clone();
+    let spec = loaded.spec.clone();
+    let dev = loaded.model.device().device.clone();
     let layer = spec
         .layers
         .iter()
@@ -58,7 +58,7 @@ fn selection(c: &mut Criterion) {
                         queries: &q,
                         query_positions: q_pos,
                         cache: &cache,
-                        attention: lm.model.attention(layer),
+                        attention: loaded.model.attention(layer),
                         params: &params,
                         profile: Some(&profile),
                     };

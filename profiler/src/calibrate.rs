@@ -173,7 +173,7 @@ pub const QA_MAX_NEW: usize = 32;
 /// `config_dir`, a LongBench `config` directory, or the built-in templates), middle-truncated
 /// to `max_len` tokens, at most `max_samples` per file, answers capped at `max_new` tokens.
 pub fn load_qa(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     files: &[PathBuf],
     config_dir: Option<&Path>,
     max_samples: usize,
@@ -183,10 +183,10 @@ pub fn load_qa(
     let config = config_dir.map(LongBenchConfig::load).transpose()?;
     let builtin: std::collections::HashMap<String, String> =
         serde_json::from_str(QA_TEMPLATES).expect("calibration-data/qa_templates.json parses");
-    let tok = &lm.tokenizer;
+    let tok = &loaded.tokenizer;
     let enc = |s: &str| tok.encode(s, false).unwrap_or_default();
     let dec = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
-    let bos: Vec<u32> = lm.spec.bos_token_id.into_iter().collect();
+    let bos: Vec<u32> = loaded.spec.bos_token_id.into_iter().collect();
     let mut out = Vec::new();
     for f in files {
         let samples = longbench::load_samples(f)?;
@@ -259,7 +259,7 @@ type DatasetErrors = Vec<(String, Vec<f64>)>;
 /// A profiling run in progress: what the checkpoint already holds, where new lines go, and
 /// the progress count shared by both passes.
 struct Run<'a> {
-    lm: &'a LoadedModel,
+    loaded: &'a LoadedModel,
     opts: &'a RunOptions,
     done: HashMap<String, SampleResult>,
     done_err: HashMap<String, PromptErrors>,
@@ -275,7 +275,7 @@ impl<'a> Run<'a> {
     /// Reads the checkpoint (with `opts.resume`; otherwise starts it over) and opens it for
     /// appending.
     fn open(
-        lm: &'a LoadedModel,
+        loaded: &'a LoadedModel,
         opts: &'a RunOptions,
         checkpoint: &Path,
         total: usize,
@@ -294,12 +294,12 @@ impl<'a> Run<'a> {
             std::fs::remove_file(checkpoint).map_err(io(checkpoint))?;
         }
         Ok(Run {
-            lm,
+            loaded,
             opts,
             done,
             done_err,
             ck: RowWriter::append(checkpoint).map_err(rows_err)?,
-            eos: lm.eos_ids(),
+            eos: loaded.eos_ids(),
             fresh: 0,
             step: 0,
             total,
@@ -330,7 +330,7 @@ impl<'a> Run<'a> {
         with_errors: bool,
         progress: &mut dyn FnMut(usize, usize, &str),
     ) -> Result<(Vec<SampleResult>, KeyedSamples), CalibError> {
-        let (spec, grid) = (&self.lm.spec, &self.opts.grid);
+        let (spec, grid) = (&self.loaded.spec, &self.opts.grid);
         let mut results = Vec::new();
         let mut samples = Vec::new();
         for (ni, needle) in needles.iter().enumerate() {
@@ -350,8 +350,8 @@ impl<'a> Run<'a> {
                             let mut probe = with_errors
                                 .then(|| ErrorProbe::all_subsets(self.opts.errors.settings, spec));
                             let r = score_sample_with(
-                                &self.lm.model,
-                                &self.lm.tokenizer,
+                                &self.loaded.model,
+                                &self.loaded.tokenizer,
                                 &s,
                                 grid.max_new,
                                 &self.eos,
@@ -385,7 +385,7 @@ impl<'a> Run<'a> {
         top: &[Vec<usize>],
         progress: &mut dyn FnMut(usize, usize, &str),
     ) -> Result<(DatasetErrors, usize), CalibError> {
-        let spec = &self.lm.spec;
+        let spec = &self.loaded.spec;
         let mut per_dataset: DatasetErrors = Vec::new();
         let mut steps = 0;
         for (key, dataset, ids, max_new, stop_nl) in prompts {
@@ -396,8 +396,8 @@ impl<'a> Run<'a> {
                     self.count_fresh()?;
                     let probe = ErrorProbe::known(self.opts.errors.settings, spec, top);
                     let e = prompt_errors(
-                        &self.lm.model,
-                        &self.lm.tokenizer,
+                        &self.loaded.model,
+                        &self.loaded.tokenizer,
                         ids,
                         *max_new,
                         &self.eos,
@@ -495,7 +495,7 @@ fn error_prompts(opts: &RunOptions, samples: &[(String, CalibSample)]) -> Vec<Er
 /// Runs the calibration and returns the profile. `checkpoint` collects finished samples; with
 /// `opts.resume`, samples already there are not run again.
 pub fn profile_model(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     needles: &[Needle],
     haystack: &Haystack,
     opts: &RunOptions,
@@ -504,7 +504,7 @@ pub fn profile_model(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Profile, Vec<SampleResult>), CalibError> {
     let started = Instant::now();
-    let (grid, spec) = (&opts.grid, &lm.spec);
+    let (grid, spec) = (&opts.grid, &loaded.spec);
     // Needle prompts measure every head subset in the SRH pass when that is affordable.
     let errors_in_srh_pass = opts.errors.qa.is_none() && spec.n_heads <= MAX_ALL_SUBSET_HEADS;
     let n_grid = needles.len() * grid.lengths.len() * grid.depths.len();
@@ -513,8 +513,8 @@ pub fn profile_model(
         None if errors_in_srh_pass => 0,
         None => n_grid,
     };
-    let mut run = Run::open(lm, opts, checkpoint, n_grid + n_err_pass)?;
-    let builder = NiahBuilder::for_model(haystack, lm);
+    let mut run = Run::open(loaded, opts, checkpoint, n_grid + n_err_pass)?;
+    let builder = NiahBuilder::for_model(haystack, loaded);
     let (results, samples) = run.srh_pass(needles, &builder, errors_in_srh_pass, progress)?;
     let (srh, classic) = aggregate(&results, spec.n_layers, spec.n_heads);
     let n_counted = results.iter().filter(|r| r.counted).count();
@@ -556,10 +556,10 @@ pub fn profile_model(
     let es = opts.errors.settings;
     let profile = Profile {
         schema_version: compresskv_runtime::profile::SCHEMA_VERSION,
-        model_id: lm.id.clone(),
+        model_id: loaded.id.clone(),
         fingerprint: Fingerprint {
-            weight_hash: lm.model.weight_hash().unwrap_or_default().to_string(),
-            ..Fingerprint::of(spec, &lm.config_text, None)
+            weight_hash: loaded.model.weight_hash().unwrap_or_default().to_string(),
+            ..Fingerprint::of(spec, &loaded.config_text, None)
         },
         srh_scores: srh,
         retrieval_scores: classic,

@@ -22,7 +22,7 @@ use compresskv_runtime::eval::rows::{RowWriter, RowsError, read_rows};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
 use compresskv_runtime::generate::GenerateOptions;
 use compresskv_runtime::loader::LoadedModel;
-use compresskv_runtime::press::budget::Bounds;
+use compresskv_runtime::press::budget::ErrorAwareParams;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{
     Compressor, HeadProfile, PressParams, SlidingPolicy, press_by_name,
@@ -129,7 +129,7 @@ pub struct HeldOut {
 /// Builds the held-out prompts: needle prompts (needles rotate over the grid) and passkey
 /// prompts, each `length` tokens, in `h.protocol`'s format.
 pub fn held_out_prompts(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     haystack: &Haystack,
     h: &HeldOut,
 ) -> Result<Vec<NiahSample>, CalibError> {
@@ -138,7 +138,7 @@ pub fn held_out_prompts(
             "no held-out needles for --tune: give a non-empty --tune-needles file".into(),
         ));
     }
-    let b = NiahBuilder::for_model(haystack, lm);
+    let b = NiahBuilder::for_model(haystack, loaded);
     let bad = |e: compresskv_runtime::eval::niah::NiahError| CalibError::Input(e.to_string());
     let mut out = Vec::new();
     let mut k = 0;
@@ -220,7 +220,7 @@ pub fn tune_checkpoint_path(out: &Path) -> PathBuf {
 /// checkpointed per prompt in `checkpoint`; with `resume`, finished prompts are not rerun.
 #[allow(clippy::too_many_arguments)]
 pub fn tune(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     profile: &Profile,
     prompts: &[NiahSample],
     grid: &TuneGrid,
@@ -233,7 +233,7 @@ pub fn tune(
         source,
     };
     let settings = grid.settings();
-    let (compressors, slot) = shared_compressors(lm, profile, &settings, &grid.budgets)?;
+    let (compressors, slot) = shared_compressors(loaded, profile, &settings, &grid.budgets)?;
     let grid_key = grid.describe();
     let mut done: std::collections::HashMap<usize, TuneCheckpoint> = Default::default();
     if resume {
@@ -253,7 +253,7 @@ pub fn tune(
         std::fs::remove_file(checkpoint).map_err(io)?;
     }
     let mut ck = RowWriter::append(checkpoint).map_err(rows_err)?;
-    let eos = lm.eos_ids();
+    let eos = loaded.eos_ids();
 
     // (task, scores per compressor, full-cache score) per prompt.
     let mut per_prompt: Vec<(String, Vec<f64>, Option<f64>)> = Vec::new();
@@ -277,9 +277,14 @@ pub fn tune(
                     stop_strings: vec!["\n".into(), ".".into()],
                     ..Default::default()
                 };
-                let outs =
-                    run_contenders(&lm.model, &lm.tokenizer, &s.prompt_ids, &contenders, &opts)
-                        .map_err(|e| CalibError::Input(format!("tune prompt {i}: {e}")))?;
+                let outs = run_contenders(
+                    &loaded.model,
+                    &loaded.tokenizer,
+                    &s.prompt_ids,
+                    &contenders,
+                    &opts,
+                )
+                .map_err(|e| CalibError::Input(format!("tune prompt {i}: {e}")))?;
                 let full = s.score(&outs[0].text);
                 let unique_scores: Vec<f64> = outs[1..].iter().map(|o| s.score(&o.text)).collect();
                 let scores: Vec<f64> = slot.iter().map(|&u| unique_scores[u]).collect();
@@ -314,14 +319,14 @@ pub fn tune(
 /// the all-heads score and λ, u change nothing, so such settings share one compressor (and one
 /// decode) per window and budget.
 fn shared_compressors(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     profile: &Profile,
     settings: &[Settings],
     budgets: &[usize],
 ) -> Result<(Vec<Compressor>, Vec<usize>), CalibError> {
     let head_profile = HeadProfile::from_profile(profile);
     let canonical = |s: &Settings| {
-        let all = s.srh_heads >= lm.spec.n_heads;
+        let all = s.srh_heads >= loaded.spec.n_heads;
         Settings {
             mix: if all { 0.0 } else { s.mix },
             union: if all { 0.0 } else { s.union },
@@ -352,9 +357,9 @@ fn shared_compressors(
                 PressParams::from(&s),
                 BudgetSpec::Entries(b),
                 SlidingPolicy::Keep,
-                Bounds::from(&effective),
+                ErrorAwareParams::from(&effective),
                 Some(head_profile.clone()),
-                &lm.spec,
+                &loaded.spec,
             )
             .map_err(|e| CalibError::Input(e.to_string()))?,
         );
@@ -486,7 +491,7 @@ pub fn best_setting(table: &[(Settings, f64)]) -> Option<Settings> {
 /// its provenance.
 #[allow(clippy::too_many_arguments)]
 pub fn tune_profile(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     profile: &mut Profile,
     haystack: &Haystack,
     held: &HeldOut,
@@ -496,9 +501,11 @@ pub fn tune_profile(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(), CalibError> {
     grid.check()?;
-    let prompts = held_out_prompts(lm, haystack, held)?;
+    let prompts = held_out_prompts(loaded, haystack, held)?;
     let started = std::time::Instant::now();
-    let outcome = tune(lm, profile, &prompts, grid, checkpoint, resume, progress)?;
+    let outcome = tune(
+        loaded, profile, &prompts, grid, checkpoint, resume, progress,
+    )?;
     profile.tuning = Some(outcome.tuning);
     profile.provenance.grid = format!(
         "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
@@ -517,7 +524,7 @@ pub fn tune_profile(
         held.lengths,
         held.depths,
         held.passkeys,
-        lm.spec.n_heads,
+        loaded.spec.n_heads,
         grid.axes.window,
         grid.axes.kernel,
         grid.axes.mix,

@@ -52,17 +52,17 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let device = device.runtime()?;
-    let lm = load_model(&args.model, &device)?;
+    let loaded = load_model(&args.model, &device)?;
     let haystack = super::load_haystack(args.haystack.as_deref())?;
     let budgets = args
         .tuning
-        .resolve_budgets(&lm, &args.model, &[args.budget], args.json)?;
+        .resolve_budgets(&loaded, &args.model, &[args.budget], args.json)?;
     let contenders = contender_grid(&args.methods, &budgets, None, |m, b| {
         args.tuning
-            .compressor(&lm, m, BudgetSpec::Entries(b))
+            .compressor(&loaded, m, BudgetSpec::Entries(b))
             .with_context(|| format!("--methods {m}"))
     })?;
-    let weights = lm.model.decode_weight_bytes();
+    let weights = loaded.model.decode_weight_bytes();
     let machine = Machine::measure(device.uses_cpu_kernels(), &say);
     let bandwidth = machine.memory_bandwidth_bytes_per_s;
     let fma_peak = machine.fma_peak_macs_per_s;
@@ -72,12 +72,12 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
         decode_tokens: args.decode_tokens,
         repeats: args.repeats,
     };
-    let rows = plan.run(&lm, &haystack, &machine, &say)?;
+    let rows = plan.run(&loaded, &haystack, &machine, &say)?;
 
     if args.json {
         return super::print_json(&serde_json::json!({
-            "model": lm.id, "device": device.describe(), "precision": device.precision.name(),
-            "weight_formats": lm.model.kernel_formats().iter().map(|(f, n, b)| serde_json::json!({
+            "model": loaded.id, "device": device.describe(), "precision": device.precision.name(),
+            "weight_formats": loaded.model.kernel_formats().iter().map(|(f, n, b)| serde_json::json!({
                 "format": f, "tensors": n, "bytes": b })).collect::<Vec<_>>(),
             "budget": budgets[0],
             "decode_tokens": args.decode_tokens, "repeats": args.repeats,
@@ -122,7 +122,7 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "{} on {}, {} threads; median of {} repeats after a warm-up; decode of {} tokens; \
          prefill shared by the methods of a length. Decode reads {} of weights per token{}{}.",
-        lm.id,
+        loaded.id,
         device.describe(),
         std::thread::available_parallelism()
             .map(|n| n.get())

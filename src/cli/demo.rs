@@ -52,17 +52,17 @@ pub fn run(device: &super::DeviceArgs, args: DemoArgs) -> anyhow::Result<()> {
     }
     let haystack = super::load_haystack(args.haystack.as_deref())?;
     let device = device.runtime()?;
-    let lm = load_model(&args.model, &device)?;
+    let loaded = load_model(&args.model, &device)?;
     let needle = Needle::san_francisco();
-    let sample = NiahBuilder::for_model(&haystack, &lm)
+    let sample = NiahBuilder::for_model(&haystack, &loaded)
         .peer_needle(&needle, args.length, args.depth)
         .context("building the demo prompt")?;
     let budget = args
         .tuning
-        .resolve_budgets(&lm, &args.model, &[args.budget], args.json)?[0];
+        .resolve_budgets(&loaded, &args.model, &[args.budget], args.json)?[0];
     let (compressor, profile) =
         args.tuning
-            .compressor_with_source(&lm, &args.method, BudgetSpec::Entries(budget))?;
+            .compressor_with_source(&loaded, &args.method, BudgetSpec::Entries(budget))?;
     let profile = profile.map(|p| p.to_string());
     let contenders = [
         Contender::full(),
@@ -72,7 +72,7 @@ pub fn run(device: &super::DeviceArgs, args: DemoArgs) -> anyhow::Result<()> {
             compressor: Some(compressor),
         },
     ];
-    let eos = lm.eos_ids();
+    let eos = loaded.eos_ids();
     let opts = GenerateOptions {
         max_new_tokens: sample.max_new_tokens,
         eos_ids: eos,
@@ -81,14 +81,14 @@ pub fn run(device: &super::DeviceArgs, args: DemoArgs) -> anyhow::Result<()> {
     };
     say(&format!(
         "{}: {}-token prompt, needle at {}% (token {}); question: {}",
-        lm.id, args.length, args.depth, sample.needle_token_start, needle.question
+        loaded.id, args.length, args.depth, sample.needle_token_start, needle.question
     ));
     if let Some(p) = &profile {
         say(&format!("{} profile: {p}", args.method));
     }
     let outs = run_contenders(
-        &lm.model,
-        &lm.tokenizer,
+        &loaded.model,
+        &loaded.tokenizer,
         &sample.prompt_ids,
         &contenders,
         &opts,
@@ -108,7 +108,7 @@ pub fn run(device: &super::DeviceArgs, args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     if args.json {
         return super::print_json(&serde_json::json!({
-            "model": lm.id, "prompt_tokens": sample.prompt_ids.len(), "depth": args.depth,
+            "model": loaded.id, "prompt_tokens": sample.prompt_ids.len(), "depth": args.depth,
             "question": needle.question, "expected": needle.answer, "runs": rows,
             "profile": profile,
         }));

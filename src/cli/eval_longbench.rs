@@ -67,20 +67,20 @@ pub fn run(device: &super::DeviceArgs, args: LongbenchArgs) -> anyhow::Result<()
     let (samples, methods, budgets) = read_inputs(&args)?;
     let (config, config_dir) = find_config(args.config.as_deref(), &args.data)?;
 
-    let lm = load_model(&args.model, &device)?;
+    let loaded = load_model(&args.model, &device)?;
     let budgets = args
         .tuning
-        .resolve_budgets(&lm, &args.model, &budgets, args.json)?;
+        .resolve_budgets(&loaded, &args.model, &budgets, args.json)?;
     let contenders = contender_grid(&methods, &budgets, None, |m, b| {
         args.tuning
-            .compressor(&lm, m, BudgetSpec::Entries(b))
+            .compressor(&loaded, m, BudgetSpec::Entries(b))
             .with_context(|| format!("method {m} at budget {b}"))
     })?;
     let t = &args.tuning;
     let settings = format!(
         "model={} max_length={} profile={} window={:?} kernel={:?} srh_heads={:?} mix={:?} \
          union={:?} error_weight={:?} sliding={:?}",
-        lm.id,
+        loaded.id,
         args.max_length,
         t.profile,
         t.window,
@@ -105,7 +105,7 @@ pub fn run(device: &super::DeviceArgs, args: LongbenchArgs) -> anyhow::Result<()
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}",
     )?);
-    let summary = job.run(&lm, &path, &mut |done, msg| {
+    let summary = job.run(&loaded, &path, &mut |done, msg| {
         bar.inc(done);
         if !msg.is_empty() {
             bar.set_message(msg.to_string());
@@ -116,7 +116,7 @@ pub fn run(device: &super::DeviceArgs, args: LongbenchArgs) -> anyhow::Result<()
     if args.json {
         super::print_json(&serde_json::json!({
             "out": path,
-            "model": lm.id,
+            "model": loaded.id,
             "config": config_dir,
             "max_length": args.max_length,
             "wall_s": t_start.elapsed().as_secs_f64(),

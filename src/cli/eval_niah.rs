@@ -175,19 +175,19 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let device = device.runtime()?;
-    let lm = load_model(&args.model, &device)?;
+    let loaded = load_model(&args.model, &device)?;
     let haystack = super::load_haystack(args.haystack.as_deref())?;
-    let work = build_prompts(&args, &lm, &tasks, ruler_words.as_ref(), &haystack)?;
+    let work = build_prompts(&args, &loaded, &tasks, ruler_words.as_ref(), &haystack)?;
     let budgets =
         args.tuning
-            .resolve_budgets(&lm, &args.model, &args.contenders.budgets, args.json)?;
+            .resolve_budgets(&loaded, &args.model, &args.contenders.budgets, args.json)?;
     let contenders = contender_grid(
         &args.contenders.methods,
         &budgets,
         args.variant.as_deref(),
         |m, b| {
             args.tuning
-                .compressor(&lm, m, BudgetSpec::Entries(b))
+                .compressor(&loaded, m, BudgetSpec::Entries(b))
                 .with_context(|| format!("--methods {m} at budget {b}"))
         },
     )?;
@@ -208,12 +208,19 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     for (task, samples) in &work {
         let rows_path = args.out.join(rows_file_name(*task));
         let name = task_name(*task);
-        let rows = run_niah(&lm, *task, samples, &contenders, &rows_path, &mut |msg| {
-            if std::mem::replace(&mut started, true) {
-                bar.inc(1);
-            }
-            bar.set_message(format!("{name} {msg}"));
-        })?;
+        let rows = run_niah(
+            &loaded,
+            *task,
+            samples,
+            &contenders,
+            &rows_path,
+            &mut |msg| {
+                if std::mem::replace(&mut started, true) {
+                    bar.inc(1);
+                }
+                bar.set_message(format!("{name} {msg}"));
+            },
+        )?;
         // The summary covers every method in the file (e.g. earlier `--variant` runs) on this
         // run's prompts.
         results.push(TaskResult {
@@ -226,7 +233,7 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
-    let summary_json = summary_document(&args, &lm.id, &results, &all_rows);
+    let summary_json = summary_document(&args, &loaded.id, &results, &all_rows);
     std::fs::write(
         args.out.join(format!("summary-{}.json", args.run_name())),
         serde_json::to_string_pretty(&summary_json)?,
@@ -243,7 +250,7 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
 /// fails first.
 fn build_prompts(
     args: &NiahArgs,
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     tasks: &[Task],
     ruler_words: Option<&RulerWords>,
     haystack: &Haystack,
@@ -265,7 +272,7 @@ fn build_prompts(
             ruler_words,
         };
         let samples = grid
-            .samples(lm, haystack)
+            .samples(loaded, haystack)
             .with_context(|| format!("building the {} prompts", task_name(task)))?;
         work.push((task, samples));
     }

@@ -79,9 +79,9 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
             "the prompt is empty: give some text with --prompt, or a non-empty --prompt-file"
         );
     }
-    let lm = load_model(&args.model, &device)?;
-    let ids = lm.tokenizer.encode(&prompt, true)?;
-    let eos = lm.eos_ids();
+    let loaded = load_model(&args.model, &device)?;
+    let ids = loaded.tokenizer.encode(&prompt, true)?;
+    let eos = loaded.eos_ids();
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -93,14 +93,14 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
     let (compressor, profile) =
         match args
             .press
-            .compressor_with_source(&lm, &args.model, args.json)?
+            .compressor_with_source(&loaded, &args.model, args.json)?
         {
             Some((c, source)) => (Some(c), source),
             None => (None, None),
         };
     let out = generate(
-        &lm.model,
-        &lm.tokenizer,
+        &loaded.model,
+        &loaded.tokenizer,
         &ids,
         &opts,
         compressor
@@ -109,7 +109,7 @@ pub fn run(device: &super::DeviceArgs, args: GenerateArgs) -> anyhow::Result<()>
     )?;
     if args.json {
         let mut v = serde_json::to_value(&out)?;
-        v["model"] = lm.id.clone().into();
+        v["model"] = loaded.id.clone().into();
         v["method"] = args.press.method.clone().into();
         // Where the CompressKV profile came from: a path or `built-in:<file>`; null without one.
         v["profile"] = profile.as_ref().map(|p| p.to_string()).into();

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use compresskv_runtime::loader::LoadedModel;
-use compresskv_runtime::press::budget::Bounds;
+use compresskv_runtime::press::budget::ErrorAwareParams;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{Compressor, PressParams, SlidingPolicy, press_by_name};
 use compresskv_runtime::profile::{Effective, Overrides, ProfileSource};
@@ -129,13 +129,13 @@ impl PressArgs {
     /// recommendation); `quiet` silences the note saying what `auto` resolved to.
     pub fn compressor_with_source(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         model: &str,
         quiet: bool,
     ) -> anyhow::Result<Option<(Compressor, Option<ProfileSource>)>> {
         let budget = match (self.budget, self.ratio) {
             (Some(b), _) => {
-                BudgetSpec::Entries(self.tuning.resolve_budgets(lm, model, &[b], quiet)?[0])
+                BudgetSpec::Entries(self.tuning.resolve_budgets(loaded, model, &[b], quiet)?[0])
             }
             (None, Some(r)) => BudgetSpec::Ratio(r),
             (None, None) if self.method == "full" => return Ok(None),
@@ -145,7 +145,7 @@ impl PressArgs {
             ),
         };
         self.tuning
-            .compressor_with_source(lm, &self.method, budget)
+            .compressor_with_source(loaded, &self.method, budget)
             .map(Some)
     }
 }
@@ -156,13 +156,13 @@ impl PressTuning {
     /// on stderr what `auto` stands for.
     pub fn resolve_budgets(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         model: &str,
         budgets: &[BudgetArg],
         quiet: bool,
     ) -> anyhow::Result<Vec<usize>> {
         let auto = if budgets.contains(&BudgetArg::Auto) {
-            let (r, source) = recommended_budget(lm, &self.profile, model)?;
+            let (r, source) = recommended_budget(loaded, &self.profile, model)?;
             if !quiet {
                 eprintln!(
                     "--budget auto = {}, the recommendation of {source} (keeps {:.0}% of the \
@@ -209,17 +209,17 @@ impl PressTuning {
     /// The compressor of `method` at `budget` with these settings.
     pub fn compressor(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         method: &str,
         budget: BudgetSpec,
     ) -> anyhow::Result<Compressor> {
-        Ok(self.compressor_with_source(lm, method, budget)?.0)
+        Ok(self.compressor_with_source(loaded, method, budget)?.0)
     }
 
     /// [`Self::compressor`], with where its profile came from (`None`: the method reads none).
     pub fn compressor_with_source(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         method: &str,
         budget: BudgetSpec,
     ) -> anyhow::Result<(Compressor, Option<ProfileSource>)> {
@@ -231,11 +231,11 @@ impl PressTuning {
                 BudgetSpec::Ratio(_) => None,
             };
             let (hp, eff, src) =
-                load_head_profile(lm, &self.profile, b, self.strict_profile, &overrides)
+                load_head_profile(loaded, &self.profile, b, self.strict_profile, &overrides)
                     .context("loading the model's profile")?;
             (eff, Some(hp), Some(src))
         } else {
-            let eff = Effective::without_profile(lm.spec.n_heads, &lm.id, &overrides)?;
+            let eff = Effective::without_profile(loaded.spec.n_heads, &loaded.id, &overrides)?;
             (eff, None, None)
         };
         let sliding = match self.sliding {
@@ -247,9 +247,9 @@ impl PressTuning {
             PressParams::from(&effective.settings),
             budget,
             sliding,
-            Bounds::from(&effective),
+            ErrorAwareParams::from(&effective),
             profile,
-            &lm.spec,
+            &loaded.spec,
         )?;
         Ok((compressor, source))
     }

@@ -191,7 +191,7 @@ fn calibrate(device: &super::DeviceArgs, args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .context("--model is required (e.g. --model google/gemma-3-270m)")?;
     let device = device.runtime()?;
-    let lm = load_model(&model, &device)?;
+    let loaded = load_model(&model, &device)?;
     // The needles and their bytes (hashed into the profile's provenance): `--needles`, else the
     // built-in copy of calibration-data/needles.jsonl (the same bytes).
     let (needles, needles_bytes) = match &args.needles {
@@ -212,11 +212,11 @@ fn calibrate(device: &super::DeviceArgs, args: RunArgs) -> anyhow::Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| default_profile_out(&lm.id));
+        .unwrap_or_else(|| default_profile_out(&loaded.id));
     // The checkpoint goes next to the profile, from the first sample on.
     create_parent_dir(&out)?;
     let checkpoint = out.with_extension("ron.partial.jsonl");
-    let (opts, calib) = run_options(&args, &lm, needles_bytes, &haystack)?;
+    let (opts, calib) = run_options(&args, &loaded, needles_bytes, &haystack)?;
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
@@ -225,7 +225,7 @@ fn calibrate(device: &super::DeviceArgs, args: RunArgs) -> anyhow::Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let (profile, results) = profile_model(
-        &lm,
+        &loaded,
         &needles,
         &haystack,
         &opts,
@@ -241,7 +241,7 @@ fn calibrate(device: &super::DeviceArgs, args: RunArgs) -> anyhow::Result<()> {
     let mut profile = profile;
     if args.tune {
         super::profile_tune::tune_profile(
-            &lm,
+            &loaded,
             &mut profile,
             args.haystack.as_deref().and_then(|p| p.to_str()),
             &args.tune_options,
@@ -273,7 +273,7 @@ fn calibrate(device: &super::DeviceArgs, args: RunArgs) -> anyhow::Result<()> {
 /// provenance hash covers (needles, haystack, QA files).
 fn run_options(
     args: &RunArgs,
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     needles_bytes: Vec<u8>,
     haystack: &Haystack,
 ) -> anyhow::Result<(RunOptions, Vec<u8>)> {
@@ -296,7 +296,7 @@ fn run_options(
             })?);
         }
         Some(load_qa(
-            lm,
+            loaded,
             &args.qa,
             args.qa_config.as_deref(),
             args.qa_max_samples,

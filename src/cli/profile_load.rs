@@ -9,28 +9,28 @@ use compresskv_runtime::profile::{
     BudgetRecommendation, Effective, Overrides, ProfileSource, find_profile_from_env,
 };
 
-/// Where `--profile auto|PATH` points for `lm`.
-pub fn profile_source(lm: &LoadedModel, arg: &str) -> anyhow::Result<ProfileSource> {
+/// Where `--profile auto|PATH` points for `loaded`.
+pub fn profile_source(loaded: &LoadedModel, arg: &str) -> anyhow::Result<ProfileSource> {
     Ok(if arg == "auto" {
-        find_profile_from_env(&lm.id, &lm.path)?
+        find_profile_from_env(&loaded.id, &loaded.path)?
     } else {
         ProfileSource::File(PathBuf::from(arg))
     })
 }
 
 /// What `--budget auto` stands for: the budget recommendation of the profile `--profile
-/// auto|PATH` names for `lm` (checked to fit it), and where that profile came from. No
+/// auto|PATH` names for `loaded` (checked to fit it), and where that profile came from. No
 /// recommendation is an error saying how to make one (`model` is the `--model` given).
 pub fn recommended_budget(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     arg: &str,
     model: &str,
 ) -> anyhow::Result<(BudgetRecommendation, ProfileSource)> {
-    let source = profile_source(lm, arg)?;
+    let source = profile_source(loaded, arg)?;
     let p = source
         .load()
         .with_context(|| format!("profile {source} (for --budget auto)"))?;
-    p.check_matches(&lm.spec, &lm.id, None)?;
+    p.check_matches(&loaded.spec, &loaded.id, None)?;
     match p.recommendation {
         Some(r) => Ok((r, source)),
         None => anyhow::bail!(
@@ -40,21 +40,21 @@ pub fn recommended_budget(
     }
 }
 
-/// Loads `--profile auto|PATH` for `lm`, checks it fits the model, and returns the head ranking
+/// Loads `--profile auto|PATH` for `loaded`, checks it fits the model, and returns the head ranking
 /// and layer errors plus the settings in force at the mean `budget` (the tuning can differ
 /// per budget; `overrides` checked and applied), and where the profile came from. A profile measured on other weights
 /// of the same shape (its `weight_hash` differs) is a warning, or an error when `strict`.
 pub fn load_head_profile(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     arg: &str,
     budget: Option<usize>,
     strict: bool,
     overrides: &Overrides,
 ) -> anyhow::Result<(HeadProfile, Effective, ProfileSource)> {
-    let source = profile_source(lm, arg)?;
+    let source = profile_source(loaded, arg)?;
     let p = source.load().with_context(|| format!("profile {source}"))?;
-    p.check_matches(&lm.spec, &lm.id, None)?;
-    if let Some(msg) = p.weight_mismatch(lm.model.weight_hash()) {
+    p.check_matches(&loaded.spec, &loaded.id, None)?;
+    if let Some(msg) = p.weight_mismatch(loaded.model.weight_hash()) {
         if strict {
             anyhow::bail!("{msg} (--strict-profile)");
         }

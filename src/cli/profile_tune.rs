@@ -95,12 +95,12 @@ pub struct TuneArgs {
 
 pub fn run(device: &super::DeviceArgs, args: TuneArgs) -> anyhow::Result<()> {
     let device = device.runtime()?;
-    let lm = load_model(&args.model, &device)?;
+    let loaded = load_model(&args.model, &device)?;
     // Read from `--profile`, else where `--profile auto` finds it; written back to the same file,
     // or, for a built-in profile (never written to), to the user's profile directory.
     let source = match &args.profile {
         Some(p) => ProfileSource::File(p.clone()),
-        None => find_profile_from_env(&lm.id, &lm.path).with_context(|| {
+        None => find_profile_from_env(&loaded.id, &loaded.path).with_context(|| {
             format!(
                 "finding the profile to tune; make one first with `compresskv profile --model {}`",
                 args.model
@@ -109,7 +109,7 @@ pub fn run(device: &super::DeviceArgs, args: TuneArgs) -> anyhow::Result<()> {
     };
     let path = match &source {
         ProfileSource::File(p) => p.clone(),
-        ProfileSource::BuiltIn(_) => default_profile_out(&lm.id),
+        ProfileSource::BuiltIn(_) => default_profile_out(&loaded.id),
     };
     let mut profile = source.load().with_context(|| {
         format!(
@@ -124,11 +124,11 @@ pub fn run(device: &super::DeviceArgs, args: TuneArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    profile.check_matches(&lm.spec, &lm.id, None)?;
+    profile.check_matches(&loaded.spec, &loaded.id, None)?;
     // The checkpoint goes next to the profile.
     super::profile::create_parent_dir(&path)?;
     tune_profile(
-        &lm,
+        &loaded,
         &mut profile,
         args.haystack.as_deref(),
         &args.options,
@@ -161,7 +161,7 @@ pub fn run(device: &super::DeviceArgs, args: TuneArgs) -> anyhow::Result<()> {
 
 /// Runs the tune step on `profile` (checkpointing next to `out`) and stores the result in it.
 pub fn tune_profile(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     profile: &mut Profile,
     haystack: Option<&str>,
     o: &TuneOptions,
@@ -189,7 +189,7 @@ pub fn tune_profile(
     };
     let grid = TuneGrid {
         axes: Axes {
-            srh_heads: (1..=lm.spec.n_heads).collect(),
+            srh_heads: (1..=loaded.spec.n_heads).collect(),
             window: o.tune_windows.clone(),
             kernel: o.tune_kernels.clone(),
             mix: o.tune_mixes.clone(),
@@ -206,7 +206,7 @@ pub fn tune_profile(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     compresskv_profiler::tune::tune_profile(
-        lm,
+        loaded,
         profile,
         &hay,
         &held,

@@ -91,12 +91,12 @@ fn parse_target(s: &str) -> Result<f64, String> {
 pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
     let budgets = validate(&args)?;
     let device = device.runtime()?;
-    let lm = load_model(&args.model, &device)?;
-    let source = profile_source(&lm, &args.profile)?;
+    let loaded = load_model(&args.model, &device)?;
+    let source = profile_source(&loaded, &args.profile)?;
     let mut profile = source.load().with_context(|| format!("profile {source}"))?;
-    let fitted = verify::check_fits(&profile, &source, &lm, &args.model)?;
+    let fitted = verify::check_fits(&profile, &source, &loaded, &args.model)?;
     if !args.json {
-        println!("profile {source} fits {}: {}", lm.id, fitted.fits());
+        println!("profile {source} fits {}: {}", loaded.id, fitted.fits());
     }
     let haystack = super::load_haystack(Some(&args.haystack))?;
     let needles = match &args.needles {
@@ -110,7 +110,7 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
     };
     let contenders = verify::contenders(&budgets, |m, b| {
         tuning
-            .compressor(&lm, m, BudgetSpec::Entries(b))
+            .compressor(&loaded, m, BudgetSpec::Entries(b))
             .with_context(|| format!("{m} at budget {b}"))
     })?;
     let plan = VerifyPlan {
@@ -126,14 +126,14 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
         target: args.target,
         rows: args.out.clone().map_or(RowsAt::Temporary, RowsAt::Dir),
     };
-    let report = run_with_bar(&lm, &plan, args.json)?;
+    let report = run_with_bar(&loaded, &plan, args.json)?;
     let written = if args.write {
-        write_recommendation(&report, &mut profile, &source, &lm)?
+        write_recommendation(&report, &mut profile, &source, &loaded)?
     } else {
         None
     };
     if args.json {
-        super::print_json(&json_report(&args, &lm, &source, &report, &written))
+        super::print_json(&json_report(&args, &loaded, &source, &report, &written))
     } else {
         print_report(&args, &report, written.as_ref());
         Ok(())
@@ -142,13 +142,17 @@ pub fn run(device: &super::DeviceArgs, args: VerifyArgs) -> anyhow::Result<()> {
 
 /// Runs the verification behind a progress bar of prompts, shown once the prompts are built
 /// (never with `--json`).
-fn run_with_bar(lm: &LoadedModel, plan: &VerifyPlan, json: bool) -> anyhow::Result<VerifyReport> {
+fn run_with_bar(
+    loaded: &LoadedModel,
+    plan: &VerifyPlan,
+    json: bool,
+) -> anyhow::Result<VerifyReport> {
     let bar = ProgressBar::hidden();
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} prompts {msg}",
     )?);
     let mut started = false;
-    let report = verify::run(lm, plan, &mut |p| match p {
+    let report = verify::run(loaded, plan, &mut |p| match p {
         VerifyProgress::Prompts(n) => {
             bar.set_length(n as u64);
             bar.reset_elapsed();
@@ -174,7 +178,7 @@ fn write_recommendation(
     report: &VerifyReport,
     profile: &mut Profile,
     source: &ProfileSource,
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
 ) -> anyhow::Result<Option<(Applied, PathBuf)>> {
     let applied = report.apply_to(profile);
     if applied == Applied::Unchanged {
@@ -182,7 +186,7 @@ fn write_recommendation(
     }
     let path = match source {
         ProfileSource::File(p) => p.clone(),
-        ProfileSource::BuiltIn(_) => default_profile_out(&lm.id),
+        ProfileSource::BuiltIn(_) => default_profile_out(&loaded.id),
     };
     profile.save_atomic(&path).with_context(|| {
         format!(
@@ -196,13 +200,13 @@ fn write_recommendation(
 
 fn json_report(
     args: &VerifyArgs,
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     source: &ProfileSource,
     report: &VerifyReport,
     written: &Option<(Applied, PathBuf)>,
 ) -> serde_json::Value {
     serde_json::json!({
-        "model": lm.id,
+        "model": loaded.id,
         "profile": source.to_string(),
         "fits": report.fits,
         "method": METHOD,

@@ -51,7 +51,7 @@ fn reference_book(shared: &Path, i: usize) -> String {
 #[test]
 fn calibration_prompts_reproduce_the_srh_reference() {
     let Some(shared) = shared_dir() else { return };
-    let Some(lm) = real_model() else { return };
+    let Some(loaded) = real_model() else { return };
     let r = json(&shared.join("reference/gemma-3-270m/srh_reference.json"));
     let needles: Vec<Needle> = r["needles"]
         .as_array()
@@ -64,7 +64,7 @@ fn calibration_prompts_reproduce_the_srh_reference() {
         .collect();
     let builders: Vec<_> = books
         .iter()
-        .map(|h| NiahBuilder::for_model(h, &lm))
+        .map(|h| NiahBuilder::for_model(h, &loaded))
         .collect();
     let samples = r["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 54);
@@ -100,11 +100,11 @@ fn golden_path() -> PathBuf {
 #[test]
 fn calibration_prompts_match_the_recorded_grid() {
     let Some(shared) = shared_dir() else { return };
-    let Some(lm) = real_model() else { return };
+    let Some(loaded) = real_model() else { return };
     let needles = parse_needles(builtin::NEEDLES, Path::new("built-in:needles.jsonl")).unwrap();
     let hay =
         load_haystack(&shared.join("datasets/compresskv-paper/needle/PaulGrahamEssays")).unwrap();
-    let b = NiahBuilder::for_model(&hay, &lm);
+    let b = NiahBuilder::for_model(&hay, &loaded);
     let mut cases = Vec::new();
     for ni in 0..needles.len() {
         for length in [1000, 2001, 4003] {

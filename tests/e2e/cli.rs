@@ -541,7 +541,7 @@ fn closed_stdout_pipe_is_not_a_panic() {
 /// model gets a warning naming both hashes — an error with `--strict-profile`.
 #[test]
 fn profile_weight_hash_is_checked() {
-    let Some(lm) = crate::common::real_model() else {
+    let Some(loaded) = crate::common::real_model() else {
         return;
     };
     let shipped = compresskv_runtime::profile::Profile::from_ron_str(
@@ -549,7 +549,7 @@ fn profile_weight_hash_is_checked() {
         "shipped",
     )
     .unwrap();
-    let hash = lm
+    let hash = loaded
         .model
         .weight_hash()
         .expect("GGUF tensors hash")

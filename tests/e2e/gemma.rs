@@ -16,39 +16,42 @@ fn ids_of(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-fn check_tokenizer(lm: &LoadedModel, shared: &std::path::Path) {
+fn check_tokenizer(loaded: &LoadedModel, shared: &std::path::Path) {
     let t = json(&shared.join("reference/gemma-3-270m/tokenizer.json"));
     for case in t["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         assert_eq!(
-            lm.tokenizer.encode(text, true).unwrap(),
+            loaded.tokenizer.encode(text, true).unwrap(),
             ids_of(&case["ids_bos"]),
             "ids (with BOS) of {text:?}"
         );
         assert_eq!(
-            lm.tokenizer.encode(text, false).unwrap(),
+            loaded.tokenizer.encode(text, false).unwrap(),
             ids_of(&case["ids_no_bos"]),
             "ids of {text:?}"
         );
         assert_eq!(
-            lm.tokenizer.decode(&ids_of(&case["ids_no_bos"])).unwrap(),
+            loaded
+                .tokenizer
+                .decode(&ids_of(&case["ids_no_bos"]))
+                .unwrap(),
             case["decoded"].as_str().unwrap()
         );
     }
 }
 
-fn check_prompt(lm: &LoadedModel, p: &serde_json::Value) {
+fn check_prompt(loaded: &LoadedModel, p: &serde_json::Value) {
     let name = p["name"].as_str().unwrap();
     let ids = ids_of(&p["ids"]);
     let text = p["text"].as_str().unwrap();
     assert_eq!(
-        lm.tokenizer.encode(text, true).unwrap(),
+        loaded.tokenizer.encode(text, true).unwrap(),
         ids,
         "{name}: prompt ids"
     );
 
-    let mut cache = KvCache::new(lm.model.spec());
-    let logits = lm.model.forward(&ids, &mut ForwardCtx::new(&mut cache));
+    let mut cache = KvCache::new(loaded.model.spec());
+    let logits = loaded.model.forward(&ids, &mut ForwardCtx::new(&mut cache));
     let ours: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
     let ref_ids = ids_of(&p["top10_ids"]);
     let ref_logits: Vec<f32> = p["top10_logits"]
@@ -96,18 +99,18 @@ fn check_prompt(lm: &LoadedModel, p: &serde_json::Value) {
         max_new_tokens: want.len(),
         ..Default::default()
     };
-    let out = generate(&lm.model, &lm.tokenizer, &ids, &opts, None).unwrap();
+    let out = generate(&loaded.model, &loaded.tokenizer, &ids, &opts, None).unwrap();
     assert_eq!(out.token_ids, want, "{name}: greedy continuation");
 }
 
 #[test]
 fn gemma3_270m_matches_reference() {
     let Some(shared) = shared_dir() else { return };
-    let Some(lm) = real_model() else { return };
-    check_tokenizer(&lm, &shared);
+    let Some(loaded) = real_model() else { return };
+    check_tokenizer(&loaded, &shared);
     let refs = json(&shared.join("reference/gemma-3-270m/model_logits.json"));
     for p in refs["prompts"].as_array().unwrap() {
-        check_prompt(&lm, p);
+        check_prompt(&loaded, p);
     }
 }
 
@@ -149,8 +152,8 @@ fn gemma3_270m_fast_path_tracks_exact() {
     let mut stats = [(0usize, 0usize, 0.0f64); 2];
     let vocab = exact.spec.vocab_size;
     let logits_of =
-        |lm: &compresskv_runtime::loader::LoadedModel, cache: &mut KvCache, ids: &[u32]| {
-            let l = lm
+        |loaded: &compresskv_runtime::loader::LoadedModel, cache: &mut KvCache, ids: &[u32]| {
+            let l = loaded
                 .model
                 .forward(ids, &mut ForwardCtx::new(cache).logits_last(ids.len()));
             l.into_data().try_to_vec::<f32>().unwrap()

@@ -15,10 +15,10 @@ use crate::common::{cpu_fast, json, real_model, real_model_on, shared_dir};
 #[test]
 fn layer_errors_reproduce_the_reference() {
     let Some(shared) = shared_dir() else { return };
-    let Some(lm) = real_model() else { return };
+    let Some(loaded) = real_model() else { return };
     // Three 1000-token samples (one counted, two not), to keep the test short.
     let picks = [(1, 1000, 20), (0, 1000, 60), (2, 1000, 0)];
-    check_against_reference(&shared, &lm, &picks, 2e-2);
+    check_against_reference(&shared, &loaded, &picks, 2e-2);
 }
 
 /// The default fast path (quantized weights, f16 KV cache on the host, the kernels; the
@@ -28,15 +28,15 @@ fn layer_errors_reproduce_the_reference() {
 #[test]
 fn layer_errors_on_the_fast_path() {
     let Some(shared) = shared_dir() else { return };
-    let Some(lm) = real_model_on(&cpu_fast()) else {
+    let Some(loaded) = real_model_on(&cpu_fast()) else {
         return;
     };
-    check_against_reference(&shared, &lm, &[(1, 1000, 20)], 1e-2);
+    check_against_reference(&shared, &loaded, &[(1, 1000, 20)], 1e-2);
 }
 
 fn check_against_reference(
     shared: &std::path::Path,
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     picks: &[(u64, u64, u64)],
     rel_tol: f64,
 ) {
@@ -46,12 +46,12 @@ fn check_against_reference(
         window: r["layer_error_window"].as_u64().unwrap() as usize,
         kernel: 5,
     };
-    assert_eq!(measured_layers(&lm.spec), vec![5, 11, 17]);
+    assert_eq!(measured_layers(&loaded.spec), vec![5, 11, 17]);
     let subsets: Vec<Vec<usize>> =
         serde_json::from_value(r["layer_error_subsets"].clone()).unwrap();
-    assert_eq!(subsets, all_subsets(lm.spec.n_heads));
+    assert_eq!(subsets, all_subsets(loaded.spec.n_heads));
     let needles = r["needles"].as_array().unwrap();
-    let eos = lm.eos_ids();
+    let eos = loaded.eos_ids();
     for &(ni, len, depth) in picks {
         let s = r["samples"]
             .as_array()
@@ -69,10 +69,10 @@ fn check_against_reference(
                 .unwrap()
                 .to_string(),
         };
-        let mut probe = ErrorProbe::all_subsets(settings, &lm.spec);
+        let mut probe = ErrorProbe::all_subsets(settings, &loaded.spec);
         let got = score_sample_with(
-            &lm.model,
-            &lm.tokenizer,
+            &loaded.model,
+            &loaded.tokenizer,
             &sample,
             r["max_new"].as_u64().unwrap() as usize,
             &eos,
@@ -86,7 +86,7 @@ fn check_against_reference(
             s["layer_err_steps"].as_u64().unwrap(),
             "{tag}: steps"
         );
-        for l in 0..lm.spec.n_layers {
+        for l in 0..loaded.spec.n_layers {
             let want = &s["layer_err"][l.to_string()];
             if want.is_null() {
                 assert!(got.layer_err[l].is_empty(), "{tag}: layer {l} not measured");

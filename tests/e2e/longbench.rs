@@ -16,15 +16,15 @@ use crate::common::{cpu, shared_dir};
 
 /// A profile for the tiny model so `compresskv` runs: SRH scores favour the last heads.
 fn write_profile(model_dir: &Path, out: &Path) {
-    let lm = load_hf_dir(model_dir, &cpu()).unwrap();
-    let s = &lm.spec;
+    let loaded = load_hf_dir(model_dir, &cpu()).unwrap();
+    let s = &loaded.spec;
     let scores: Vec<Vec<f64>> = (0..s.n_layers)
         .map(|_| (0..s.n_heads).map(|h| h as f64).collect())
         .collect();
     let p = Profile {
         schema_version: SCHEMA_VERSION,
         model_id: "test/tiny".into(),
-        fingerprint: Fingerprint::of(s, &lm.config_text, None),
+        fingerprint: Fingerprint::of(s, &loaded.config_text, None),
         srh_scores: scores.clone(),
         retrieval_scores: scores,
         layer_errors: None,

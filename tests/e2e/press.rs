@@ -4,7 +4,7 @@
 
 use compresskv_runtime::generate::{GenerateOptions, GenerateOutput, generate};
 use compresskv_runtime::loader::{LoadedModel, load_hf_dir};
-use compresskv_runtime::press::budget::Bounds;
+use compresskv_runtime::press::budget::ErrorAwareParams;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{
     Compressor, HeadProfile, PressParams, SlidingPolicy, method_names, press_by_name,
@@ -15,8 +15,8 @@ use crate::common::{cpu, shared_dir};
 const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
 
 /// A hand-made profile: head order reversed per layer, increasing layer errors.
-fn test_profile(lm: &LoadedModel) -> HeadProfile {
-    let s = &lm.spec;
+fn test_profile(loaded: &LoadedModel) -> HeadProfile {
+    let s = &loaded.spec;
     let errs: Vec<f64> = (1..=s.n_layers).map(|i| i as f64).collect();
     let total: f64 = errs.iter().sum();
     HeadProfile {
@@ -28,7 +28,7 @@ fn test_profile(lm: &LoadedModel) -> HeadProfile {
 }
 
 fn run(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     ids: &[u32],
     method: &str,
     budget: usize,
@@ -44,51 +44,52 @@ fn run(
         params,
         BudgetSpec::Entries(budget),
         sliding,
-        Bounds {
+        ErrorAwareParams {
             min: 6,
             max_factor: 3.0,
             error_weight: 1.0,
         },
-        Some(test_profile(lm)),
-        &lm.spec,
+        Some(test_profile(loaded)),
+        &loaded.spec,
     )
     .unwrap_or_else(|e| panic!("{method}: {e}"));
     let opts = GenerateOptions {
         max_new_tokens: 6,
         ..Default::default()
     };
-    generate(&lm.model, &lm.tokenizer, ids, &opts, Some(&c)).unwrap()
+    generate(&loaded.model, &loaded.tokenizer, ids, &opts, Some(&c)).unwrap()
 }
 
-fn prompt(lm: &LoadedModel) -> Vec<u32> {
+fn prompt(loaded: &LoadedModel) -> Vec<u32> {
     let text = "In a distant land, numbers like 12345 and 67890 were written on stones. ".repeat(4);
-    lm.tokenizer.encode(&text, true).unwrap()
+    loaded.tokenizer.encode(&text, true).unwrap()
 }
 
 #[test]
 fn every_method_decodes_from_a_compressed_cache_on_every_architecture() {
     let Some(shared) = shared_dir() else { return };
     for arch in ARCHS {
-        let lm = load_hf_dir(&shared.join(format!("reference/tiny/tiny-{arch}")), &cpu()).unwrap();
-        let ids = prompt(&lm);
+        let loaded =
+            load_hf_dir(&shared.join(format!("reference/tiny/tiny-{arch}")), &cpu()).unwrap();
+        let ids = prompt(&loaded);
         let n = ids.len();
-        let full = run(&lm, &ids, "full", 16, SlidingPolicy::Keep);
+        let full = run(&loaded, &ids, "full", 16, SlidingPolicy::Keep);
         for method in method_names() {
             for sliding in [SlidingPolicy::Keep, SlidingPolicy::Compress] {
                 // A budget ≥ the prompt keeps everything: identical to full.
-                let same = run(&lm, &ids, method, n + 5, sliding);
+                let same = run(&loaded, &ids, method, n + 5, sliding);
                 assert_eq!(
                     same.token_ids, full.token_ids,
                     "{arch}/{method}: budget ≥ prompt"
                 );
                 assert_eq!(same.kv_cache_bytes, full.kv_cache_bytes);
 
-                let out = run(&lm, &ids, method, 12, sliding);
+                let out = run(&loaded, &ids, method, 12, sliding);
                 assert_eq!(out.token_ids.len(), 6, "{arch}/{method}");
                 let kept = &out.compression.as_ref().unwrap().kept_per_layer;
-                let per_entry = lm.spec.kv_bytes_per_entry() / lm.spec.n_kv_heads;
+                let per_entry = loaded.spec.kv_bytes_per_entry() / loaded.spec.n_kv_heads;
                 // Bytes reported equal the arithmetic of what is kept.
-                let kv_heads = lm.spec.n_kv_heads;
+                let kv_heads = loaded.spec.n_kv_heads;
                 let bytes: usize = kept.iter().map(|&k| k * kv_heads * per_entry).sum();
                 if method != "adakv" {
                     assert_eq!(out.kv_cache_bytes, bytes, "{arch}/{method}");
@@ -104,7 +105,7 @@ fn every_method_decodes_from_a_compressed_cache_on_every_architecture() {
                 let layers_total: usize = kept.iter().sum();
                 let compressed = kept
                     .iter()
-                    .zip(&lm.spec.layers)
+                    .zip(&loaded.spec.layers)
                     .filter(|(_, l)| {
                         sliding == SlidingPolicy::Compress || l.attention.window().is_none()
                     })
@@ -119,16 +120,16 @@ fn every_method_decodes_from_a_compressed_cache_on_every_architecture() {
 #[test]
 fn bad_settings_are_refused_with_clear_errors() {
     let Some(shared) = shared_dir() else { return };
-    let lm = load_hf_dir(&shared.join("reference/tiny/tiny-llama"), &cpu()).unwrap();
+    let loaded = load_hf_dir(&shared.join("reference/tiny/tiny-llama"), &cpu()).unwrap();
     let mk = |method: &str, budget: usize, profile: Option<HeadProfile>, params: PressParams| {
         Compressor::new(
             press_by_name(method).unwrap(),
             params,
             BudgetSpec::Entries(budget),
             SlidingPolicy::Keep,
-            Bounds::default(),
+            ErrorAwareParams::default(),
             profile,
-            &lm.spec,
+            &loaded.spec,
         )
         .err()
         .map(|e| e.to_string())

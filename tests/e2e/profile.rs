@@ -13,7 +13,7 @@ use compresskv_profiler::layer_error::ErrorSettings;
 use compresskv_runtime::eval::niah::Haystack;
 use compresskv_runtime::generate::{GenerateOptions, generate};
 use compresskv_runtime::loader::{LoadedModel, load_hf_dir};
-use compresskv_runtime::press::budget::Bounds;
+use compresskv_runtime::press::budget::ErrorAwareParams;
 use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{
     Compressor, HeadProfile, PressParams, SlidingPolicy, press_by_name,
@@ -62,10 +62,10 @@ fn tiny(
     Vec<compresskv_profiler::calibrate::Needle>,
     Haystack,
 ) {
-    let lm = load_hf_dir(&shared.join("reference/tiny/tiny-gemma3"), &cpu()).unwrap();
+    let loaded = load_hf_dir(&shared.join("reference/tiny/tiny-gemma3"), &cpu()).unwrap();
     let needles = load_needles(&repo().join("calibration-data/needles.jsonl")).unwrap();
     let hay = load_haystack(&shared.join("reference/tiny")).unwrap();
-    (lm, needles[..2].to_vec(), hay)
+    (loaded, needles[..2].to_vec(), hay)
 }
 
 /// Everything but the timing fields.
@@ -78,12 +78,12 @@ fn comparable(mut p: Profile) -> Profile {
 #[test]
 fn profile_tiny_model_end_to_end_and_resume() {
     let Some(shared) = shared_dir() else { return };
-    let (lm, needles, hay) = tiny(&shared);
+    let (loaded, needles, hay) = tiny(&shared);
     let dir = temp("tiny-profile");
     let ck = dir.join("p.ron.partial.jsonl");
     let mut quiet = |_: usize, _: usize, _: &str| {};
     let (full, results) = profile_model(
-        &lm,
+        &loaded,
         &needles,
         &hay,
         &opts(None, false),
@@ -107,7 +107,7 @@ fn profile_tiny_model_end_to_end_and_resume() {
     // Interrupted after 2 samples, then resumed: the same profile.
     std::fs::remove_file(&ck).ok();
     let e = profile_model(
-        &lm,
+        &loaded,
         &needles,
         &hay,
         &opts(Some(2), false),
@@ -120,7 +120,7 @@ fn profile_tiny_model_end_to_end_and_resume() {
     assert_eq!(std::fs::read_to_string(&ck).unwrap().lines().count(), 2);
     let mut ran = 0;
     let (resumed, _) = profile_model(
-        &lm,
+        &loaded,
         &needles,
         &hay,
         &opts(None, true),
@@ -134,7 +134,7 @@ fn profile_tiny_model_end_to_end_and_resume() {
 
     // Layer errors on LongBench-format QA prompts instead (2 prompts, built-in templates).
     let qa = load_qa(
-        &lm,
+        &loaded,
         &[shared.join("datasets/longbench-v1-minilongbench/data/2wikimqa.jsonl")],
         None,
         2,
@@ -147,7 +147,7 @@ fn profile_tiny_model_end_to_end_and_resume() {
     let mut o = opts(None, false);
     o.errors.qa = Some(qa);
     std::fs::remove_file(&ck).ok();
-    let (with_qa, _) = profile_model(&lm, &needles, &hay, &o, &ck, b"x", &mut quiet).unwrap();
+    let (with_qa, _) = profile_model(&loaded, &needles, &hay, &o, &ck, b"x", &mut quiet).unwrap();
     let le = with_qa.layer_errors.as_ref().unwrap();
     assert_eq!(le.source, "qa");
     assert_eq!(le.per_dataset[0].0, "2wikimqa");
@@ -158,10 +158,10 @@ fn profile_tiny_model_end_to_end_and_resume() {
     let path = dir.join("tiny.ron");
     full.save_atomic(&path).unwrap();
     let p = Profile::load(&path).unwrap();
-    p.check_matches(&lm.spec, &lm.id, None).unwrap();
+    p.check_matches(&loaded.spec, &loaded.id, None).unwrap();
     let hp = HeadProfile {
-        srh_ranking: (0..lm.spec.n_layers)
-            .map(|l| p.top_srh_heads(l, lm.spec.n_heads))
+        srh_ranking: (0..loaded.spec.n_layers)
+            .map(|l| p.top_srh_heads(l, loaded.spec.n_heads))
             .collect(),
         layer_errors: p.layer_errors.as_ref().map(|e| e.per_layer.clone()),
     };
@@ -174,20 +174,20 @@ fn profile_tiny_model_end_to_end_and_resume() {
         },
         BudgetSpec::Entries(12),
         SlidingPolicy::Keep,
-        Bounds {
+        ErrorAwareParams {
             min: p.defaults.min_budget.min(12),
             max_factor: p.defaults.max_budget_factor,
             error_weight: 1.0,
         },
         Some(hp),
-        &lm.spec,
+        &loaded.spec,
     )
     .unwrap();
-    let ids = lm.tokenizer.encode(&hay.text()[..1500], true).unwrap();
+    let ids = loaded.tokenizer.encode(&hay.text()[..1500], true).unwrap();
     assert!(ids.len() > 40);
     let out = generate(
-        &lm.model,
-        &lm.tokenizer,
+        &loaded.model,
+        &loaded.tokenizer,
         &ids,
         &GenerateOptions {
             max_new_tokens: 4,
@@ -400,12 +400,12 @@ fn profile_import_paper_and_show_budgets_png() {
 #[test]
 fn profile_tune_tiny_model_cli() {
     let Some(shared) = shared_dir() else { return };
-    let (lm, needles, hay) = tiny(&shared);
+    let (loaded, needles, hay) = tiny(&shared);
     let dir = temp("tiny-tune");
     let mut quiet = |_: usize, _: usize, _: &str| {};
     let ck = dir.join("p.ron.partial.jsonl");
     let (p, _) = profile_model(
-        &lm,
+        &loaded,
         &needles,
         &hay,
         &opts(None, false),

@@ -23,12 +23,12 @@ fn mat(v: &serde_json::Value) -> Vec<Vec<f64>> {
 #[test]
 fn srh_calibration_reproduces_the_reference() {
     let Some(shared) = shared_dir() else { return };
-    let Some(lm) = real_model() else { return };
+    let Some(loaded) = real_model() else { return };
     let r = json(&shared.join("reference/gemma-3-270m/srh_reference.json"));
     let needles = r["needles"].as_array().unwrap();
     let samples = r["samples"].as_array().unwrap();
     let max_new = r["max_new"].as_u64().unwrap() as usize;
-    let eos = lm.eos_ids();
+    let eos = loaded.eos_ids();
     // Every counted sample (they define the scores) and a few that did not count.
     let mut uncounted = 0;
     let mut results = Vec::new();
@@ -53,7 +53,7 @@ fn srh_calibration_reproduces_the_reference() {
             span: span[0].as_u64().unwrap() as usize..span[1].as_u64().unwrap() as usize,
             answer: needle["real_needle"].as_str().unwrap().to_string(),
         };
-        let got = score_sample(&lm.model, &lm.tokenizer, &sample, max_new, &eos);
+        let got = score_sample(&loaded.model, &loaded.tokenizer, &sample, max_new, &eos);
         let want_gen: Vec<u32> = s["generated_ids"]
             .as_array()
             .unwrap()
@@ -83,14 +83,14 @@ fn srh_calibration_reproduces_the_reference() {
         }
         results.push(got);
     }
-    let (srh, _) = aggregate(&results, lm.spec.n_layers, lm.spec.n_heads);
+    let (srh, _) = aggregate(&results, loaded.spec.n_layers, loaded.spec.n_heads);
     let want = mat(&r["srh_score"]);
     for (layer, head) in [(5, 1), (11, 2), (17, 2)] {
-        let top = (0..lm.spec.n_heads)
+        let top = (0..loaded.spec.n_heads)
             .max_by(|&a, &b| srh[layer][a].total_cmp(&srh[layer][b]))
             .unwrap();
         assert_eq!(top, head, "top SRH of global layer {layer}");
-        for h in 0..lm.spec.n_heads {
+        for h in 0..loaded.spec.n_heads {
             assert!((srh[layer][h] - want[layer][h]).abs() <= 1e-2 * want[layer][h].abs() + 1e-4);
         }
     }

@@ -46,7 +46,7 @@ fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &Runtime
     {
         let dir = shared.join(format!("reference/tiny/tiny-{arch}"));
         let golden = json(&dir.join("golden.json"));
-        let mut lm = load_hf_dir(&dir, device).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        let mut loaded = load_hf_dir(&dir, device).unwrap_or_else(|e| panic!("{tag}: {e}"));
         for (pi, p) in golden["prompts"].as_array().unwrap().iter().enumerate() {
             let ids: Vec<u32> = p["ids"]
                 .as_array()
@@ -54,7 +54,7 @@ fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &Runtime
                 .iter()
                 .map(|v| v.as_u64().unwrap() as u32)
                 .collect();
-            let ours = lm
+            let ours = loaded
                 .tokenizer
                 .encode(p["text"].as_str().unwrap(), true)
                 .unwrap();
@@ -75,7 +75,7 @@ fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &Runtime
             // Small chunks too, so chunked prefill (and the sliding mask across chunks) is
             // checked against the reference.
             for chunk in [1024, 7] {
-                let rows = logits_rows(&mut lm.model, &ids, 3, chunk);
+                let rows = logits_rows(&mut loaded.model, &ids, 3, chunk);
                 for (r, (a, b)) in rows.iter().zip(&reference).enumerate() {
                     let d = max_abs_diff(a, b);
                     let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
@@ -97,7 +97,7 @@ fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &Runtime
                 max_new_tokens: want.len(),
                 ..Default::default()
             };
-            let out = generate(&lm.model, &lm.tokenizer, &ids, &opts, None).unwrap();
+            let out = generate(&loaded.model, &loaded.tokenizer, &ids, &opts, None).unwrap();
             assert_eq!(
                 out.token_ids, want,
                 "{tag} prompt {pi}: greedy continuation"
@@ -116,7 +116,7 @@ fn incremental_decode_equals_full_forward() {
             arch.split(' ').next().unwrap()
         ));
         let golden = json(&dir.join("golden.json"));
-        let mut lm = load_hf_dir(&dir, &device).unwrap();
+        let mut loaded = load_hf_dir(&dir, &device).unwrap();
         // The longer prompt: for gemma3 it exceeds the sliding window (16).
         let p = golden["prompts"].as_array().unwrap().last().unwrap();
         let ids: Vec<u32> = p["ids"]
@@ -126,10 +126,10 @@ fn incremental_decode_equals_full_forward() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         let n = ids.len();
-        let full = logits_rows(&mut lm.model, &ids, n, 1024);
+        let full = logits_rows(&mut loaded.model, &ids, n, 1024);
         let split = n / 2;
-        let mut cache = KvCache::new(lm.model.spec());
-        let l = lm
+        let mut cache = KvCache::new(loaded.model.spec());
+        let l = loaded
             .model
             .forward(&ids[..split], &mut ForwardCtx::new(&mut cache));
         let first: Vec<f32> = l.into_data().try_to_vec::<f32>().unwrap();
@@ -146,13 +146,13 @@ fn incremental_decode_equals_full_forward() {
         let d = max_abs_diff(&first, &full[split - 1]);
         assert!(d < tol, "{arch}: prefill logits at {split}: {d}");
         for (i, &t) in ids.iter().enumerate().skip(split) {
-            let l = lm.model.forward(&[t], &mut ForwardCtx::new(&mut cache));
+            let l = loaded.model.forward(&[t], &mut ForwardCtx::new(&mut cache));
             let row: Vec<f32> = l.into_data().try_to_vec::<f32>().unwrap();
             let d = max_abs_diff(&row, &full[i]);
             assert!(d < tol, "{arch}: step {i}: {d}");
         }
         assert_eq!(cache.next_pos, n);
-        if let Some(w) = lm.spec.layers[0].attention.window() {
+        if let Some(w) = loaded.spec.layers[0].attention.window() {
             assert!(
                 cache.layers[0].positions().len() <= w,
                 "{arch}: sliding layer holds ≤ window"

@@ -104,7 +104,7 @@ impl BenchPlan<'_> {
     /// progress.
     pub fn run(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         haystack: &Haystack,
         machine: &Machine,
         say: &dyn Fn(&str),
@@ -120,7 +120,7 @@ impl BenchPlan<'_> {
         let Some(&shortest) = self.lengths.iter().min() else {
             return Err(BenchError::Input("--lengths is empty".into()));
         };
-        let builder = NiahBuilder::for_model(haystack, lm);
+        let builder = NiahBuilder::for_model(haystack, loaded);
         let needle = Needle::san_francisco();
         let contenders = self.contenders;
         let window = contenders
@@ -133,7 +133,7 @@ impl BenchPlan<'_> {
             eos_ids: vec![],
             ..Default::default()
         };
-        let weights = lm.model.decode_weight_bytes();
+        let weights = loaded.model.decode_weight_bytes();
 
         // Warm-up: the first forward passes allocate and tune kernels.
         {
@@ -141,9 +141,9 @@ impl BenchPlan<'_> {
             let warm = builder
                 .peer_needle(&needle, length, 50.0)
                 .map_err(|source| BenchError::Prompt { length, source })?;
-            let pre = prefill(&lm.model, &warm.prompt_ids, window, self.decode_tokens)?;
+            let pre = prefill(&loaded.model, &warm.prompt_ids, window, self.decode_tokens)?;
             for c in contenders {
-                continue_from(&lm.model, &lm.tokenizer, &pre, &opts, dyn_c(c))?;
+                continue_from(&loaded.model, &loaded.tokenizer, &pre, &opts, dyn_c(c))?;
             }
         }
 
@@ -152,13 +152,13 @@ impl BenchPlan<'_> {
             let sample = builder
                 .peer_needle(&needle, length, 50.0)
                 .map_err(|source| BenchError::Prompt { length, source })?;
-            let (prefills, runs) = self.measure(lm, &sample.prompt_ids, window, &opts, say)?;
+            let (prefills, runs) = self.measure(loaded, &sample.prompt_ids, window, &opts, say)?;
             let prefill_ms = median(&prefills);
             for (c, r) in contenders.iter().zip(&runs) {
                 let compress_ms = median(&r.iter().map(|x| x.compress_ms).collect::<Vec<_>>());
                 let kv = r[0].kv;
                 let per_token = weights + kv;
-                let macs = lm.spec.prefill_macs(length);
+                let macs = loaded.spec.prefill_macs(length);
                 rows.push(BenchRow {
                     method: c.method.clone(),
                     length,
@@ -193,7 +193,7 @@ impl BenchPlan<'_> {
     #[allow(clippy::type_complexity)]
     fn measure(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         ids: &[u32],
         window: usize,
         opts: &GenerateOptions,
@@ -211,7 +211,7 @@ impl BenchPlan<'_> {
                 self.repeats
             ));
             reset_peak_rss();
-            let pre = prefill(&lm.model, ids, window, self.decode_tokens)?;
+            let pre = prefill(&loaded.model, ids, window, self.decode_tokens)?;
             let prefill_peak = peak_rss_bytes();
             prefills.push(pre.prefill_ms);
             // Compressing contenders first; the last run (an uncompressed one where listed)
@@ -224,10 +224,10 @@ impl BenchPlan<'_> {
                 reset_peak_rss();
                 let o = if k + 1 == order.len() {
                     let pre = pre.take().expect("the prefilled state is taken once");
-                    continue_owned(&lm.model, &lm.tokenizer, pre, opts, c)?
+                    continue_owned(&loaded.model, &loaded.tokenizer, pre, opts, c)?
                 } else {
                     let pre = pre.as_ref().expect("taken only by the last run");
-                    continue_from(&lm.model, &lm.tokenizer, pre, opts, c)?
+                    continue_from(&loaded.model, &loaded.tokenizer, pre, opts, c)?
                 };
                 let peak = match (prefill_peak, peak_rss_bytes()) {
                     (Some(p), Some(q)) => Some(p.max(q)),

@@ -114,25 +114,25 @@ impl Fitted<'_> {
     }
 }
 
-/// Checks that `profile` (from `source`) was made for `lm`: its shape, its config hash and,
+/// Checks that `profile` (from `source`) was made for `loaded`: its shape, its config hash and,
 /// where the profile records one, its weight hash. Verify is the strict check: other weights
 /// are an error here, not the warning `generate` gives. `model` is the model as the user named
 /// it (for the messages).
 pub fn check_fits<'a>(
     profile: &'a Profile,
     source: &ProfileSource,
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     model: &str,
 ) -> Result<Fitted<'a>, VerifyError> {
-    let config_hash = sha256_hex(lm.config_text.as_bytes());
+    let config_hash = sha256_hex(loaded.config_text.as_bytes());
     profile
-        .check_matches(&lm.spec, &lm.id, Some(&config_hash))
+        .check_matches(&loaded.spec, &loaded.id, Some(&config_hash))
         .map_err(|e| VerifyError::Misfit {
             profile: source.to_string(),
             model: model.to_string(),
             source: Box::new(e),
         })?;
-    if let Some(detail) = profile.weight_mismatch(lm.model.weight_hash()) {
+    if let Some(detail) = profile.weight_mismatch(loaded.model.weight_hash()) {
         return Err(VerifyError::OtherWeights {
             profile: source.to_string(),
             model: model.to_string(),
@@ -141,7 +141,7 @@ pub fn check_fits<'a>(
     }
     let weights = match (
         profile.fingerprint.weight_hash.is_empty(),
-        lm.model.weight_hash(),
+        loaded.model.weight_hash(),
     ) {
         (false, Some(_)) => "weight sha256 matches",
         (true, _) => "no weight hash recorded",
@@ -333,7 +333,7 @@ impl VerifyReport {
 /// Builds the held-out prompts, answers each with the full cache and CompressKV at every
 /// budget (skipping answers the rows file already has), and recommends a budget.
 pub fn run(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     plan: &VerifyPlan,
     progress: &mut dyn FnMut(VerifyProgress),
 ) -> Result<VerifyReport, VerifyError> {
@@ -347,11 +347,11 @@ pub fn run(
         seed: PASSKEY_SEED,
         ruler_words: None,
     };
-    let samples = grid.samples(lm, plan.haystack)?;
+    let samples = grid.samples(loaded, plan.haystack)?;
     let key = rows_key(&KeyInputs {
-        model_id: &lm.id,
-        weight_hash: lm.model.weight_hash().unwrap_or(""),
-        config_text: &lm.config_text,
+        model_id: &loaded.id,
+        weight_hash: loaded.model.weight_hash().unwrap_or(""),
+        config_text: &loaded.config_text,
         profile: plan.profile.profile,
         haystack_text: plan.haystack.text(),
         needles: &plan.needles.bytes,
@@ -360,7 +360,7 @@ pub fn run(
     let rows_path = plan.rows.path(&key)?;
     progress(VerifyProgress::Prompts(samples.len()));
     let rows = run_niah(
-        lm,
+        loaded,
         plan.task.task(),
         &samples,
         plan.contenders,

@@ -95,12 +95,12 @@ pub fn load_hf_dir(dir: &Path, device: &RuntimeDevice) -> Result<LoadedModel, Lo
 /// directory, or a `.gguf` file.
 pub fn load_model(arg: &str, device: &RuntimeDevice) -> Result<LoadedModel, LoadError> {
     let resolved = store::resolve_model(arg)?;
-    let mut lm = match &resolved.location {
+    let mut loaded = match &resolved.location {
         store::ModelLocation::HfDir(dir) => load_hf_dir(dir, device)?,
         store::ModelLocation::GgufFile(path) => load_gguf(path, device)?,
     };
-    lm.id = resolved.id;
-    Ok(lm)
+    loaded.id = resolved.id;
+    Ok(loaded)
 }
 
 /// Loads a GGUF file: metadata → spec, dequantized weights, SentencePiece tokenizer.

@@ -12,9 +12,10 @@ pub enum Allocator {
     ErrorAware,
 }
 
-/// Limits of the error-aware allocator.
+/// Parameters of the error-aware allocator: the per-layer floor, the cap (a multiple of the mean)
+/// and how far the shares follow the layer errors.
 #[derive(Debug, Clone, Copy)]
-pub struct Bounds {
+pub struct ErrorAwareParams {
     pub min: usize,
     pub max_factor: f64,
     /// How far the shares follow the layer errors: `w·share + (1 − w)/L` (1 = the paper,
@@ -23,9 +24,9 @@ pub struct Bounds {
     pub error_weight: f64,
 }
 
-impl Default for Bounds {
+impl Default for ErrorAwareParams {
     fn default() -> Self {
-        Bounds {
+        ErrorAwareParams {
             min: 32,
             max_factor: 3.0,
             error_weight: 1.0,
@@ -33,11 +34,11 @@ impl Default for Bounds {
     }
 }
 
-impl From<&crate::profile::Effective> for Bounds {
+impl From<&crate::profile::Effective> for ErrorAwareParams {
     /// The layer-budget bounds in force: the profile's min and max factor, the setting's
     /// error weight.
     fn from(e: &crate::profile::Effective) -> Self {
-        Bounds {
+        ErrorAwareParams {
             min: e.min_budget,
             max_factor: e.max_budget_factor,
             error_weight: e.settings.error_weight,
@@ -53,7 +54,7 @@ pub fn allocate(
     n: usize,
     b: usize,
     window: usize,
-    bounds: Bounds,
+    params: ErrorAwareParams,
     errors: Option<&[f64]>,
 ) -> (Vec<usize>, Option<String>) {
     if n == 0 {
@@ -64,7 +65,7 @@ pub fn allocate(
         Allocator::Pyramid => (pyramid(n, b, window), None),
         Allocator::ErrorAware => match errors {
             Some(e) if e.len() == n && e.iter().sum::<f64>() > 0.0 => {
-                (error_aware(e, b, bounds), None)
+                (error_aware(e, b, params), None)
             }
             _ => (
                 vec![b; n],
@@ -94,17 +95,17 @@ pub fn pyramid(n: usize, b: usize, window: usize) -> Vec<usize> {
 /// CompressKV: `budget_l = min + round(share_l × (L·B − L·min))`, clipped to
 /// `[min, max_factor·B]`, then corrected one entry at a time (by share order) until the total
 /// is exactly `L·B`. The shares are the normalised errors pulled toward `1/L` by
-/// `bounds.error_weight`.
-pub fn error_aware(errors: &[f64], b: usize, bounds: Bounds) -> Vec<usize> {
+/// `params.error_weight`.
+pub fn error_aware(errors: &[f64], b: usize, params: ErrorAwareParams) -> Vec<usize> {
     let n = errors.len();
     let total_err: f64 = errors.iter().sum();
-    let w = bounds.error_weight.clamp(0.0, 1.0);
+    let w = params.error_weight.clamp(0.0, 1.0);
     let shares: Vec<f64> = errors
         .iter()
         .map(|e| w * e / total_err + (1.0 - w) / n as f64)
         .collect();
-    let min = bounds.min.min(b);
-    let max = ((bounds.max_factor * b as f64).floor() as usize).max(b);
+    let min = params.min.min(b);
+    let max = ((params.max_factor * b as f64).floor() as usize).max(b);
     let spare = (n * b - n * min) as f64;
     let mut out: Vec<usize> = shares
         .iter()
@@ -165,7 +166,7 @@ mod tests {
             let n = 1 + (lcg(&mut seed) * 40.0) as usize;
             let b = 32 + (lcg(&mut seed) * 500.0) as usize;
             let errs: Vec<f64> = (0..n).map(|_| lcg(&mut seed).powi(3) + 1e-9).collect();
-            let out = error_aware(&errs, b, Bounds::default());
+            let out = error_aware(&errs, b, ErrorAwareParams::default());
             assert_eq!(out.iter().sum::<usize>(), n * b, "case {case}: {out:?}");
             assert!(
                 out.iter().all(|&x| x >= 32.min(b) && x <= 3 * b),
@@ -180,7 +181,7 @@ mod tests {
         for _ in 0..200 {
             let n = 2 + (lcg(&mut seed) * 30.0) as usize;
             let errs: Vec<f64> = (0..n).map(|_| lcg(&mut seed) + 1e-6).collect();
-            let out = error_aware(&errs, 128, Bounds::default());
+            let out = error_aware(&errs, 128, ErrorAwareParams::default());
             for i in 0..n {
                 for j in 0..n {
                     if errs[i] > errs[j] {
@@ -196,14 +197,14 @@ mod tests {
         // 3 layers, B = 100, min 32: spare = 300 − 96 = 204.
         // shares 0.5/0.3/0.2 → 32+102=134, 32+61=93 (61.2), 32+41=73 (40.8) = 300.
         assert_eq!(
-            error_aware(&[5.0, 3.0, 2.0], 100, Bounds::default()),
+            error_aware(&[5.0, 3.0, 2.0], 100, ErrorAwareParams::default()),
             vec![134, 93, 73]
         );
         // A dominant layer is clipped at 3B and the rest is redistributed.
         // 8 layers, B = 64: 32 + 1.0 × 256 = 288 > 3B = 192.
         let mut errs = vec![0.001; 8];
         errs[0] = 1000.0;
-        let out = error_aware(&errs, 64, Bounds::default());
+        let out = error_aware(&errs, 64, ErrorAwareParams::default());
         assert_eq!(out[0], 192);
         assert_eq!(out.iter().sum::<usize>(), 512);
         assert!(out[1..].iter().all(|&x| (45..=46).contains(&x)), "{out:?}");
@@ -216,9 +217,9 @@ mod tests {
             error_aware(
                 &errs,
                 100,
-                Bounds {
+                ErrorAwareParams {
                     error_weight: w,
-                    ..Bounds::default()
+                    ..ErrorAwareParams::default()
                 },
             )
         };
@@ -242,7 +243,14 @@ mod tests {
 
     #[test]
     fn missing_errors_fall_back_to_uniform_with_a_note() {
-        let (b, note) = allocate(Allocator::ErrorAware, 3, 64, 8, Bounds::default(), None);
+        let (b, note) = allocate(
+            Allocator::ErrorAware,
+            3,
+            64,
+            8,
+            ErrorAwareParams::default(),
+            None,
+        );
         assert_eq!(b, vec![64, 64, 64]);
         assert!(note.unwrap().contains("uniform"));
     }

@@ -2,7 +2,7 @@
 //! compressed layer, keep the selection (physically), and report. It implements the generation
 //! loop's [`CacheCompressor`], so generation never names a method.
 
-use super::budget::{Bounds, allocate};
+use super::budget::{ErrorAwareParams, allocate};
 use super::{HeadProfile, LayerView, Press, PressError, PressParams, select};
 use crate::cache::KvCache;
 use crate::generate::{CacheCompressor, CompressError, CompressionReport};
@@ -42,11 +42,18 @@ pub fn layer_budgets(
     layers: &[usize],
     b: usize,
     window: usize,
-    bounds: Bounds,
+    error_aware: ErrorAwareParams,
     errors: Option<&[f64]>,
 ) -> (Vec<usize>, Option<String>) {
     let errs: Option<Vec<f64>> = errors.map(|e| layers.iter().map(|&l| e[l]).collect());
-    allocate(allocator, layers.len(), b, window, bounds, errs.as_deref())
+    allocate(
+        allocator,
+        layers.len(),
+        b,
+        window,
+        error_aware,
+        errs.as_deref(),
+    )
 }
 
 pub struct Compressor {
@@ -54,7 +61,7 @@ pub struct Compressor {
     pub params: PressParams,
     pub budget: BudgetSpec,
     pub sliding: SlidingPolicy,
-    pub bounds: Bounds,
+    pub error_aware: ErrorAwareParams,
     pub profile: Option<HeadProfile>,
 }
 
@@ -65,7 +72,7 @@ impl Compressor {
         params: PressParams,
         budget: BudgetSpec,
         sliding: SlidingPolicy,
-        bounds: Bounds,
+        error_aware: ErrorAwareParams,
         profile: Option<HeadProfile>,
         spec: &ModelSpec,
     ) -> Result<Self, PressError> {
@@ -99,11 +106,13 @@ impl Compressor {
                 params.kernel
             )));
         }
-        if !(bounds.error_weight.is_finite() && (0.0..=1.0).contains(&bounds.error_weight)) {
+        if !(error_aware.error_weight.is_finite()
+            && (0.0..=1.0).contains(&error_aware.error_weight))
+        {
             return Err(PressError::BadBudget(format!(
                 "--error-weight {} must be between 0 (uniform layer budgets) and 1 (from the \
                  layer errors)",
-                bounds.error_weight
+                error_aware.error_weight
             )));
         }
         press.check(spec, profile.as_ref(), &params)?;
@@ -112,7 +121,7 @@ impl Compressor {
             params,
             budget,
             sliding,
-            bounds,
+            error_aware,
             profile,
         })
     }
@@ -164,7 +173,7 @@ impl CacheCompressor for Compressor {
             &layers,
             b,
             self.params.window,
-            self.bounds,
+            self.error_aware,
             errors,
         );
         report.notes.extend(note);

@@ -71,7 +71,7 @@ impl Default for PressParams {
 }
 
 impl From<&crate::profile::Settings> for PressParams {
-    /// The scoring knobs of a setting (the layer-budget knob goes to [`budget::Bounds`]).
+    /// The scoring knobs of a setting (the layer-budget knob goes to [`budget::ErrorAwareParams`]).
     fn from(s: &crate::profile::Settings) -> Self {
         PressParams {
             window: s.window,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::PressError;
-use super::budget::{Allocator, Bounds};
+use super::budget::{Allocator, ErrorAwareParams};
 use super::engine::layer_budgets;
 use crate::profile::{Fingerprint, Profile, Settings};
 
@@ -57,7 +57,7 @@ pub fn budget_plan(p: &Profile, b: usize) -> Result<BudgetPlan, PressError> {
         &layers,
         b,
         settings.window,
-        Bounds::from(&effective),
+        ErrorAwareParams::from(&effective),
         errors,
     );
     let mut layer_budgets = vec![None; n];

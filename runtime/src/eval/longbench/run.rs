@@ -133,11 +133,11 @@ impl LongBenchRun<'_> {
     /// skipped and what runs now.
     pub fn run(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         rows_path: &Path,
         progress: &mut dyn FnMut(u64, &str),
     ) -> Result<Vec<SummaryRow>, RunError> {
-        let ctx = lm.spec.max_position_embeddings;
+        let ctx = loaded.spec.max_position_embeddings;
         for (ds, _) in self.samples {
             let max_new = max_new_tokens(self.config, ds)?;
             if self.max_length + max_new > ctx {
@@ -166,7 +166,7 @@ impl LongBenchRun<'_> {
             .filter_map(|c| c.compressor.as_ref().map(CacheCompressor::window))
             .max()
             .unwrap_or(0);
-        let special_prefix = special_prefix(&lm.tokenizer)?;
+        let special_prefix = special_prefix(&loaded.tokenizer)?;
         for (ds, list) in self.samples {
             let max_new = max_new_tokens(self.config, ds)?;
             for (i, sample) in list.iter().enumerate() {
@@ -187,7 +187,7 @@ impl LongBenchRun<'_> {
                     settings: &self.settings,
                 };
                 let one = SampleRun {
-                    lm,
+                    loaded,
                     config: self.config,
                     dataset: ds,
                     index: i,
@@ -224,7 +224,7 @@ struct SampleSettings<'a> {
 
 /// One sample of one dataset.
 struct SampleRun<'a> {
-    lm: &'a LoadedModel,
+    loaded: &'a LoadedModel,
     config: &'a LongBenchConfig,
     dataset: &'a str,
     index: usize,
@@ -242,14 +242,14 @@ impl SampleRun<'_> {
         progress: &mut dyn FnMut(u64, &str),
         emit: &mut dyn FnMut(Row) -> Result<(), RunError>,
     ) -> Result<(), RunError> {
-        let (lm, ds, s) = (self.lm, self.dataset, self.settings);
-        let tok = &lm.tokenizer;
+        let (loaded, ds, s) = (self.loaded, self.dataset, self.settings);
+        let tok = &loaded.tokenizer;
         let mut sample = self.sample.clone();
         // The file name decides the template and metric (LongBench-E files keep the base name).
         sample.dataset = ds.to_string();
         let (ids, truncated, answer) = self.prompt(&sample)?;
 
-        let model = &lm.model;
+        let model = &loaded.model;
         let pre = prefill(model, &ids, s.capture, s.max_new.max(answer.len()))?;
         let t = Instant::now();
         let full_lp = teacher_forced_logprobs(model, pre.cache.clone(), &pre.first_logits, &answer);
@@ -315,7 +315,7 @@ impl SampleRun<'_> {
     /// does), whether it was truncated, and the reference answer's ids for teacher forcing.
     fn prompt(&self, sample: &LongBenchSample) -> Result<(Vec<u32>, bool, Vec<u32>), RunError> {
         let s = self.settings;
-        let tok = &self.lm.tokenizer;
+        let tok = &self.loaded.tokenizer;
         let full_prompt = self.config.build_prompt(sample)?;
         let enc = |t: &str| -> Vec<u32> {
             tok.encode(t, false)
@@ -341,10 +341,10 @@ impl SampleRun<'_> {
         &self,
         first_logits: &[f32],
     ) -> Result<(Vec<f32>, GenerateOptions), RunError> {
-        let mut eos = self.lm.eos_ids();
+        let mut eos = self.loaded.eos_ids();
         let mut first_logits = first_logits.to_vec();
         if stops_at_newline(self.dataset) {
-            if let Some(&nl) = self.lm.tokenizer.encode("\n", false)?.last() {
+            if let Some(&nl) = self.loaded.tokenizer.encode("\n", false)?.last() {
                 eos.push(nl);
             }
             for &e in &eos {

@@ -203,10 +203,10 @@ impl NiahGrid<'_> {
     /// Every prompt with its sample index; the same seed gives the same prompts.
     pub fn samples(
         &self,
-        lm: &LoadedModel,
+        loaded: &LoadedModel,
         haystack: &Haystack,
     ) -> Result<Vec<(usize, NiahSample)>, NiahError> {
-        let builder = NiahBuilder::for_model(haystack, lm);
+        let builder = NiahBuilder::for_model(haystack, loaded);
         let mut out = Vec::new();
         for &length in self.lengths {
             for &depth in self.depths {
@@ -253,7 +253,7 @@ impl NiahGrid<'_> {
 /// the file's rows for these prompts (earlier runs' other methods included).
 /// `progress(message)` is called once per prompt before it runs.
 pub fn run_niah(
-    lm: &LoadedModel,
+    loaded: &LoadedModel,
     task: Task,
     samples: &[(usize, NiahSample)],
     contenders: &[Contender],
@@ -261,7 +261,7 @@ pub fn run_niah(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<NiahRow>, NiahRunError> {
     // Before any work: a prompt that cannot be answered inside the context fails now, not hours in.
-    let context = lm.spec.max_position_embeddings;
+    let context = loaded.spec.max_position_embeddings;
     for (_, s) in samples {
         if s.prompt_ids.len() + s.max_new_tokens > context {
             return Err(NiahRunError::ContextTooShort {
@@ -276,7 +276,7 @@ pub fn run_niah(
     let mut rows: Vec<NiahRow> = read_rows(rows_path)?;
     let done: HashSet<RowKey> = rows.iter().map(NiahRow::key).collect();
     let mut out = RowWriter::append(rows_path)?;
-    let eos = lm.eos_ids();
+    let eos = loaded.eos_ids();
     for (idx, s) in samples {
         progress(&format!("length {} depth {}", s.length, s.depth));
         let todo: Vec<Contender<&Compressor>> = contenders
@@ -292,13 +292,18 @@ pub fn run_niah(
             eos_ids: eos.clone(),
             ..Default::default()
         };
-        let outs = run_contenders(&lm.model, &lm.tokenizer, &s.prompt_ids, &todo, &opts).map_err(
-            |source| NiahRunError::Generate {
-                length: s.length,
-                depth: s.depth,
-                source,
-            },
-        )?;
+        let outs = run_contenders(
+            &loaded.model,
+            &loaded.tokenizer,
+            &s.prompt_ids,
+            &todo,
+            &opts,
+        )
+        .map_err(|source| NiahRunError::Generate {
+            length: s.length,
+            depth: s.depth,
+            source,
+        })?;
         for (c, o) in todo.iter().zip(outs) {
             let row = NiahRow {
                 task: task_name(task).into(),
