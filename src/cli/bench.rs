@@ -87,7 +87,33 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
             "rows": rows,
         }));
     }
-    let t = Table::new()
+    println!("{}", render_rows(&rows));
+    println!(
+        "{} on {}, {} threads; median of {} repeats after a warm-up; decode of {} tokens; \
+         prefill shared by the methods of a length. Decode reads {} of weights per token{}{}.",
+        loaded.id,
+        device.describe(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        args.repeats,
+        args.decode_tokens,
+        bytes(weights),
+        bandwidth.map_or(String::new(), |b| format!(
+            "; measured memory read bandwidth {:.1} GB/s",
+            b / 1e9
+        )),
+        fma_peak.map_or(String::new(), |p| format!(
+            "; measured f32 FMA peak {:.0} GFLOP/s (the prefill compute bound)",
+            2.0 * p / 1e9
+        ))
+    );
+    Ok(())
+}
+
+/// The human table of the bench rows.
+fn render_rows(rows: &[BenchRow]) -> String {
+    Table::new()
         .col("method", |r: &BenchRow| match r.budget {
             Some(b) => format!("{} @ {b}", r.method),
             None => r.method.clone(),
@@ -117,27 +143,6 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
         .col("bandwidth bound", |r| {
             r.bandwidth_bound_tokens_per_s
                 .map_or("-".into(), |b| format!("{b:.1} tok/s"))
-        });
-    println!("{}", t.render(&rows));
-    println!(
-        "{} on {}, {} threads; median of {} repeats after a warm-up; decode of {} tokens; \
-         prefill shared by the methods of a length. Decode reads {} of weights per token{}{}.",
-        loaded.id,
-        device.describe(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        args.repeats,
-        args.decode_tokens,
-        bytes(weights),
-        bandwidth.map_or(String::new(), |b| format!(
-            "; measured memory read bandwidth {:.1} GB/s",
-            b / 1e9
-        )),
-        fma_peak.map_or(String::new(), |p| format!(
-            "; measured f32 FMA peak {:.0} GFLOP/s (the prefill compute bound)",
-            2.0 * p / 1e9
-        ))
-    );
-    Ok(())
+        })
+        .render(rows)
 }

@@ -183,7 +183,7 @@ pub fn quantize(format: BlockFormat, src: &[f32]) -> Option<Vec<u8>> {
 /// function sees `&[u8; B]` / `&mut [f32; N]` and the compiler can drop all
 /// bounds checks inside it. Lengths were validated by the caller.
 #[inline(always)]
-fn blocks<const B: usize, const N: usize>(
+pub(crate) fn blocks<const B: usize, const N: usize>(
     src: &[u8],
     dst: &mut [f32],
     f: impl Fn(&[u8; B], &mut [f32; N]),

@@ -144,10 +144,18 @@ fn check_existing(
             ),
         });
     }
-    let present = FetchReport {
-        path: file.to_path_buf(),
-        already_present: true,
-        bytes: model.size,
+    let present = |progress: &mut dyn FnMut(&str)| {
+        progress(&format!(
+            "{} already present at {} ({}, sha256 verified)",
+            model.id,
+            file.display(),
+            human_bytes(model.size)
+        ));
+        Some(FetchReport {
+            path: file.to_path_buf(),
+            already_present: true,
+            bytes: model.size,
+        })
     };
     if meta.len() != model.size {
         progress(&format!(
@@ -159,25 +167,13 @@ fn check_existing(
         return Ok(None);
     }
     if marker_ok(file, &meta, model.sha256) {
-        progress(&format!(
-            "{} already present at {} ({}, sha256 verified)",
-            model.id,
-            file.display(),
-            human_bytes(model.size)
-        ));
-        return Ok(Some(present));
+        return Ok(present(progress));
     }
     progress(&format!("verifying sha256 of existing {}", file.display()));
     let actual = sha256_file(file)?;
     if actual.eq_ignore_ascii_case(model.sha256) {
         write_marker(file, model.sha256)?;
-        progress(&format!(
-            "{} already present at {} ({}, sha256 verified)",
-            model.id,
-            file.display(),
-            human_bytes(model.size)
-        ));
-        return Ok(Some(present));
+        return Ok(present(progress));
     }
     progress(&format!(
         "{} has the wrong sha256 ({actual}): assembling it again",

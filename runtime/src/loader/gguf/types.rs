@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::{GgufError, Result};
-use crate::kernels::blocks::BlockFormat;
+use crate::kernels::blocks::{BlockFormat, blocks};
 
 /// ggml tensor element types, with the on-disk ids from ggml.h.
 ///
@@ -353,20 +353,4 @@ pub(super) fn dequantize_impl(
         }
     }
     Ok(())
-}
-
-/// Drive a per-block decoder over fixed-size array views, so each block
-/// function sees `&[u8; B]` / `&mut [f32; N]` and the compiler can drop all
-/// bounds checks inside it. Lengths were validated by the caller.
-#[inline(always)]
-fn blocks<const B: usize, const N: usize>(
-    src: &[u8],
-    dst: &mut [f32],
-    f: impl Fn(&[u8; B], &mut [f32; N]),
-) {
-    let (src, _) = src.as_chunks::<B>();
-    let (dst, _) = dst.as_chunks_mut::<N>();
-    for (b, y) in src.iter().zip(dst.iter_mut()) {
-        f(b, y);
-    }
 }

@@ -52,7 +52,7 @@ mod special_names;
 mod tests;
 mod trie;
 
-use special_names::{CONTROL_BY_NAME, EOG_BY_NAME, EOT_BY_NAME};
+use special_names::{EOG_BY_NAME, EOT_BY_NAME, FIM_BY_NAME};
 use trie::{FxMap, Trie};
 
 /// GGUF `tokenizer.ggml.token_type` values.
@@ -251,7 +251,7 @@ fn attributes(types: &[i32], pieces: &[String], piece_to_id: &FxMap<String, u32>
             _ => attr::UNDEFINED,
         })
         .collect();
-    for name in CONTROL_BY_NAME {
+    for name in EOG_BY_NAME.iter().chain(FIM_BY_NAME) {
         if let Some(&id) = piece_to_id.get(*name) {
             attrs[id as usize] |= attr::CONTROL;
         }

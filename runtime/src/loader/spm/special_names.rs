@@ -1,10 +1,8 @@
 //! Piece texts llama.cpp marks by name (end-of-turn, end-of-generation, fill-in-the-middle
 //! markers), whatever type the GGUF gives them; kept apart because they are long data tables.
 
-/// Piece texts that llama.cpp force-marks as control (end-of-turn, end-of-generation and
-/// fill-in-the-middle markers recognised by name in `llama_vocab::impl::load`).
-pub(super) const CONTROL_BY_NAME: &[&str] = &[
-    // EOT / EOG names
+/// Piece texts that llama.cpp counts as end-of-generation (besides the EOS / EOT ids).
+pub(super) const EOG_BY_NAME: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
@@ -24,7 +22,11 @@ pub(super) const CONTROL_BY_NAME: &[&str] = &[
     "<end_of_utterance>",
     "<eos>",
     "<｜end▁of▁sentence｜>",
-    // FIM names
+];
+
+/// Fill-in-the-middle marker texts; with [`EOG_BY_NAME`], what llama.cpp force-marks as control
+/// (recognised by name in `llama_vocab::impl::load`).
+pub(super) const FIM_BY_NAME: &[&str] = &[
     "<|fim_prefix|>",
     "<fim-prefix>",
     "<fim_prefix>",
@@ -52,29 +54,6 @@ pub(super) const CONTROL_BY_NAME: &[&str] = &[
     "<fim-repo>",
     "<REPO>",
     "<|file_sep|>",
-];
-
-/// Piece texts that llama.cpp counts as end-of-generation (besides the EOS / EOT ids).
-pub(super) const EOG_BY_NAME: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<|flush|>",
-    "<|calls|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "</s>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "[EOS]",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-    "<eos>",
-    "<｜end▁of▁sentence｜>",
 ];
 
 /// Piece texts llama.cpp recognises as the end-of-turn token when the GGUF has no
