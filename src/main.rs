@@ -1,6 +1,7 @@
 //! `compresskv`: the command-line edge. Errors become `anyhow` here; libraries use `thiserror`.
 
 mod cli;
+mod server;
 
 use clap::Parser;
 

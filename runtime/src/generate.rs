@@ -440,7 +440,7 @@ pub fn compress_copy(
 }
 
 /// Compresses `cache` (the prefill's cache or a copy of it) with `pre`'s captured queries.
-fn compress_into(
+pub fn compress_into(
     model: &dyn CausalLM,
     pre: &Prefilled,
     mut cache: KvCache,

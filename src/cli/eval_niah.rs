@@ -246,6 +246,9 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A task's prompts, each with its sample index.
+type TaskPrompts = (Task, Vec<(usize, NiahSample)>);
+
 /// Every prompt of every task, built before any decoding so that a length that does not fit
 /// fails first.
 fn build_prompts(
@@ -254,7 +257,7 @@ fn build_prompts(
     tasks: &[Task],
     ruler_words: Option<&RulerWords>,
     haystack: &Haystack,
-) -> anyhow::Result<Vec<(Task, Vec<(usize, NiahSample)>)>> {
+) -> anyhow::Result<Vec<TaskPrompts>> {
     let needles = match &args.needles {
         Some(p) => load_needles(p).with_context(|| format!("reading --needles {}", p.display()))?,
         None => vec![Needle::san_francisco()],

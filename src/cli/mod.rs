@@ -13,6 +13,7 @@ mod profile;
 mod profile_load;
 mod profile_tune;
 mod profile_verify;
+mod serve;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -95,6 +96,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Generate text from a prompt (optionally with a compressed KV cache).
     Generate(generate::GenerateArgs),
+    /// An OpenAI-compatible HTTP server: concurrent sessions, each with its compressed cache,
+    /// admitted against a KV memory budget.
+    Serve(serve::ServeArgs),
     /// Download and verify a model (e.g. google/gemma-3-270m) or the NIAH haystack into the cache.
     Fetch(fetch::FetchArgs),
     /// Profile a model once (Semantic Retrieval Heads, layer eviction errors) into the user's
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(&cli.device, a),
         Command::Generate(a) => generate::run(&cli.device, a),
+        Command::Serve(a) => serve::run(&cli.device, a),
         Command::Fetch(a) => fetch::run(a),
         Command::Profile(a) => profile::run(&cli.device, *a),
         Command::Bench(a) => bench::run(&cli.device, a),

@@ -13,6 +13,7 @@ mod layer_error;
 mod longbench;
 mod press;
 mod profile;
+mod serve;
 mod srh;
 mod tiny;
 mod verify;

@@ -34,6 +34,9 @@ pub struct LoadedModel {
     pub path: PathBuf,
     /// Text of `config.json` (or the GGUF metadata summary) for fingerprinting.
     pub config_text: String,
+    /// The model's Jinja chat template (GGUF `tokenizer.chat_template`, or the HF directory's
+    /// `chat_template.jinja` / `tokenizer_config.json`), where it ships one.
+    pub chat_template: Option<String>,
 }
 
 impl LoadedModel {
@@ -88,6 +91,32 @@ pub fn load_hf_dir(dir: &Path, device: &RuntimeDevice) -> Result<LoadedModel, Lo
         tokenizer,
         path: dir.to_path_buf(),
         config_text,
+        chat_template: hf_chat_template(dir)?,
+    })
+}
+
+/// An HF directory's chat template: `chat_template.jinja` (newer exports), else
+/// `tokenizer_config.json`'s `chat_template` (a string, or named templates of which `default`).
+fn hf_chat_template(dir: &Path) -> Result<Option<String>, LoadError> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| LoadError::io(&jinja, e));
+    }
+    let cfg = dir.join("tokenizer_config.json");
+    if !cfg.exists() {
+        return Ok(None);
+    }
+    let v = read_json(&cfg)?;
+    Ok(match v.get("chat_template") {
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(serde_json::Value::Array(named)) => named
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|t| t.get("template")?.as_str())
+            .map(String::from),
+        _ => None,
     })
 }
 
@@ -119,5 +148,10 @@ pub fn load_gguf(path: &Path, device: &RuntimeDevice) -> Result<LoadedModel, Loa
         tokenizer: TextTokenizer::Spm(Box::new(spm)),
         path: path.to_path_buf(),
         config_text: gguf_spec::config_summary(&source.file),
+        chat_template: source
+            .file
+            .meta("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(String::from),
     })
 }

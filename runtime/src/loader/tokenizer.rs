@@ -79,6 +79,25 @@ impl TextTokenizer {
         }
     }
 
+    /// Token ids of a rendered chat prompt: the text of special tokens (`<start_of_turn>`,
+    /// `<bos>`, `<|im_start|>`) becomes those tokens, and no BOS is added (the chat template
+    /// writes it), as HF `apply_chat_template(tokenize=True)` and llama-server do.
+    pub fn encode_chat(&self, text: &str) -> Result<Vec<u32>, LoadError> {
+        match self {
+            // tokenizers always splits on its added (special) tokens first.
+            TextTokenizer::Hf(_) => self.encode(text, false),
+            TextTokenizer::Spm(t) => Ok(t.encode_with_special(text, false, true)),
+        }
+    }
+
+    /// The vocabulary's text of token `id` (e.g. `"<bos>"`), for chat templates.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        match self {
+            TextTokenizer::Hf(t) => t.id_to_token(id),
+            TextTokenizer::Spm(t) => t.id_to_piece(id).map(String::from),
+        }
+    }
+
     /// Extra end-of-generation ids the vocabulary defines (e.g. Gemma's `<end_of_turn>`).
     pub fn extra_eos_ids(&self) -> Vec<u32> {
         match self {

@@ -1,0 +1,597 @@
+//! The scheduler: one thread owns the model and steps every session, admitting queued requests
+//! between decode steps while their KV cache fits `--kv-mem`.
+//!
+//! Each session keeps its own (compressed, ragged) cache; a step runs one token of every active
+//! session in turn, so a session's tokens do not depend on what else is running (greedy output
+//! decoded among others equals the output decoded alone). Memory is accounted before it is
+//! used: a request is admitted only when the peak of its prefill (the full prompt cache, before
+//! compression) fits next to what the running sessions may still grow to.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, mpsc};
+
+use compresskv_runtime::cache::KvCache;
+use compresskv_runtime::generate::{CacheCompressor, Sampler, compress_into, prefill};
+use compresskv_runtime::loader::LoadedModel;
+use compresskv_runtime::model::{CausalLM, ForwardCtx};
+use compresskv_runtime::press::Compressor;
+use serde::Serialize;
+use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+/// How a request's cache is compressed after prefill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compression {
+    pub method: String,
+    /// Mean entries kept per compressed layer; `None` with `full`.
+    pub budget: Option<usize>,
+}
+
+impl Compression {
+    pub fn label(&self) -> String {
+        match self.budget {
+            Some(b) => format!("{}@{b}", self.method),
+            None => self.method.clone(),
+        }
+    }
+}
+
+/// Builds the compressor of a method at a budget (the CLI's press flags and the model's
+/// profile, found by model id).
+pub type CompressorFactory =
+    Box<dyn Fn(&LoadedModel, &str, usize) -> anyhow::Result<Compressor> + Send>;
+
+/// Sampling and stopping of one request.
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub stop: Vec<String>,
+}
+
+/// A request for the scheduler.
+pub struct Job {
+    pub prompt_ids: Vec<u32>,
+    pub sampling: Sampling,
+    pub compression: Compression,
+    pub events: UnboundedSender<Event>,
+}
+
+/// Why a session ended (OpenAI's `finish_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finish {
+    /// End of generation or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+/// What a session reports back to its request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text (already cut at a stop string; never half a UTF-8 character).
+    Delta(String),
+    Done {
+        finish: Finish,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        kv_cache_bytes: usize,
+        kv_cache_bytes_full: usize,
+    },
+    /// The request failed; `status` is the HTTP status it maps to.
+    Error { status: u16, message: String },
+}
+
+/// Commands from the HTTP side.
+pub enum Cmd {
+    Submit(Job),
+    Tokenize {
+        text: String,
+        /// Special-token text becomes those tokens, no BOS added (a rendered chat prompt).
+        chat: bool,
+        reply: oneshot::Sender<Result<Vec<u32>, String>>,
+    },
+}
+
+/// Scheduler limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub parallel: usize,
+    pub kv_mem_bytes: usize,
+    pub queue: usize,
+    pub ctx_size: usize,
+}
+
+/// One running session, as `GET /slots` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotInfo {
+    pub id: u64,
+    pub compression: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Positions the session has seen (prompt + generated).
+    pub logical_length: usize,
+    pub kv_cache_bytes: usize,
+    /// What the full cache of the same length would take.
+    pub kv_cache_bytes_full: usize,
+    /// `kv_cache_bytes / kv_cache_bytes_full`.
+    pub kv_ratio: f64,
+}
+
+/// What the HTTP side reads: readiness, slots, counters (for `/health`, `/slots`, `/metrics`).
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub loading_error: Option<String>,
+    /// Set once the model is loaded: the limits in force and the default compression.
+    pub settings: Option<(Limits, Compression)>,
+    pub model_id: String,
+    /// Where the model's profile came from (`None`: none found).
+    pub profile: Option<String>,
+    pub slots: Vec<SlotInfo>,
+    pub queued: usize,
+    /// Bytes the running sessions hold now.
+    pub kv_bytes_used: usize,
+    /// Bytes reserved for them (now plus what their remaining tokens may add).
+    pub kv_bytes_reserved: usize,
+    pub requests_total: u64,
+    pub requests_rejected: u64,
+    pub requests_cancelled: u64,
+    pub prompt_tokens_total: u64,
+    pub completion_tokens_total: u64,
+}
+
+/// The KV cache's size model: bytes per entry as the cache stores them (f16 rows on the CPU
+/// kernel path, f32 tensors otherwise) and each layer's window.
+#[derive(Debug, Clone)]
+pub struct KvSizing {
+    /// Per layer: `Some(w)` for a sliding window of `w`, `None` for full attention.
+    windows: Vec<Option<usize>>,
+    /// Bytes of one entry (K and V of every KV head) in one layer.
+    entry: usize,
+}
+
+impl KvSizing {
+    pub fn new(loaded: &LoadedModel) -> Self {
+        let spec = &loaded.spec;
+        let elem = if loaded.model.device().uses_cpu_kernels() {
+            2
+        } else {
+            4
+        };
+        KvSizing {
+            windows: spec.layers.iter().map(|l| l.attention.window()).collect(),
+            entry: 2 * spec.kv_dim() * elem,
+        }
+    }
+
+    /// A full (uncompressed) cache after `n` positions: every full-attention layer holds `n`
+    /// entries, a sliding layer at most its window.
+    pub fn full(&self, n: usize) -> usize {
+        self.windows
+            .iter()
+            .map(|w| w.map_or(n, |w| n.min(w)))
+            .sum::<usize>()
+            * self.entry
+    }
+
+    /// A cache of `n` positions compressed to a mean of `budget` entries per full-attention
+    /// layer (sliding layers keep their window, as `--sliding keep` does).
+    pub fn compressed(&self, n: usize, budget: usize) -> usize {
+        self.windows
+            .iter()
+            .map(|w| w.unwrap_or(budget).min(n))
+            .sum::<usize>()
+            * self.entry
+    }
+
+    /// The peak of prefilling `n` tokens: the full cache plus one layer holding the whole
+    /// prompt (a sliding layer trims to its window only after its attention ran).
+    pub fn prefill_peak(&self, n: usize) -> usize {
+        self.full(n) + n * self.entry
+    }
+
+    /// What a request may hold at most: its prefill peak, or its cache after compression (to
+    /// `budget`, or whole) plus one entry per layer for every token it may generate.
+    pub fn need(&self, n: usize, budget: Option<usize>, max_tokens: usize) -> usize {
+        let kept = budget.map_or_else(|| self.full(n), |b| self.compressed(n, b));
+        self.prefill_peak(n)
+            .max(kept + max_tokens * self.growth_per_token())
+    }
+
+    /// Upper bound of what one more token adds (one entry in every layer).
+    pub fn growth_per_token(&self) -> usize {
+        self.windows.len() * self.entry
+    }
+}
+
+struct Session {
+    id: u64,
+    job: Job,
+    cache: KvCache,
+    sampler: Sampler,
+    eos_ids: Vec<u32>,
+    prompt_tokens: usize,
+    out_ids: Vec<u32>,
+    /// Sampled, not yet emitted.
+    next: u32,
+    /// Bytes of the decoded text already sent.
+    sent: usize,
+    finished: bool,
+}
+
+impl Session {
+    fn reserved_bytes(&self, kv: &KvSizing) -> usize {
+        let left = self
+            .job
+            .sampling
+            .max_tokens
+            .saturating_sub(self.out_ids.len());
+        self.cache.bytes() + left * kv.growth_per_token()
+    }
+
+    /// The cache's logical length: every position fed through the model.
+    fn cached_positions(&self) -> usize {
+        self.prompt_tokens + self.out_ids.len().saturating_sub(1)
+    }
+
+    fn info(&self, kv: &KvSizing) -> SlotInfo {
+        let logical = self.prompt_tokens + self.out_ids.len();
+        let full = kv.full(self.cached_positions());
+        let kept = self.cache.bytes();
+        SlotInfo {
+            id: self.id,
+            compression: self.job.compression.label(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.out_ids.len(),
+            logical_length: logical,
+            kv_cache_bytes: kept,
+            kv_cache_bytes_full: full,
+            kv_ratio: if full > 0 {
+                kept as f64 / full as f64
+            } else {
+                1.0
+            },
+        }
+    }
+
+    fn send(&self, e: Event) {
+        let _ = self.job.events.send(e);
+    }
+
+    fn finish(&mut self, finish: Finish, kv: &KvSizing) {
+        let full = kv.full(self.cached_positions());
+        self.send(Event::Done {
+            finish,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.out_ids.len(),
+            kv_cache_bytes: self.cache.bytes(),
+            kv_cache_bytes_full: full,
+        });
+        self.finished = true;
+    }
+
+    /// Emits `self.next` and computes the token after it: the loop of
+    /// [`compresskv_runtime::generate::decode`], one token at a time.
+    fn step(&mut self, loaded: &LoadedModel, kv: &KvSizing) -> Result<(), String> {
+        if self.eos_ids.contains(&self.next) {
+            self.finish(Finish::Stop, kv);
+            return Ok(());
+        }
+        self.out_ids.push(self.next);
+        let text = loaded
+            .tokenizer
+            .decode(&self.out_ids)
+            .map_err(|e| e.to_string())?;
+        let stop_at = self
+            .job
+            .sampling
+            .stop
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min();
+        let done = stop_at.is_some() || self.out_ids.len() >= self.job.sampling.max_tokens;
+        let end = match stop_at {
+            Some(cut) => cut,
+            None if done => text.len(),
+            None => safe_end(&text, &self.job.sampling.stop),
+        };
+        if end > self.sent {
+            self.send(Event::Delta(text[self.sent..end].to_string()));
+            self.sent = end;
+        }
+        if done {
+            let finish = if stop_at.is_some() {
+                Finish::Stop
+            } else {
+                Finish::Length
+            };
+            self.finish(finish, kv);
+            return Ok(());
+        }
+        let logits = loaded
+            .model
+            .forward(&[self.next], &mut ForwardCtx::new(&mut self.cache));
+        let l: Vec<f32> = logits
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("logits: {e:?}"))?;
+        self.next = self.sampler.sample(&l);
+        Ok(())
+    }
+}
+
+/// How much of `text` can be sent: not a trailing replacement character (half a UTF-8
+/// character whose next token completes it) and not a tail that may begin a stop string.
+fn safe_end(text: &str, stop: &[String]) -> usize {
+    let mut end = text.trim_end_matches('\u{FFFD}').len();
+    let kept = end;
+    for s in stop {
+        // The longest proper prefix of `s` the text ends with.
+        if let Some(i) = s
+            .char_indices()
+            .rev()
+            .map(|(i, _)| i)
+            .filter(|&i| i > 0)
+            .find(|&i| text[..kept].ends_with(&s[..i]))
+        {
+            end = end.min(kept - i);
+        }
+    }
+    end
+}
+
+/// The scheduler's state on its thread.
+pub struct Engine {
+    loaded: LoadedModel,
+    kv: KvSizing,
+    factory: CompressorFactory,
+    limits: Limits,
+    shared: Arc<Mutex<Shared>>,
+    queue: VecDeque<Job>,
+    active: Vec<Session>,
+    next_id: u64,
+}
+
+impl Engine {
+    pub fn new(
+        loaded: LoadedModel,
+        factory: CompressorFactory,
+        limits: Limits,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Self {
+        Engine {
+            kv: KvSizing::new(&loaded),
+            loaded,
+            factory,
+            limits,
+            shared,
+            queue: VecDeque::new(),
+            active: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Runs until the command channel closes (the server shut down).
+    pub fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        loop {
+            if self.active.is_empty() && self.queue.is_empty() {
+                match rx.recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(cmd) = rx.try_recv() {
+                self.handle(cmd);
+            }
+            self.drop_cancelled();
+            self.admit();
+            for s in &mut self.active {
+                if let Err(e) = s.step(&self.loaded, &self.kv) {
+                    s.send(Event::Error {
+                        status: 500,
+                        message: e,
+                    });
+                    s.finished = true;
+                }
+            }
+            self.retire();
+            self.publish();
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Tokenize { text, chat, reply } => {
+                let t = &self.loaded.tokenizer;
+                let ids = if chat {
+                    t.encode_chat(&text)
+                } else {
+                    t.encode(&text, true)
+                };
+                let _ = reply.send(ids.map_err(|e| e.to_string()));
+            }
+            Cmd::Submit(job) => {
+                let mut sh = self.shared.lock().unwrap();
+                sh.requests_total += 1;
+                match self.check(&job) {
+                    Ok(()) => self.queue.push_back(job),
+                    Err((status, message)) => {
+                        sh.requests_rejected += 1;
+                        let _ = job.events.send(Event::Error { status, message });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refuses what can never run, and what finds the queue full.
+    fn check(&self, job: &Job) -> Result<(), (u16, String)> {
+        let (n, max_new) = (job.prompt_ids.len(), job.sampling.max_tokens);
+        if n + max_new > self.limits.ctx_size {
+            return Err((
+                400,
+                format!(
+                    "the prompt ({n} tokens) plus max_tokens ({max_new}) exceeds the context \
+                     size ({}): shorten the prompt or lower max_tokens",
+                    self.limits.ctx_size
+                ),
+            ));
+        }
+        let need = self.kv.need(n, job.compression.budget, max_new);
+        if need > self.limits.kv_mem_bytes {
+            return Err((
+                400,
+                format!(
+                    "{n} prompt tokens and max_tokens {max_new} need up to {:.2} MiB of KV cache, \
+                     more than --kv-mem allows ({:.2} MiB): shorten the prompt, lower \
+                     max_tokens, compress harder, or start the server with a larger --kv-mem",
+                    need as f64 / 1048576.0,
+                    self.limits.kv_mem_bytes as f64 / 1048576.0
+                ),
+            ));
+        }
+        if self.queue.len() >= self.limits.queue {
+            return Err((
+                503,
+                format!(
+                    "the server is busy: {} requests are waiting (--queue {}); retry later",
+                    self.queue.len(),
+                    self.limits.queue
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn drop_cancelled(&mut self) {
+        let before = self.active.len() + self.queue.len();
+        self.active.retain(|s| !s.job.events.is_closed());
+        self.queue.retain(|j| !j.events.is_closed());
+        let gone = before - self.active.len() - self.queue.len();
+        self.shared.lock().unwrap().requests_cancelled += gone as u64;
+    }
+
+    fn reserved(&self) -> usize {
+        self.active.iter().map(|s| s.reserved_bytes(&self.kv)).sum()
+    }
+
+    /// Starts queued requests, oldest first, while a slot is free and the prefill fits.
+    fn admit(&mut self) {
+        while self.active.len() < self.limits.parallel {
+            let Some(job) = self.queue.front() else {
+                return;
+            };
+            let need = self.kv.need(
+                job.prompt_ids.len(),
+                job.compression.budget,
+                job.sampling.max_tokens,
+            );
+            if self.reserved() + need > self.limits.kv_mem_bytes {
+                return;
+            }
+            let job = self.queue.pop_front().expect("front exists");
+            if let Some(s) = self.start(job) {
+                self.active.push(s);
+            }
+        }
+    }
+
+    /// Prefill, compression and the first sampled token of `job`; `None` when it failed
+    /// (the request got the error).
+    fn start(&mut self, job: Job) -> Option<Session> {
+        let refuse = |job: Job, message: String| {
+            let _ = job.events.send(Event::Error {
+                status: 400,
+                message,
+            });
+            None
+        };
+        let loaded = &self.loaded;
+        let compressor = match job.compression.budget {
+            Some(b) if job.compression.method != "full" => {
+                match (self.factory)(loaded, &job.compression.method, b) {
+                    Ok(c) => Some(c),
+                    Err(e) => return refuse(job, format!("{e:#}")),
+                }
+            }
+            _ => None,
+        };
+        let c = compressor.as_ref().map(|c| c as &dyn CacheCompressor);
+        let window = c.map_or(0, |c| c.window());
+        let started = prefill(
+            &loaded.model,
+            &job.prompt_ids,
+            window,
+            job.sampling.max_tokens,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|mut pre| {
+            let cache = std::mem::replace(&mut pre.cache, KvCache::new(&loaded.spec));
+            compress_into(&loaded.model, &pre, cache, c)
+                .map(|(cache, _, _)| (cache, pre.first_logits))
+                .map_err(|e| e.to_string())
+        });
+        let (cache, first_logits) = match started {
+            Ok(v) => v,
+            Err(e) => return refuse(job, e),
+        };
+        let s = &job.sampling;
+        let mut sampler = Sampler::new(s.temperature, s.top_p, s.seed);
+        let next = sampler.sample(&first_logits);
+        self.next_id += 1;
+        {
+            let mut sh = self.shared.lock().unwrap();
+            sh.prompt_tokens_total += job.prompt_ids.len() as u64;
+        }
+        Some(Session {
+            id: self.next_id,
+            prompt_tokens: job.prompt_ids.len(),
+            job,
+            cache,
+            sampler,
+            eos_ids: loaded.eos_ids(),
+            out_ids: Vec::new(),
+            next,
+            sent: 0,
+            finished: false,
+        })
+    }
+
+    fn retire(&mut self) {
+        let mut sh = self.shared.lock().unwrap();
+        for s in self.active.iter().filter(|s| s.finished) {
+            sh.completion_tokens_total += s.out_ids.len() as u64;
+        }
+        self.active.retain(|s| !s.finished);
+    }
+
+    fn publish(&self) {
+        let slots = self.active.iter().map(|s| s.info(&self.kv)).collect();
+        let used = self.active.iter().map(|s| s.cache.bytes()).sum();
+        let reserved = self.reserved();
+        let mut sh = self.shared.lock().unwrap();
+        sh.slots = slots;
+        sh.queued = self.queue.len();
+        sh.kv_bytes_used = used;
+        sh.kv_bytes_reserved = reserved;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_end_holds_back_half_characters_and_stop_prefixes() {
+        assert_eq!(safe_end("hello", &[]), 5);
+        assert_eq!(safe_end("hel\u{FFFD}", &[]), 3);
+        let stop = vec!["END".to_string()];
+        assert_eq!(safe_end("the E", &stop), 4);
+        assert_eq!(safe_end("the EN", &stop), 4);
+        assert_eq!(safe_end("the ENx", &stop), 7);
+        assert_eq!(safe_end("the", &stop), 3);
+        assert_eq!(safe_end("xaba", &["abab".to_string()]), 1);
+    }
+}
