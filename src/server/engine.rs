@@ -429,6 +429,13 @@ impl Engine {
     /// Refuses what can never run, and what finds the queue full.
     fn check(&self, job: &Job) -> Result<(), (u16, String)> {
         let (n, max_new) = (job.prompt_ids.len(), job.sampling.max_tokens);
+        let vocab = self.loaded.spec.vocab_size;
+        if let Some(bad) = job.prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err((
+                400,
+                format!("prompt token id {bad} is outside the vocabulary (0..{vocab})"),
+            ));
+        }
         if n + max_new > self.limits.ctx_size {
             return Err((
                 400,

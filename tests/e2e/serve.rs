@@ -297,6 +297,11 @@ fn serve_openai_endpoints_streaming_and_wrong_input() {
             r#"{"prompt": "a", "max_tokens": 100000}"#,
             "context size",
         ),
+        (
+            "/v1/completions",
+            r#"{"prompt": [1, 99999999]}"#,
+            "outside the vocabulary",
+        ),
     ] {
         let (st, b) = s.post_raw(path, body, key);
         assert_eq!(st, 400, "{body}: {b}");
