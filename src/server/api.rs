@@ -95,6 +95,10 @@ pub struct CommonParams {
     pub stop: Option<OneOrMany>,
     #[serde(default)]
     pub stream: bool,
+    /// Generate through end-of-generation tokens up to `max_tokens` (llama-server and vLLM's
+    /// extension; load tests use it for fixed answer lengths).
+    #[serde(default)]
+    pub ignore_eos: bool,
     pub n: Option<usize>,
     pub kv_compression: Option<KvCompression>,
 }

@@ -2,8 +2,9 @@
 //! between decode steps while their KV cache fits `--kv-mem`.
 //!
 //! Each session keeps its own (compressed, ragged) cache; a step runs one token of every active
-//! session in turn, so a session's tokens do not depend on what else is running (greedy output
-//! decoded among others equals the output decoded alone). Memory is accounted before it is
+//! session, their weight matmuls batched (up to [`DECODE_BATCH`] rows per pass over the
+//! weights) and attention per session over its own entries. A session's tokens do not depend on
+//! what else is running (greedy output decoded among others equals the output decoded alone). Memory is accounted before it is
 //! used: a request is admitted only when the peak of its prefill (the full prompt cache, before
 //! compression) fits next to what the running sessions may still grow to.
 
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use compresskv_runtime::cache::KvCache;
 use compresskv_runtime::generate::{CacheCompressor, Sampler, compress_into, prefill};
 use compresskv_runtime::loader::LoadedModel;
-use compresskv_runtime::model::{CausalLM, ForwardCtx};
+use compresskv_runtime::model::CausalLM;
 use compresskv_runtime::press::Compressor;
 use serde::Serialize;
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
@@ -44,6 +45,8 @@ pub type CompressorFactory =
 #[derive(Debug, Clone)]
 pub struct Sampling {
     pub max_tokens: usize,
+    /// Decode through end-of-generation tokens (only `max_tokens` and stop strings end it).
+    pub ignore_eos: bool,
     pub temperature: f32,
     pub top_p: f32,
     pub seed: u64,
@@ -231,14 +234,9 @@ impl Session {
         self.cache.bytes() + left * kv.growth_per_token()
     }
 
-    /// The cache's logical length: every position fed through the model.
-    fn cached_positions(&self) -> usize {
-        self.prompt_tokens + self.out_ids.len().saturating_sub(1)
-    }
-
     fn info(&self, kv: &KvSizing) -> SlotInfo {
         let logical = self.prompt_tokens + self.out_ids.len();
-        let full = kv.full(self.cached_positions());
+        let full = kv.full(self.cache.next_pos);
         let kept = self.cache.bytes();
         SlotInfo {
             id: self.id,
@@ -261,7 +259,7 @@ impl Session {
     }
 
     fn finish(&mut self, finish: Finish, kv: &KvSizing) {
-        let full = kv.full(self.cached_positions());
+        let full = kv.full(self.cache.next_pos);
         self.send(Event::Done {
             finish,
             prompt_tokens: self.prompt_tokens,
@@ -272,12 +270,12 @@ impl Session {
         self.finished = true;
     }
 
-    /// Emits `self.next` and computes the token after it: the loop of
-    /// [`compresskv_runtime::generate::decode`], one token at a time.
-    fn step(&mut self, loaded: &LoadedModel, kv: &KvSizing) -> Result<(), String> {
+    /// Emits `self.next` (the loop of [`compresskv_runtime::generate::decode`], one token at a
+    /// time); `true` when the session goes on and needs `self.next` run through the model.
+    fn emit(&mut self, loaded: &LoadedModel, kv: &KvSizing) -> Result<bool, String> {
         if self.eos_ids.contains(&self.next) {
             self.finish(Finish::Stop, kv);
-            return Ok(());
+            return Ok(false);
         }
         self.out_ids.push(self.next);
         let text = loaded
@@ -308,19 +306,15 @@ impl Session {
                 Finish::Length
             };
             self.finish(finish, kv);
-            return Ok(());
         }
-        let logits = loaded
-            .model
-            .forward(&[self.next], &mut ForwardCtx::new(&mut self.cache));
-        let l: Vec<f32> = logits
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| format!("logits: {e:?}"))?;
-        self.next = self.sampler.sample(&l);
-        Ok(())
+        Ok(!done)
     }
 }
+
+/// Rows of one batched decode step: the matrix kernels read each weight block once per group
+/// of 4 activation rows, and up to 4 rows always take the same per-row arithmetic as one row
+/// alone (so a session's tokens do not depend on its neighbours).
+const DECODE_BATCH: usize = 4;
 
 /// How much of `text` can be sent: not a trailing replacement character (half a UTF-8
 /// character whose next token completes it) and not a tail that may begin a stop string.
@@ -352,6 +346,9 @@ pub struct Engine {
     queue: VecDeque<Job>,
     active: Vec<Session>,
     next_id: u64,
+    /// Test hook (`COMPRESSKV_SERVE_STEP_DELAY_MS`): a pause after every step, so tests can
+    /// hold a session running while they look at the queue.
+    step_delay: Option<std::time::Duration>,
 }
 
 impl Engine {
@@ -370,6 +367,10 @@ impl Engine {
             queue: VecDeque::new(),
             active: Vec::new(),
             next_id: 0,
+            step_delay: std::env::var("COMPRESSKV_SERVE_STEP_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
         }
     }
 
@@ -387,17 +388,40 @@ impl Engine {
             }
             self.drop_cancelled();
             self.admit();
-            for s in &mut self.active {
-                if let Err(e) = s.step(&self.loaded, &self.kv) {
+            self.step();
+            if let Some(d) = self.step_delay {
+                std::thread::sleep(d);
+            }
+            self.retire();
+            self.publish();
+        }
+    }
+
+    /// One token of every active session: each emits what it sampled, then the ones that go
+    /// on run their token through the model together ([`CausalLM::forward_batch`]) and sample
+    /// the next.
+    fn step(&mut self) {
+        let mut going: Vec<&mut Session> = Vec::new();
+        for s in &mut self.active {
+            match s.emit(&self.loaded, &self.kv) {
+                Ok(true) => going.push(s),
+                Ok(false) => {}
+                Err(message) => {
                     s.send(Event::Error {
                         status: 500,
-                        message: e,
+                        message,
                     });
                     s.finished = true;
                 }
             }
-            self.retire();
-            self.publish();
+        }
+        for batch in going.chunks_mut(DECODE_BATCH) {
+            let tokens: Vec<u32> = batch.iter().map(|s| s.next).collect();
+            let mut caches: Vec<&mut KvCache> = batch.iter_mut().map(|s| &mut s.cache).collect();
+            let logits = self.loaded.model.forward_batch(&tokens, &mut caches);
+            for (s, l) in batch.iter_mut().zip(logits) {
+                s.next = s.sampler.sample(&l);
+            }
         }
     }
 
@@ -547,6 +571,11 @@ impl Engine {
         let s = &job.sampling;
         let mut sampler = Sampler::new(s.temperature, s.top_p, s.seed);
         let next = sampler.sample(&first_logits);
+        let eos_ids = if s.ignore_eos {
+            Vec::new()
+        } else {
+            loaded.eos_ids()
+        };
         self.next_id += 1;
         {
             let mut sh = self.shared.lock().unwrap();
@@ -558,7 +587,7 @@ impl Engine {
             job,
             cache,
             sampler,
-            eos_ids: loaded.eos_ids(),
+            eos_ids,
             out_ids: Vec::new(),
             next,
             sent: 0,

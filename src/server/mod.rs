@@ -497,6 +497,7 @@ fn sampling(
         .map_or_else(Vec::new, api::OneOrMany::into_vec);
     Ok((
         Sampling {
+            ignore_eos: c.ignore_eos,
             max_tokens,
             temperature,
             top_p,

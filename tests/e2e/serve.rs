@@ -424,7 +424,11 @@ fn serve_sessions_decoded_together_equal_alone() {
         });
         assert_eq!(together, alone);
     }
-    assert_eq!(s.metric("sessions_active"), 0.0);
+    let t = Instant::now();
+    while s.metric("sessions_active") != 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "sessions never retired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(s.metric("kv_cache_bytes"), 0.0);
     drop(s);
     // The same seed gives the same sample with one slot.
@@ -455,8 +459,11 @@ fn serve_admission_queue_and_disconnect() {
         return; // shared_dir said why (and fails under CI=true)
     };
     // tiny-llama on the CPU kernels: 3 layers × (K+V) × 2 KV heads × 16 dims × f16 = 384 bytes
-    // per token; a 1500-token answer reserves ~0.55 MiB, so 0.8 MiB holds one such request.
-    let kv_mem_gib = 0.8 / 1024.0;
+    // per token. A (3000 tokens, ~1.16 MB reserved) fits in 1.3 MB; B (700 tokens, ~0.27 MB)
+    // does not fit beside it, so it waits; C finds the queue (1) full. A 2 ms pause per step
+    // (a test hook) keeps A running for seconds whatever the machine's speed, and
+    // `ignore_eos` keeps the random model from ending it early.
+    let kv_mem_gib = format!("{:.9}", 1.3e6 / (1u64 << 30) as f64);
     let s = start(
         &[
             "--model",
@@ -470,28 +477,28 @@ fn serve_admission_queue_and_disconnect() {
             "--queue",
             "1",
             "--kv-mem",
-            &kv_mem_gib.to_string(),
+            &kv_mem_gib,
         ],
-        &[],
+        &[("COMPRESSKV_SERVE_STEP_DELAY_MS", "2")],
     );
     s.wait_ready();
     let limit = s.metric("kv_mem_bytes");
-    let long = json!({"prompt": "one two three four five six seven eight nine ten", "max_tokens": 1500,
-        "temperature": 0, "stream": true});
+    let prompt = "one two three four five six seven eight nine ten";
+    let a_body = json!({"prompt": prompt, "max_tokens": 3000, "temperature": 0,
+        "stream": true, "ignore_eos": true});
     // A runs (streamed; we read one chunk and keep the connection), B waits, C is refused.
     let mut a = agent()
         .post(format!("{}/v1/completions", s.base))
         .header("Content-Type", "application/json")
-        .send(long.to_string())
+        .send(a_body.to_string())
         .unwrap();
     let mut reader = a.body_mut().as_reader();
     let mut buf = [0u8; 64];
     assert!(reader.read(&mut buf).unwrap() > 0);
     let b = std::thread::spawn({
         let base = s.base.clone();
-        let mut body = long.clone();
-        body["stream"] = false.into();
-        body["max_tokens"] = 1400.into();
+        let body = json!({"prompt": prompt, "max_tokens": 700, "temperature": 0,
+            "ignore_eos": true});
         move || {
             let mut r = agent()
                 .post(format!("{base}/v1/completions"))
@@ -508,7 +515,7 @@ fn serve_admission_queue_and_disconnect() {
     }
     let (st, c) = s.post(
         "/v1/completions",
-        &json!({"prompt": "x", "max_tokens": 1400}),
+        &json!({"prompt": "x", "max_tokens": 700}),
     );
     assert_eq!(st, 503, "{c}");
     assert_eq!(c["error"]["type"], "unavailable_error");
@@ -536,9 +543,14 @@ fn serve_admission_queue_and_disconnect() {
     let (st, body) = b.join().unwrap();
     assert_eq!(st, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(v["usage"]["completion_tokens"], 700);
     assert!(s.metric("requests_cancelled_total") >= 1.0);
-    assert_eq!(s.metric("sessions_active"), 0.0);
+    // The engine publishes its state right after the step that ended B.
+    let t = Instant::now();
+    while s.metric("sessions_active") != 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "B's session never retired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(s.metric("kv_cache_bytes"), 0.0);
     assert_eq!(s.metric("requests_rejected_total"), 2.0);
 }

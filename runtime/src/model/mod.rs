@@ -28,6 +28,21 @@ pub trait CausalLM: Send + Sync {
     fn forward(&self, tokens: &[u32], ctx: &mut ForwardCtx<'_>) -> Tensor<2>;
     /// A layer's attention block, for observers that recompute attention (the profiler).
     fn attention(&self, layer: usize) -> &Attention;
+    /// One decode step of several sequences: `tokens[b]` at the next position of `caches[b]`
+    /// (appended there); returns each sequence's next-token logits. Where the backend allows
+    /// (the CPU kernels) the weight matmuls run once for all rows and attention runs per
+    /// sequence over its own cache; this default steps each sequence alone.
+    fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Vec<Vec<f32>> {
+        assert_eq!(tokens.len(), caches.len(), "one token per cache");
+        tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(&t, c)| {
+                let l = self.forward(&[t], &mut ForwardCtx::new(c));
+                l.into_data().try_to_vec::<f32>().expect("f32 logits")
+            })
+            .collect()
+    }
 }
 
 /// Everything a forward pass reads or writes besides the token ids.

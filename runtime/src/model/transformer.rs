@@ -16,7 +16,7 @@ use super::act::{Act, Heads};
 use super::layers::{Linear, LinearWeight, Mlp, RmsNorm, RopeTables, forward_many_host};
 use super::load::Weights;
 use super::{AttentionEvent, CausalLM, ForwardCtx, Slot, family};
-use crate::cache::{HeadGroup, LayerCache};
+use crate::cache::{HeadGroup, KvCache, LayerCache};
 use crate::device::{BackendKind, RuntimeDevice};
 use crate::kernels::attention::{self as kernel_attention, AttnParams};
 use crate::spec::{AttentionKind, ModelSpec, RopeSpec};
@@ -522,6 +522,97 @@ impl Transformer {
         Some(self.logits(x.tail(s - from)))
     }
 
+    /// [`CausalLM::forward_batch`] on the CPU kernels: the `B` tokens go through every
+    /// row-wise op (norms, projections, MLP, LM head) as one `[B, hidden]` batch, so each weight
+    /// block is read once per step for all sequences; RoPE takes each row's own position, and
+    /// attention runs per sequence over its own (compressed, ragged) cache.
+    fn forward_batch_host(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Vec<Vec<f32>> {
+        let dev = &self.device.device;
+        let b = tokens.len();
+        let positions: Vec<i64> = caches.iter().map(|c| c.next_pos as i64).collect();
+        let mut x = self.embed.rows(tokens, dev);
+        if let Some(sc) = self.spec.embed_scale {
+            x = x.mul_scalar(sc);
+        }
+        let tables: Vec<RopeTables> = self
+            .ropes
+            .iter()
+            .map(|r| RopeTables::new(r, self.spec.head_dim, &positions, dev))
+            .collect();
+        let d = self.spec.head_dim;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = &layer.attn;
+            let (q, k, v) = a.qkv_heads(
+                layer.attn_norm.apply(x.clone()),
+                &tables[self.rope_of_layer[i]],
+            );
+            let (
+                Heads::Host { data: q, .. },
+                Heads::Host { data: k, .. },
+                Heads::Host { data: v, .. },
+            ) = (q, k, v)
+            else {
+                unreachable!("the kernel path keeps activations on the host")
+            };
+            // `[H, B, D]` → sequence `j`'s `[H, 1, D]`, and back.
+            let row = |data: &[f32], h: usize, j: usize| -> Vec<f32> {
+                (0..h)
+                    .flat_map(|head| {
+                        data[(head * b + j) * d..(head * b + j + 1) * d]
+                            .iter()
+                            .copied()
+                    })
+                    .collect()
+            };
+            let mut o = vec![0.0f32; a.n_heads * b * d];
+            for (j, cache) in caches.iter_mut().enumerate() {
+                let (lc, p) = (&mut cache.layers[i], positions[j]);
+                let window = a.kind.window().map(|w| w as i64);
+                if let Some(w) = window {
+                    lc.drop_before(p - w + 1);
+                }
+                let (kj, vj) = (row(&k, a.n_kv_heads, j), row(&v, a.n_kv_heads, j));
+                lc.append_host(&kj, &vj, d, &[p], dev);
+                let oj = a.attend_host(&row(&q, a.n_heads, j), 1, &[p], lc);
+                if let Some(w) = window {
+                    lc.drop_before(p + 1 - w + 1);
+                }
+                for head in 0..a.n_heads {
+                    o[(head * b + j) * d..(head * b + j + 1) * d]
+                        .copy_from_slice(&oj[head * d..(head + 1) * d]);
+                }
+            }
+            let o = Heads::Host {
+                data: o,
+                h: a.n_heads,
+                s: b,
+                d,
+            };
+            let mut h = a.project_out_heads(o);
+            if let Some(n) = &layer.post_attn_norm {
+                h = n.apply(h);
+            }
+            x = x + h;
+            let mut m = layer.mlp.apply(layer.ffn_norm.apply(x.clone()));
+            if let Some(n) = &layer.post_ffn_norm {
+                m = n.apply(m);
+            }
+            x = x + m;
+        }
+        for c in caches.iter_mut() {
+            c.next_pos += 1;
+        }
+        let logits: Vec<f32> = self
+            .logits(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 logits");
+        logits
+            .chunks(self.spec.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
     /// `[1, n, hidden]` → `[n, vocab]`.
     fn logits(&self, x: Act) -> Tensor<2> {
         let n = x.seq_len();
@@ -573,6 +664,21 @@ impl CausalLM for Transformer {
 
     fn attention(&self, layer: usize) -> &Attention {
         &self.layers[layer].attn
+    }
+
+    fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Vec<Vec<f32>> {
+        assert_eq!(tokens.len(), caches.len(), "one token per cache");
+        if self.device.uses_cpu_kernels() && !tokens.is_empty() {
+            return self.forward_batch_host(tokens, caches);
+        }
+        tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(&t, c)| {
+                let l = self.forward(&[t], &mut ForwardCtx::new(c));
+                l.into_data().try_to_vec::<f32>().expect("f32 logits")
+            })
+            .collect()
     }
 }
 

@@ -299,28 +299,66 @@ impl QMatrix {
                 wide_rows(level, self.format, w, self.row_bytes, &rows, outs);
             });
         } else {
-            for (a, y) in acts.into_iter().zip(ys) {
-                let Prepared::Split(parts) = a else {
-                    unreachable!("one format, one activation kind")
-                };
-                self.int8_split(level, parts, y, grain);
+            let parts = acts.map(|a| match a {
+                Prepared::Split(p) => p,
+                Prepared::Wide(_) => unreachable!("one format, one activation kind"),
+            });
+            match N {
+                1 => self.int8_split::<N, 2>(level, parts, ys, grain),
+                2 => self.int8_split::<N, 4>(level, parts, ys, grain),
+                3 => self.int8_split::<N, 6>(level, parts, ys, grain),
+                4 => self.int8_split::<N, 8>(level, parts, ys, grain),
+                _ => {
+                    // More rows than one pass takes: groups of 4 (the small path never
+                    // gives more).
+                    for (p, y) in parts.into_iter().zip(ys) {
+                        self.int8_split::<1, 2>(level, [p], [y], grain);
+                    }
+                }
             }
         }
     }
 
-    /// `y = W·x` for one activation row given as its two int8 parts (`x ≈ hi + lo`, see
-    /// [`Q8Act::quantize_split`]): each weight block is unpacked once and dotted with both.
-    fn int8_split(&self, level: SimdLevel, parts: [ActRow<'_>; 2], y: &mut [f32], grain: usize) {
+    /// `ys[i] = W·x[i]` for `N` activation rows, each given as its two int8 parts (`x ≈ hi +
+    /// lo`, see [`Q8Act::quantize_split`]), in one pass over the weights: each block is
+    /// unpacked once and dotted with all `M = 2N` parts. Every part keeps its own accumulators,
+    /// so a row's result is the same whatever `N` (a session decoded in a batch equals it alone).
+    fn int8_split<const N: usize, const M: usize>(
+        &self,
+        level: SimdLevel,
+        parts: [[ActRow<'_>; 2]; N],
+        ys: [&mut [f32]; N],
+        grain: usize,
+    ) {
+        debug_assert_eq!(M, 2 * N);
         let w: &[u8] = &self.data;
+        let rows = ys[0].len();
+        let acts: [ActRow<'_>; M] = std::array::from_fn(|j| parts[j / 2][j % 2]);
+        let mut ys = ys;
         with_scratch(&TILE, |lo: &mut Vec<f32>| {
             lo.clear();
-            lo.resize(y.len(), 0.0);
-            split_rows(0, [&mut *y, &mut lo[..]], grain, &|r0, outs| {
-                let n_rows = outs[0].len();
-                let w = &w[r0 * self.row_bytes..(r0 + n_rows) * self.row_bytes];
-                int8_rows(level, self.format, w, self.row_bytes, &parts, outs);
-            });
-            y.iter_mut().zip(lo.iter()).for_each(|(y, l)| *y += l);
+            lo.resize(N * rows, 0.0);
+            let mut los: Vec<&mut [f32]> = lo.chunks_mut(rows).collect();
+            {
+                // Outputs in the order of `acts`: row i's high part into ys[i], its residual
+                // into its own scratch row.
+                let mut flat: Vec<&mut [f32]> = Vec::with_capacity(M);
+                for (y, l) in ys.iter_mut().zip(los.iter_mut()) {
+                    flat.push(&mut **y);
+                    flat.push(&mut **l);
+                }
+                let outs: [&mut [f32]; M] = flat
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("two outputs per row"));
+                split_rows(0, outs, grain, &|r0, outs| {
+                    let n_rows = outs[0].len();
+                    let w = &w[r0 * self.row_bytes..(r0 + n_rows) * self.row_bytes];
+                    int8_rows(level, self.format, w, self.row_bytes, &acts, outs);
+                });
+            }
+            for (y, l) in ys.iter_mut().zip(&los) {
+                y.iter_mut().zip(l.iter()).for_each(|(y, l)| *y += l);
+            }
         });
     }
 
