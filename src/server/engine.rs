@@ -179,16 +179,6 @@ impl KvSizing {
             * self.entry
     }
 
-    /// A cache of `n` positions compressed to a mean of `budget` entries per full-attention
-    /// layer (sliding layers keep their window, as `--sliding keep` does).
-    pub fn compressed(&self, n: usize, budget: usize) -> usize {
-        self.windows
-            .iter()
-            .map(|w| w.unwrap_or(budget).min(n))
-            .sum::<usize>()
-            * self.entry
-    }
-
     /// The peak of prefilling `n` tokens: the full cache plus one layer holding the whole
     /// prompt (a sliding layer trims to its window only after its attention ran).
     pub fn prefill_peak(&self, n: usize) -> usize {
@@ -196,16 +186,51 @@ impl KvSizing {
     }
 
     /// What a request may hold at most: its prefill peak, or its cache after compression (to
-    /// `budget`, or whole) plus one entry per layer for every token it may generate.
+    /// `budget`, or whole) plus what the tokens it may generate can add.
     pub fn need(&self, n: usize, budget: Option<usize>, max_tokens: usize) -> usize {
-        let kept = budget.map_or_else(|| self.full(n), |b| self.compressed(n, b));
-        self.prefill_peak(n)
-            .max(kept + max_tokens * self.growth_per_token())
+        self.prefill_peak(n).max(self.steady(n, budget, max_tokens))
     }
 
-    /// Upper bound of what one more token adds (one entry in every layer).
-    pub fn growth_per_token(&self) -> usize {
-        self.windows.len() * self.entry
+    /// What a running session holds reserved right after admission: its cache after
+    /// compression plus what its `max_tokens` may still add (see [`Self::growth`]).
+    pub fn steady(&self, n: usize, budget: Option<usize>, max_tokens: usize) -> usize {
+        let kept: Vec<usize> = self
+            .windows
+            .iter()
+            .map(|w| match w {
+                Some(w) => n.min(*w),
+                None => n.min(budget.unwrap_or(n)),
+            })
+            .collect();
+        kept.iter().sum::<usize>() * self.entry + self.growth(&kept, max_tokens)
+    }
+
+    /// Bytes `left` more tokens may add to a cache holding `entries[l]` per layer: a
+    /// full-attention layer one entry per token, a sliding layer only up to its window.
+    pub fn growth(&self, entries: &[usize], left: usize) -> usize {
+        self.windows
+            .iter()
+            .zip(entries)
+            .map(|(w, &e)| w.map_or(left, |w| left.min(w.saturating_sub(e))))
+            .sum::<usize>()
+            * self.entry
+    }
+
+    /// How many sessions of `n` prompt tokens and `max_tokens` answers the admission rule
+    /// lets run at once in `mem` bytes: each reserves [`Self::steady`], and the last one
+    /// admitted needs [`Self::need`] on top of the others.
+    pub fn sessions_that_fit(
+        &self,
+        mem: usize,
+        n: usize,
+        budget: Option<usize>,
+        max_tokens: usize,
+    ) -> usize {
+        let need = self.need(n, budget, max_tokens);
+        if need > mem {
+            return 0;
+        }
+        1 + (mem - need) / self.steady(n, budget, max_tokens).max(1)
     }
 }
 
@@ -231,7 +256,7 @@ impl Session {
             .sampling
             .max_tokens
             .saturating_sub(self.out_ids.len());
-        self.cache.bytes() + left * kv.growth_per_token()
+        self.cache.bytes() + kv.growth(&self.cache.entries_per_layer(), left)
     }
 
     fn info(&self, kv: &KvSizing) -> SlotInfo {
@@ -618,6 +643,45 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gemma 3 270M's shape: 18 layers, every sixth global, the others a 512 window; one KV
+    /// head of 256 dims in f16.
+    fn gemma() -> KvSizing {
+        KvSizing {
+            windows: (0..18).map(|i| (i % 6 != 5).then_some(512)).collect(),
+            entry: 2 * 256 * 2,
+        }
+    }
+
+    #[test]
+    fn sessions_that_fit_follow_the_admission_rule() {
+        let kv = gemma();
+        assert_eq!(kv.full(16384), (3 * 16384 + 15 * 512) * 1024);
+        assert_eq!(kv.steady(16384, Some(128), 0), (3 * 128 + 15 * 512) * 1024);
+        assert_eq!(kv.steady(100, Some(128), 0), 18 * 100 * 1024);
+        // Sliding layers at their window do not grow; global ones grow by every token.
+        assert_eq!(kv.steady(16384, Some(128), 10), (3 * 138 + 15 * 512) * 1024);
+        assert_eq!(kv.steady(100, None, 10), 18 * 110 * 1024);
+        let mem = 1 << 30;
+        for budget in [None, Some(128)] {
+            let (n, max) = (16384 - 256, 256);
+            // Admit one after another as the engine does.
+            let (mut reserved, mut count) = (0, 0);
+            while reserved + kv.need(n, budget, max) <= mem {
+                reserved += kv.steady(n, budget, max);
+                count += 1;
+            }
+            assert_eq!(
+                kv.sessions_that_fit(mem, n, budget, max),
+                count,
+                "{budget:?}"
+            );
+        }
+        let full = kv.sessions_that_fit(mem, 16128, None, 256);
+        let compressed = kv.sessions_that_fit(mem, 16128, Some(128), 256);
+        assert!(compressed >= 6 * full, "{compressed} vs {full}");
+        assert_eq!(kv.sessions_that_fit(1000, 16128, None, 256), 0);
+    }
 
     #[test]
     fn safe_end_holds_back_half_characters_and_stop_prefixes() {

@@ -168,35 +168,31 @@ fn spawn_engine(state: AppStateRef, loader: Loader, rx: mpsc::Receiver<Cmd>) {
     });
 }
 
-/// How many sessions of the full context fit in `--kv-mem`, full cache vs the default
-/// compression (one prefill at a time needs its peak on top of the running sessions).
+/// How many sessions of the full context (a prompt of `ctx − --max-tokens` tokens and a
+/// `--max-tokens` answer) the admission rule lets run at once in `--kv-mem`, with the full cache
+/// and with the default compression.
 fn report_capacity(cfg: &ServerConfig, l: &Loaded, limits: &Limits) {
     let kv = engine::KvSizing::new(&l.loaded);
-    let (ctx, mem) = (limits.ctx_size, limits.kv_mem_bytes);
-    let full = kv.full(ctx);
-    let compressed = l.compression.budget.map_or(full, |b| kv.compressed(ctx, b));
-    let peak = kv.prefill_peak(ctx);
-    let fit = |steady: usize| {
-        if mem < peak {
-            0
-        } else {
-            (1 + (mem - peak) / steady.max(1)).min(limits.parallel)
-        }
-    };
-    let (n_full, n_comp) = (fit(full), fit(compressed));
+    let (ctx, mem, max) = (limits.ctx_size, limits.kv_mem_bytes, cfg.default_max_tokens);
+    let prompt = ctx.saturating_sub(max).max(1);
+    let full = kv.steady(prompt, None, max);
+    let compressed = kv.steady(prompt, l.compression.budget, max);
+    let n_full = kv.sessions_that_fit(mem, prompt, None, max);
+    let n_comp = kv.sessions_that_fit(mem, prompt, l.compression.budget, max);
     let label = l.compression.label();
     let id = &l.loaded.id;
     let profile = &l.profile;
     say(
         cfg.json,
         json!({"event": "ready", "model": id, "profile": profile, "ctx_size": ctx,
-            "kv_mem_bytes": mem, "parallel": limits.parallel,
-            "session_kv_bytes_full": full, "session_kv_bytes_compressed": compressed,
-            "sessions_full": n_full, "sessions_compressed": n_comp, "compression": label}),
+            "kv_mem_bytes": mem, "parallel": limits.parallel, "prompt_tokens": prompt,
+            "max_tokens": max, "session_kv_bytes_full": full,
+            "session_kv_bytes_compressed": compressed, "sessions_full": n_full,
+            "sessions_compressed": n_comp, "compression": label}),
         &format!(
-            "ready: {id} ({}); sessions of {ctx} tokens in --kv-mem {:.2} GiB: {n_full} with the \
-             full cache ({:.1} MiB each), {n_comp} with {label} ({:.1} MiB each after \
-             compression), --parallel {}",
+            "ready: {id} ({}); sessions of {prompt} + {max} tokens that fit in --kv-mem {:.2} GiB: \
+             {n_full} with the full cache ({:.1} MiB each), {n_comp} with {label} ({:.1} MiB \
+             each); --parallel {} runs at most that many at once",
             profile.as_deref().unwrap_or("no profile"),
             mem as f64 / (1u64 << 30) as f64,
             full as f64 / 1048576.0,

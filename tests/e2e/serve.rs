@@ -426,7 +426,10 @@ fn serve_sessions_decoded_together_equal_alone() {
     }
     let t = Instant::now();
     while s.metric("sessions_active") != 0.0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "sessions never retired");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "sessions never retired"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(s.metric("kv_cache_bytes"), 0.0);
@@ -548,7 +551,10 @@ fn serve_admission_queue_and_disconnect() {
     // The engine publishes its state right after the step that ended B.
     let t = Instant::now();
     while s.metric("sessions_active") != 0.0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "B's session never retired");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "B's session never retired"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(s.metric("kv_cache_bytes"), 0.0);
