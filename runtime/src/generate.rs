@@ -243,40 +243,100 @@ pub fn prefill(
     capture_window: usize,
     reserve: usize,
 ) -> Result<Prefilled, GenerateError> {
-    if prompt_ids.is_empty() {
-        return Err(GenerateError::EmptyPrompt);
+    match ChunkedPrefill::new(model, prompt_ids.to_vec(), capture_window, reserve)?
+        .advance(model, usize::MAX)
+    {
+        Progress::Done(p) => Ok(p),
+        Progress::More(_) => unreachable!("an unbounded piece runs the whole prompt"),
     }
-    let spec = model.spec();
-    let max = spec.max_position_embeddings.max(1);
-    if prompt_ids.len() + reserve > max {
-        return Err(GenerateError::TooLong {
-            len: prompt_ids.len() + reserve,
-            max,
-        });
-    }
-    let dev = model.device();
-    let mut cache = KvCache::new(spec);
-    let mut capture = WindowCapture::new(capture_window.max(1), spec.n_layers);
-    let t0 = Instant::now();
-    let logits = {
-        let mut ctx = ForwardCtx::new(&mut cache);
-        if capture_window > 0 {
-            ctx = ctx.capture(&mut capture);
+}
+
+/// A prefill run piece by piece, so a server can interleave the pieces with other sessions'
+/// decode steps. Pieces are whole multiples of the model's prefill chunk
+/// ([`CausalLM::prefill_chunk`]), so the result is exactly [`prefill`]'s.
+pub struct ChunkedPrefill {
+    ids: Vec<u32>,
+    done: usize,
+    cache: KvCache,
+    capture: WindowCapture,
+    capture_on: bool,
+    ms: f64,
+}
+
+/// What [`ChunkedPrefill::advance`] left.
+pub enum Progress {
+    Done(Prefilled),
+    More(ChunkedPrefill),
+}
+
+impl ChunkedPrefill {
+    /// Checks the prompt (not empty, `reserve` new tokens still fit the context) and sets up
+    /// the cache; nothing runs yet.
+    pub fn new(
+        model: &dyn CausalLM,
+        prompt_ids: Vec<u32>,
+        capture_window: usize,
+        reserve: usize,
+    ) -> Result<Self, GenerateError> {
+        if prompt_ids.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
         }
-        model.forward(prompt_ids, &mut ctx)
-    };
-    let first_logits: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
-    dev.sync();
-    let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let kv_cache_bytes_full = cache.bytes();
-    Ok(Prefilled {
-        cache,
-        capture,
-        first_logits,
-        prompt_tokens: prompt_ids.len(),
-        prefill_ms,
-        kv_cache_bytes_full,
-    })
+        let spec = model.spec();
+        let max = spec.max_position_embeddings.max(1);
+        if prompt_ids.len() + reserve > max {
+            return Err(GenerateError::TooLong {
+                len: prompt_ids.len() + reserve,
+                max,
+            });
+        }
+        Ok(ChunkedPrefill {
+            ids: prompt_ids,
+            done: 0,
+            cache: KvCache::new(spec),
+            capture: WindowCapture::new(capture_window.max(1), spec.n_layers),
+            capture_on: capture_window > 0,
+            ms: 0.0,
+        })
+    }
+
+    /// Prompt tokens still to run.
+    pub fn remaining(&self) -> usize {
+        self.ids.len() - self.done
+    }
+
+    /// Runs the next piece: about `max_tokens` prompt tokens, rounded down to whole prefill
+    /// chunks (at least one chunk); the finished state once the prompt is through.
+    pub fn advance(mut self, model: &dyn CausalLM, max_tokens: usize) -> Progress {
+        let chunk = model.prefill_chunk().max(1);
+        let piece = (max_tokens / chunk).max(1).saturating_mul(chunk);
+        let end = self.done.saturating_add(piece).min(self.ids.len());
+        let t0 = Instant::now();
+        let logits = {
+            let mut ctx = ForwardCtx::new(&mut self.cache);
+            if self.capture_on {
+                ctx = ctx.capture(&mut self.capture);
+            }
+            model.forward(&self.ids[self.done..end], &mut ctx)
+        };
+        self.done = end;
+        if self.done < self.ids.len() {
+            model.device().sync();
+            self.ms += t0.elapsed().as_secs_f64() * 1e3;
+            return Progress::More(self);
+        }
+        let first_logits: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        model.device().sync();
+        self.ms += t0.elapsed().as_secs_f64() * 1e3;
+        let kv_cache_bytes_full = self.cache.bytes();
+        Progress::Done(Prefilled {
+            cache: self.cache,
+            capture: self.capture,
+            first_logits,
+            prompt_tokens: self.ids.len(),
+            prefill_ms: self.ms,
+            kv_cache_bytes_full,
+        })
+    }
 }
 
 /// Prefill, compress (if a compressor is given), then decode. The cache is compressed in place:

@@ -69,6 +69,9 @@ pub fn run(device: &super::DeviceArgs, args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // A model that cannot be found fails before anything listens.
+    compresskv_runtime::store::resolve_model(&args.model)
+        .with_context(|| format!("--model {}", args.model))?;
     let device = device.runtime()?;
     let (model, tuning, method, budget) = (
         args.model.clone(),

@@ -1,18 +1,22 @@
 //! The scheduler: one thread owns the model and steps every session, admitting queued requests
-//! between decode steps while their KV cache fits `--kv-mem`.
+//! between decode steps while their KV cache fits `--kv-mem`; a prompt is prefilled in pieces
+//! between decode steps, so running sessions keep decoding while a long prompt comes in.
 //!
 //! Each session keeps its own (compressed, ragged) cache; a step runs one token of every active
 //! session, their weight matmuls batched (up to [`DECODE_BATCH`] rows per pass over the
 //! weights) and attention per session over its own entries. A session's tokens do not depend on
-//! what else is running (greedy output decoded among others equals the output decoded alone). Memory is accounted before it is
-//! used: a request is admitted only when the peak of its prefill (the full prompt cache, before
-//! compression) fits next to what the running sessions may still grow to.
+//! what else is running (greedy output decoded among others equals the output decoded alone).
+//! Memory is accounted before it is used: a request is admitted only when the peak of its
+//! prefill (the full prompt cache, before compression) fits next to what the running sessions
+//! may still grow to.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, mpsc};
 
 use compresskv_runtime::cache::KvCache;
-use compresskv_runtime::generate::{CacheCompressor, Sampler, compress_into, prefill};
+use compresskv_runtime::generate::{
+    CacheCompressor, ChunkedPrefill, Progress, Sampler, compress_into,
+};
 use compresskv_runtime::loader::LoadedModel;
 use compresskv_runtime::model::CausalLM;
 use compresskv_runtime::press::Compressor;
@@ -126,7 +130,6 @@ pub struct SlotInfo {
 /// What the HTTP side reads: readiness, slots, counters (for `/health`, `/slots`, `/metrics`).
 #[derive(Debug, Default)]
 pub struct Shared {
-    pub loading_error: Option<String>,
     /// Set once the model is loaded: the limits in force and the default compression.
     pub settings: Option<(Limits, Compression)>,
     pub model_id: String,
@@ -336,10 +339,31 @@ impl Session {
     }
 }
 
+/// A request being prefilled, one piece per engine step.
+struct Pending {
+    job: Job,
+    prefill: ChunkedPrefill,
+    compressor: Option<Compressor>,
+    /// What it holds reserved meanwhile ([`KvSizing::need`]).
+    need: usize,
+}
+
+/// Prompt tokens one prefill piece runs between two decode steps (rounded to the model's
+/// prefill chunks): running sessions wait at most one piece for their next token.
+const PREFILL_PIECE: usize = 1024;
+
 /// Rows of one batched decode step: the matrix kernels read each weight block once per group
 /// of 4 activation rows, and up to 4 rows always take the same per-row arithmetic as one row
 /// alone (so a session's tokens do not depend on its neighbours).
 const DECODE_BATCH: usize = 4;
+
+/// Answers a request that cannot start with a 400 saying why.
+fn refuse(job: Job, message: String) {
+    let _ = job.events.send(Event::Error {
+        status: 400,
+        message,
+    });
+}
 
 /// How much of `text` can be sent: not a trailing replacement character (half a UTF-8
 /// character whose next token completes it) and not a tail that may begin a stop string.
@@ -369,6 +393,8 @@ pub struct Engine {
     limits: Limits,
     shared: Arc<Mutex<Shared>>,
     queue: VecDeque<Job>,
+    /// The one request being prefilled (pieces interleave with the decode steps).
+    pending: Option<Pending>,
     active: Vec<Session>,
     next_id: u64,
     /// Test hook (`COMPRESSKV_SERVE_STEP_DELAY_MS`): a pause after every step, so tests can
@@ -390,6 +416,7 @@ impl Engine {
             limits,
             shared,
             queue: VecDeque::new(),
+            pending: None,
             active: Vec::new(),
             next_id: 0,
             step_delay: std::env::var("COMPRESSKV_SERVE_STEP_DELAY_MS")
@@ -402,7 +429,7 @@ impl Engine {
     /// Runs until the command channel closes (the server shut down).
     pub fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         loop {
-            if self.active.is_empty() && self.queue.is_empty() {
+            if self.active.is_empty() && self.queue.is_empty() && self.pending.is_none() {
                 match rx.recv() {
                     Ok(cmd) => self.handle(cmd),
                     Err(_) => return,
@@ -413,6 +440,7 @@ impl Engine {
             }
             self.drop_cancelled();
             self.admit();
+            self.prefill_piece();
             self.step();
             if let Some(d) = self.step_delay {
                 std::thread::sleep(d);
@@ -525,45 +553,41 @@ impl Engine {
         let before = self.active.len() + self.queue.len();
         self.active.retain(|s| !s.job.events.is_closed());
         self.queue.retain(|j| !j.events.is_closed());
-        let gone = before - self.active.len() - self.queue.len();
+        let mut gone = before - self.active.len() - self.queue.len();
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.job.events.is_closed())
+        {
+            self.pending = None;
+            gone += 1;
+        }
         self.shared.lock().unwrap().requests_cancelled += gone as u64;
     }
 
     fn reserved(&self) -> usize {
-        self.active.iter().map(|s| s.reserved_bytes(&self.kv)).sum()
+        let running: usize = self.active.iter().map(|s| s.reserved_bytes(&self.kv)).sum();
+        running + self.pending.as_ref().map_or(0, |p| p.need)
     }
 
-    /// Starts queued requests, oldest first, while a slot is free and the prefill fits.
+    /// Starts prefilling the oldest queued request when none is prefilling, a slot is free
+    /// and its peak fits next to what the running sessions hold reserved.
     fn admit(&mut self) {
-        while self.active.len() < self.limits.parallel {
-            let Some(job) = self.queue.front() else {
-                return;
-            };
-            let need = self.kv.need(
-                job.prompt_ids.len(),
-                job.compression.budget,
-                job.sampling.max_tokens,
-            );
-            if self.reserved() + need > self.limits.kv_mem_bytes {
-                return;
-            }
-            let job = self.queue.pop_front().expect("front exists");
-            if let Some(s) = self.start(job) {
-                self.active.push(s);
-            }
+        if self.pending.is_some() || self.active.len() >= self.limits.parallel {
+            return;
         }
-    }
-
-    /// Prefill, compression and the first sampled token of `job`; `None` when it failed
-    /// (the request got the error).
-    fn start(&mut self, job: Job) -> Option<Session> {
-        let refuse = |job: Job, message: String| {
-            let _ = job.events.send(Event::Error {
-                status: 400,
-                message,
-            });
-            None
+        let Some(job) = self.queue.front() else {
+            return;
         };
+        let need = self.kv.need(
+            job.prompt_ids.len(),
+            job.compression.budget,
+            job.sampling.max_tokens,
+        );
+        if self.reserved() + need > self.limits.kv_mem_bytes {
+            return;
+        }
+        let job = self.queue.pop_front().expect("front exists");
         let loaded = &self.loaded;
         let compressor = match job.compression.budget {
             Some(b) if job.compression.method != "full" => {
@@ -574,39 +598,56 @@ impl Engine {
             }
             _ => None,
         };
+        let window = compressor.as_ref().map_or(0, |c| c.window());
+        let prompt = job.prompt_ids.clone();
+        match ChunkedPrefill::new(&loaded.model, prompt, window, job.sampling.max_tokens) {
+            Ok(prefill) => {
+                self.pending = Some(Pending {
+                    job,
+                    prefill,
+                    compressor,
+                    need,
+                })
+            }
+            Err(e) => refuse(job, e.to_string()),
+        }
+    }
+
+    /// Runs one piece of the pending prefill; after the last one, compresses the cache and
+    /// starts the session (its first token is sampled, and emitted at the next step).
+    fn prefill_piece(&mut self) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let loaded = &self.loaded;
+        let pre = match p.prefill.advance(&loaded.model, PREFILL_PIECE) {
+            Progress::More(prefill) => {
+                self.pending = Some(Pending { prefill, ..p });
+                return;
+            }
+            Progress::Done(pre) => pre,
+        };
+        let Pending {
+            job, compressor, ..
+        } = p;
+        let mut pre = pre;
+        let cache = std::mem::replace(&mut pre.cache, KvCache::new(&loaded.spec));
         let c = compressor.as_ref().map(|c| c as &dyn CacheCompressor);
-        let window = c.map_or(0, |c| c.window());
-        let started = prefill(
-            &loaded.model,
-            &job.prompt_ids,
-            window,
-            job.sampling.max_tokens,
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|mut pre| {
-            let cache = std::mem::replace(&mut pre.cache, KvCache::new(&loaded.spec));
-            compress_into(&loaded.model, &pre, cache, c)
-                .map(|(cache, _, _)| (cache, pre.first_logits))
-                .map_err(|e| e.to_string())
-        });
-        let (cache, first_logits) = match started {
-            Ok(v) => v,
-            Err(e) => return refuse(job, e),
+        let cache = match compress_into(&loaded.model, &pre, cache, c) {
+            Ok((cache, _, _)) => cache,
+            Err(e) => return refuse(job, e.to_string()),
         };
         let s = &job.sampling;
         let mut sampler = Sampler::new(s.temperature, s.top_p, s.seed);
-        let next = sampler.sample(&first_logits);
+        let next = sampler.sample(&pre.first_logits);
         let eos_ids = if s.ignore_eos {
             Vec::new()
         } else {
             loaded.eos_ids()
         };
         self.next_id += 1;
-        {
-            let mut sh = self.shared.lock().unwrap();
-            sh.prompt_tokens_total += job.prompt_ids.len() as u64;
-        }
-        Some(Session {
+        self.shared.lock().unwrap().prompt_tokens_total += job.prompt_ids.len() as u64;
+        self.active.push(Session {
             id: self.next_id,
             prompt_tokens: job.prompt_ids.len(),
             job,
@@ -617,7 +658,7 @@ impl Engine {
             next,
             sent: 0,
             finished: false,
-        })
+        });
     }
 
     fn retire(&mut self) {

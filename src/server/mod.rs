@@ -134,9 +134,9 @@ fn spawn_engine(state: AppStateRef, loader: Loader, rx: mpsc::Receiver<Cmd>) {
         let l = match loader() {
             Ok(v) => v,
             Err(e) => {
+                // Nothing can be served: say why and stop, as llama-server does.
                 eprintln!("error: loading the model failed: {e:#}");
-                state.shared.lock().unwrap().loading_error = Some(format!("{e:#}"));
-                return;
+                std::process::exit(1);
             }
         };
         let cfg = &state.config;
@@ -220,15 +220,12 @@ fn check_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The model's limits and default compression once it is loaded; 503 before, 500 when the
-/// load failed.
+/// The model's limits and default compression once it is loaded; 503 before.
 fn ready(state: &AppState) -> Result<(Limits, Compression), ApiError> {
     let sh = state.shared.lock().unwrap();
-    match (&sh.loading_error, &sh.settings) {
-        (Some(e), _) => Err(ApiError::new(500, format!("the model failed to load: {e}"))),
-        (None, None) => Err(ApiError::new(503, "the model is loading")),
-        (None, Some(s)) => Ok(s.clone()),
-    }
+    sh.settings
+        .clone()
+        .ok_or_else(|| ApiError::new(503, "the model is loading"))
 }
 
 async fn health(State(state): State<AppStateRef>) -> Response {

@@ -341,6 +341,15 @@ fn serve_openai_endpoints_streaming_and_wrong_input() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
+    let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+        .args(["serve", "--model", "nosuch/model", "--port", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("unknown model id"),
+        "{err}"
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_compresskv"))
         .args([
             "serve", "--model", &model, "--port", "0", "--method", "full",
@@ -384,6 +393,8 @@ fn serve_sessions_decoded_together_equal_alone() {
         (6, "streamingllm", Some(24), 17, None),
         (12, "adakv", Some(20), 11, Some(7)),
         (8, "pyramidkv", Some(16), 9, None),
+        // ~1.7K tokens: prefilled in two pieces between the others' decode steps.
+        (120, "snapkv", Some(32), 12, None),
     ]
     .iter()
     .map(|&(reps, method, budget, max, seed)| {
@@ -405,6 +416,21 @@ fn serve_sessions_decoded_together_equal_alone() {
                 .to_string()
         })
         .collect();
+    // The piecewise prefill computes what one offline prefill does.
+    let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+        .args(["generate", "--model", &model, "--max-new-tokens", "12"])
+        .args(["--method", "snapkv", "--budget", "32", "--json", "--prompt"])
+        .arg(words.repeat(120))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        g["prompt_tokens"].as_u64().unwrap() > 1024,
+        "{}",
+        g["prompt_tokens"]
+    );
+    assert_eq!(g["text"].as_str().unwrap(), alone[5]);
     // Decoded together (3 slots, the rest queued), several rounds.
     for _ in 0..2 {
         let together: Vec<String> = std::thread::scope(|sc| {

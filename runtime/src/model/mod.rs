@@ -28,6 +28,12 @@ pub trait CausalLM: Send + Sync {
     fn forward(&self, tokens: &[u32], ctx: &mut ForwardCtx<'_>) -> Tensor<2>;
     /// A layer's attention block, for observers that recompute attention (the profiler).
     fn attention(&self, layer: usize) -> &Attention;
+    /// Tokens one internal prefill chunk runs ([`Self::forward`] splits longer inputs into
+    /// chunks of this size); a prefill run in pieces of whole chunks computes exactly what one
+    /// call does. The default: no chunking.
+    fn prefill_chunk(&self) -> usize {
+        usize::MAX
+    }
     /// One decode step of several sequences: `tokens[b]` at the next position of `caches[b]`
     /// (appended there); returns each sequence's next-token logits. Where the backend allows
     /// (the CPU kernels) the weight matmuls run once for all rows and attention runs per

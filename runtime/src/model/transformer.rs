@@ -666,6 +666,10 @@ impl CausalLM for Transformer {
         &self.layers[layer].attn
     }
 
+    fn prefill_chunk(&self) -> usize {
+        self.prefill_chunk.max(1)
+    }
+
     fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Vec<Vec<f32>> {
         assert_eq!(tokens.len(), caches.len(), "one token per cache");
         if self.device.uses_cpu_kernels() && !tokens.is_empty() {
