@@ -40,15 +40,24 @@ pub trait CausalLM: Send + Sync {
     /// sequence over its own cache; this default steps each sequence alone.
     fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Vec<Vec<f32>> {
         assert_eq!(tokens.len(), caches.len(), "one token per cache");
-        tokens
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(&t, c)| {
-                let l = self.forward(&[t], &mut ForwardCtx::new(c));
-                l.into_data().try_to_vec::<f32>().expect("f32 logits")
-            })
-            .collect()
+        forward_each(self, tokens, caches)
     }
+}
+
+/// [`CausalLM::forward_batch`] one sequence at a time.
+pub(crate) fn forward_each<M: CausalLM + ?Sized>(
+    model: &M,
+    tokens: &[u32],
+    caches: &mut [&mut KvCache],
+) -> Vec<Vec<f32>> {
+    tokens
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(&t, c)| {
+            let l = model.forward(&[t], &mut ForwardCtx::new(c));
+            l.into_data().try_to_vec::<f32>().expect("f32 logits")
+        })
+        .collect()
 }
 
 /// Everything a forward pass reads or writes besides the token ids.

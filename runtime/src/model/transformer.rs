@@ -458,15 +458,7 @@ impl Transformer {
         let s = tokens.len();
         let positions: Vec<i64> = (start..start + s).map(|p| p as i64).collect();
         // The kernel path keeps activations on the host from the embedding to the logits.
-        let mut x = self.embed.rows(tokens, dev);
-        if let Some(sc) = self.spec.embed_scale {
-            x = x.mul_scalar(sc);
-        }
-        let tables: Vec<RopeTables> = self
-            .ropes
-            .iter()
-            .map(|r| RopeTables::new(r, self.spec.head_dim, &positions, dev))
-            .collect();
+        let (mut x, tables) = self.embed_at(tokens, &positions);
         if let Some(c) = ctx.capture.as_deref_mut() {
             c.push_positions(&positions);
         }
@@ -507,19 +499,41 @@ impl Transformer {
             if let Some(c) = ctx.capture.as_deref_mut() {
                 c.push(i, q.tail_tensor(c.window, dev));
             }
-            let mut h = a.project_out_heads(o);
-            if let Some(n) = &layer.post_attn_norm {
-                h = n.apply(h);
-            }
-            x = x + h;
-            let mut m = layer.mlp.apply(layer.ffn_norm.apply(x.clone()));
-            if let Some(n) = &layer.post_ffn_norm {
-                m = n.apply(m);
-            }
-            x = x + m;
+            x = self.after_attention(layer, x, o);
         }
         let from = logits_from?;
         Some(self.logits(x.tail(s - from)))
+    }
+
+    /// The scaled token embeddings and, per distinct RoPE setting, the tables of `positions`
+    /// (one per token: consecutive in a prefill chunk, each sequence's own in a decode batch).
+    fn embed_at(&self, tokens: &[u32], positions: &[i64]) -> (Act, Vec<RopeTables>) {
+        let dev = &self.device.device;
+        let mut x = self.embed.rows(tokens, dev);
+        if let Some(sc) = self.spec.embed_scale {
+            x = x.mul_scalar(sc);
+        }
+        let tables = self
+            .ropes
+            .iter()
+            .map(|r| RopeTables::new(r, self.spec.head_dim, positions, dev))
+            .collect();
+        (x, tables)
+    }
+
+    /// The rest of a layer once its attention output `o` is known: output projection, the
+    /// optional post-attention norm, residual, MLP (with its optional post norm), residual.
+    fn after_attention(&self, layer: &DecoderLayer, x: Act, o: Heads) -> Act {
+        let mut h = layer.attn.project_out_heads(o);
+        if let Some(n) = &layer.post_attn_norm {
+            h = n.apply(h);
+        }
+        let x = x + h;
+        let mut m = layer.mlp.apply(layer.ffn_norm.apply(x.clone()));
+        if let Some(n) = &layer.post_ffn_norm {
+            m = n.apply(m);
+        }
+        x + m
     }
 
     /// [`CausalLM::forward_batch`] on the CPU kernels: the `B` tokens go through every
@@ -530,15 +544,7 @@ impl Transformer {
         let dev = &self.device.device;
         let b = tokens.len();
         let positions: Vec<i64> = caches.iter().map(|c| c.next_pos as i64).collect();
-        let mut x = self.embed.rows(tokens, dev);
-        if let Some(sc) = self.spec.embed_scale {
-            x = x.mul_scalar(sc);
-        }
-        let tables: Vec<RopeTables> = self
-            .ropes
-            .iter()
-            .map(|r| RopeTables::new(r, self.spec.head_dim, &positions, dev))
-            .collect();
+        let (mut x, tables) = self.embed_at(tokens, &positions);
         let d = self.spec.head_dim;
         for (i, layer) in self.layers.iter().enumerate() {
             let a = &layer.attn;
@@ -588,16 +594,7 @@ impl Transformer {
                 s: b,
                 d,
             };
-            let mut h = a.project_out_heads(o);
-            if let Some(n) = &layer.post_attn_norm {
-                h = n.apply(h);
-            }
-            x = x + h;
-            let mut m = layer.mlp.apply(layer.ffn_norm.apply(x.clone()));
-            if let Some(n) = &layer.post_ffn_norm {
-                m = n.apply(m);
-            }
-            x = x + m;
+            x = self.after_attention(layer, x, o);
         }
         for c in caches.iter_mut() {
             c.next_pos += 1;
@@ -675,14 +672,7 @@ impl CausalLM for Transformer {
         if self.device.uses_cpu_kernels() && !tokens.is_empty() {
             return self.forward_batch_host(tokens, caches);
         }
-        tokens
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(&t, c)| {
-                let l = self.forward(&[t], &mut ForwardCtx::new(c));
-                l.into_data().try_to_vec::<f32>().expect("f32 logits")
-            })
-            .collect()
+        super::forward_each(self, tokens, caches)
     }
 }
 
