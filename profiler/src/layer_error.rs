@@ -237,8 +237,9 @@ impl AttentionObserver for ErrorProbe {
             .attention
             .project_out(ev.output.clone())
             .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("converted to f32");
         let full_norm = full.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
         for sel in &mut self.selections[l] {
             sel.cache.append(new_k.clone(), new_v.clone(), new_pos);
@@ -249,8 +250,9 @@ impl AttentionObserver for ErrorProbe {
                 .attention
                 .project_out(o)
                 .into_data()
-                .try_to_vec::<f32>()
-                .expect("f32");
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("converted to f32");
             let diff = cut
                 .iter()
                 .zip(&full)
@@ -340,7 +342,11 @@ pub fn prompt_errors(
             probe.select(model, &cache, &capture);
             l
         };
-        let l: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32");
+        let l: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("converted to f32");
         let next = argmax(&l);
         generated.push(next);
         if eos.contains(&next) {

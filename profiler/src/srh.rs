@@ -70,7 +70,11 @@ impl AttentionObserver for SpanObserver {
         for g in ev.cache.groups() {
             let p = ev.attention.probs_group(&q, qpos, g);
             let [_, nh, _, t] = p.dims();
-            let flat: Vec<f32> = p.into_data().try_to_vec::<f32>().expect("f32");
+            let flat: Vec<f32> = p
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("converted to f32");
             for h in 0..nh {
                 let row = &flat[h * t..(h + 1) * t];
                 let mut m = 0.0f64;
@@ -165,7 +169,11 @@ pub fn score_sample_with(
                 &mut ForwardCtx::new(&mut cache).observer(&mut Tee(&mut obs, p)),
             ),
         };
-        let l: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32");
+        let l: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("converted to f32");
         let next = argmax(&l);
         let occurrences = span_ids.iter().filter(|&&t| t == next).count();
         if occurrences > 0 {

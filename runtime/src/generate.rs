@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -150,6 +151,31 @@ pub enum GenerateError {
     Compression(CompressError),
     #[error(transparent)]
     Tokenizer(#[from] LoadError),
+    #[error("the device failed while computing: {0}; try a shorter prompt, or `--device cpu`")]
+    Device(String),
+    #[error(
+        "the model's logits are NaN: its activations overflowed the float type it computes in \
+         (f16's largest value is 65504; Gemma's activations exceed it); use `--dtype bf16` or \
+         `--dtype f32`"
+    )]
+    NotFinite,
+}
+
+/// Logits `[n, vocab]` read back to the host in f32, flattened: a device failure since the last
+/// sync becomes [`GenerateError::Device`], NaN logits (a half-precision overflow) become
+/// [`GenerateError::NotFinite`] instead of a stream of token 0.
+pub fn host_logits(logits: Tensor<2>) -> Result<Vec<f32>, GenerateError> {
+    let device_err = |e: &dyn std::fmt::Display| GenerateError::Device(e.to_string());
+    let v = logits
+        .try_into_data()
+        .map_err(|e| device_err(&e))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| device_err(&format!("{e:?}")))?;
+    if v.iter().any(|x| x.is_nan()) {
+        return Err(GenerateError::NotFinite);
+    }
+    Ok(v)
 }
 
 impl From<CompressError> for GenerateError {
@@ -244,7 +270,7 @@ pub fn prefill(
     reserve: usize,
 ) -> Result<Prefilled, GenerateError> {
     match ChunkedPrefill::new(model, prompt_ids.to_vec(), capture_window, reserve)?
-        .advance(model, usize::MAX)
+        .advance(model, usize::MAX)?
     {
         Progress::Done(p) => Ok(p),
         Progress::More(_) => unreachable!("an unbounded piece runs the whole prompt"),
@@ -306,7 +332,11 @@ impl ChunkedPrefill {
 
     /// Runs the next piece: about `max_tokens` prompt tokens, rounded down to whole prefill
     /// chunks (at least one chunk); the finished state once the prompt is through.
-    pub fn advance(mut self, model: &dyn CausalLM, max_tokens: usize) -> Progress {
+    pub fn advance(
+        mut self,
+        model: &dyn CausalLM,
+        max_tokens: usize,
+    ) -> Result<Progress, GenerateError> {
         let chunk = model.prefill_chunk().max(1);
         let piece = (max_tokens / chunk).max(1).saturating_mul(chunk);
         let end = self.done.saturating_add(piece).min(self.ids.len());
@@ -322,20 +352,20 @@ impl ChunkedPrefill {
         if self.done < self.ids.len() {
             model.device().sync();
             self.ms += t0.elapsed().as_secs_f64() * 1e3;
-            return Progress::More(self);
+            return Ok(Progress::More(self));
         }
-        let first_logits: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        let first_logits: Vec<f32> = host_logits(logits)?;
         model.device().sync();
         self.ms += t0.elapsed().as_secs_f64() * 1e3;
         let kv_cache_bytes_full = self.cache.bytes();
-        Progress::Done(Prefilled {
+        Ok(Progress::Done(Prefilled {
             cache: self.cache,
             capture: self.capture,
             first_logits,
             prompt_tokens: self.ids.len(),
             prefill_ms: self.ms,
             kv_cache_bytes_full,
-        })
+        }))
     }
 }
 
@@ -467,7 +497,7 @@ pub fn decode(
             break;
         }
         let logits = model.forward(&[next], &mut ForwardCtx::new(&mut cache));
-        let l: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        let l: Vec<f32> = host_logits(logits)?;
         decoded_steps += 1;
         next = sampler.sample(&l);
     }
@@ -530,7 +560,7 @@ pub fn teacher_forced_logprobs(
     mut cache: KvCache,
     first_logits: &[f32],
     answer: &[u32],
-) -> Vec<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>, GenerateError> {
     let mut rows = vec![log_softmax(first_logits)];
     if answer.len() > 1 {
         let feed = &answer[..answer.len() - 1];
@@ -538,12 +568,12 @@ pub fn teacher_forced_logprobs(
             feed,
             &mut ForwardCtx::new(&mut cache).logits_last(feed.len()),
         );
-        let v: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        let v: Vec<f32> = host_logits(logits)?;
         let vocab = first_logits.len();
         rows.extend(v.chunks(vocab).map(log_softmax));
     }
     rows.truncate(answer.len());
-    rows
+    Ok(rows)
 }
 
 /// Numerically stable log-softmax.

@@ -41,6 +41,8 @@ pub enum LoadError {
     ExtraTensors(Vec<String>),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("{0}; try a smaller model, or `--device cpu`")]
+    Device(String),
     /// Boxed: fetch errors carry pip's output and would make every `Result<_, LoadError>` large.
     #[error(transparent)]
     Fetch(Box<FetchError>),

@@ -18,7 +18,7 @@ mod table;
 
 use clap::{Parser, Subcommand};
 use compresskv_runtime::RuntimeDevice;
-use compresskv_runtime::device::{Precision, WeightFormat};
+use compresskv_runtime::device::{Dtype, Precision, WeightFormat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +47,17 @@ pub struct DeviceArgs {
     /// requantize to q8_0, f16 or f32.
     #[arg(long, global = true, value_enum, default_value_t = WeightsArg::Native)]
     pub weights: WeightsArg,
+    /// The float type Burn computes in (exact path, GPUs): weights, activations and the KV
+    /// cache; scores and logits are taken in f32. Default: bf16 on CUDA, f32 elsewhere.
+    #[arg(long, global = true, value_enum)]
+    pub dtype: Option<DtypeArg>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -83,9 +94,26 @@ impl DeviceArgs {
                 weights.name()
             );
         }
-        Ok(RuntimeDevice::parse(&self.device)?
+        let dtype = self.dtype.map(|d| match d {
+            DtypeArg::F32 => Dtype::F32,
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::Bf16 => Dtype::Bf16,
+        });
+        let device = RuntimeDevice::parse_with(&self.device, dtype)?
             .with_precision(precision)
-            .with_weights(weights))
+            .with_weights(weights);
+        if let Some(d) = dtype
+            && d != Dtype::F32
+            && device.uses_cpu_kernels()
+        {
+            anyhow::bail!(
+                "--dtype {} applies to Burn's ops (GPUs, --precision exact); the CPU kernels \
+                 compute in f32 on the weights as stored (use `--weights f16` for 16-bit \
+                 weights, or add `--precision exact`)",
+                d.name()
+            );
+        }
+        Ok(device)
     }
 }
 

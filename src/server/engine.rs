@@ -621,11 +621,12 @@ impl Engine {
         };
         let loaded = &self.loaded;
         let pre = match p.prefill.advance(&loaded.model, PREFILL_PIECE) {
-            Progress::More(prefill) => {
+            Ok(Progress::More(prefill)) => {
                 self.pending = Some(Pending { prefill, ..p });
                 return;
             }
-            Progress::Done(pre) => pre,
+            Ok(Progress::Done(pre)) => pre,
+            Err(e) => return refuse(p.job, e.to_string()),
         };
         let Pending {
             job, compressor, ..

@@ -119,10 +119,10 @@ impl HeadGroup {
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty()
     }
-    /// Bytes per stored K or V element: f32 tensors, f16 host rows.
+    /// Bytes per stored K or V element: tensors in the device's float type, f16 host rows.
     pub fn elem_bytes(&self) -> usize {
         match &self.data {
-            KvData::Tensor { .. } => std::mem::size_of::<f32>(),
+            KvData::Tensor { k, .. } => k.dtype().size(),
             KvData::Host { .. } => std::mem::size_of::<f16>(),
         }
     }

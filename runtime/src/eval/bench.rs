@@ -16,6 +16,7 @@ use crate::generate::{
     CacheCompressor, GenerateError, GenerateOptions, continue_from, continue_owned, prefill,
 };
 use crate::loader::LoadedModel;
+use crate::model::CausalLM;
 
 /// Why a benchmark stopped.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,10 @@ pub struct BenchRow {
     /// Peak resident set size of the process over the prefill, compression and decode of this
     /// row (the model's weights included).
     pub peak_rss_bytes: Option<u64>,
+    /// GPU backends: the bytes the device's allocator holds after this row's prefill and decode
+    /// (its pools keep their pages, so this is the row's high-water mark, weights included);
+    /// `None` on the CPU.
+    pub device_memory_bytes: Option<u64>,
     /// Bytes one decode step must read: weights + the kept KV cache.
     pub decode_bytes_per_token: usize,
     /// Decode speed if every step were limited by the measured memory bandwidth alone.
@@ -173,6 +178,7 @@ impl BenchPlan<'_> {
                     kv_cache_bytes_full: r[0].kv_full,
                     kv_cache_bytes: kv,
                     peak_rss_bytes: r.iter().filter_map(|x| x.peak_rss).max(),
+                    device_memory_bytes: r.iter().filter_map(|x| x.device_memory).max(),
                     decode_bytes_per_token: per_token,
                     bandwidth_bound_tokens_per_s: machine
                         .memory_bandwidth_bytes_per_s
@@ -213,6 +219,7 @@ impl BenchPlan<'_> {
             reset_peak_rss();
             let pre = prefill(&loaded.model, ids, window, self.decode_tokens)?;
             let prefill_peak = peak_rss_bytes();
+            let prefill_device = device_memory_bytes(loaded);
             prefills.push(pre.prefill_ms);
             // Compressing contenders first; the last run (an uncompressed one where listed)
             // takes the prefilled cache by value instead of growing a copy of it.
@@ -239,6 +246,7 @@ impl BenchPlan<'_> {
                     kv_full: o.kv_cache_bytes_full,
                     kv: o.kv_cache_bytes,
                     peak_rss: peak,
+                    device_memory: device_memory_bytes(loaded).max(prefill_device),
                 });
             }
         }
@@ -259,6 +267,14 @@ struct Measured {
     kv_full: usize,
     kv: usize,
     peak_rss: Option<u64>,
+    device_memory: Option<u64>,
+}
+
+/// What the device's allocator holds now (GPU backends; `None` where it does not report).
+fn device_memory_bytes(loaded: &LoadedModel) -> Option<u64> {
+    let device = &loaded.model.device().device;
+    device.sync().ok()?;
+    device.memory_pool_usage().map(|u| u.bytes_reserved)
 }
 
 pub fn median(v: &[f64]) -> f64 {

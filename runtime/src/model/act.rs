@@ -167,11 +167,13 @@ impl Heads {
     }
 }
 
-/// A tensor's values on the host (a copy on burn-flex; the kernels' input).
+/// A tensor's values on the host in f32, whatever the device computes in (a copy on burn-flex;
+/// the kernels' input, and every read-back of scores and logits).
 pub fn to_host<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     x.into_data()
+        .convert::<f32>()
         .try_into_vec::<f32>()
-        .expect("activations are f32")
+        .expect("converted to f32")
 }
 
 /// Host values back into a tensor on `device`.

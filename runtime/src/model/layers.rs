@@ -12,14 +12,114 @@ use crate::kernels::qmatrix::{QMatrix, matvec_many};
 
 use crate::spec::{Activation, RopeSpec};
 
-/// A weight matrix `[out, in]`: a Burn tensor in f32 (exact path, GPU backends), or a
+/// A weight matrix `[out, in]`: Burn tensors in f32 (exact path, GPU backends), or a
 /// [`QMatrix`] in its stored block format that the CPU kernels compute on (fast path).
 // One per weight matrix: the size of the tensor variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum LinearWeight {
-    Dense(Tensor<2>),
+    Dense(DenseMatrix),
     Kernel(Arc<QMatrix>),
+}
+
+/// The largest piece of a dense matrix on a GPU backend: WebGPU guarantees storage-buffer
+/// bindings of 128 MiB and no more (Gemma 3's tied 262144 × 640 f32 embedding is 640 MiB, a
+/// 7B model's MLP matrices 224 MiB), so larger matrices are held as several row blocks.
+pub const GPU_PART_BYTES: usize = 128 << 20;
+
+/// A dense `[out, in]` matrix as one tensor, or as row blocks of at most
+/// [`GPU_PART_BYTES`] each on a GPU backend (the rows of part `i` follow those of part `i - 1`).
+#[derive(Clone, Debug)]
+pub struct DenseMatrix {
+    parts: Vec<Tensor<2>>,
+    dims: [usize; 2],
+}
+
+impl DenseMatrix {
+    pub fn new(w: Tensor<2>) -> Self {
+        DenseMatrix {
+            dims: w.dims(),
+            parts: vec![w],
+        }
+    }
+
+    /// Row-major f32 `data` `[rows, cols]` on `device`, in row blocks of at most `part_bytes`.
+    pub fn from_rows(data: Vec<f32>, dims: [usize; 2], part_bytes: usize, device: &Device) -> Self {
+        let [rows, cols] = dims;
+        let per_part = (part_bytes / (cols.max(1) * 4)).max(1);
+        if rows <= per_part {
+            return DenseMatrix::new(Tensor::from_data(TensorData::new(data, dims), device));
+        }
+        let parts = data
+            .chunks(per_part * cols)
+            .map(|c| Tensor::from_data(TensorData::new(c.to_vec(), [c.len() / cols, cols]), device))
+            .collect();
+        DenseMatrix { parts, dims }
+    }
+
+    pub fn dims(&self) -> [usize; 2] {
+        self.dims
+    }
+
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn device(&self) -> Device {
+        self.parts[0].device()
+    }
+
+    /// `x` `[n, in]` → `x Wᵀ` `[n, out]` (one matmul per part, joined along `out`).
+    fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
+        if let [w] = self.parts.as_slice() {
+            return x.matmul(w.clone().transpose());
+        }
+        let ys = self
+            .parts
+            .iter()
+            .map(|w| x.clone().matmul(w.clone().transpose()))
+            .collect();
+        Tensor::cat(ys, 1)
+    }
+
+    /// Rows `ids` as `[1, n, in]`: each part looks up the ids it holds, then the rows are put
+    /// back in the order asked.
+    fn rows(&self, ids: &[u32], device: &Device) -> Tensor<3> {
+        let int = |v: Vec<i64>, shape: [usize; 2]| {
+            Tensor::<2, Int>::from_data(TensorData::new(v, shape), device)
+        };
+        if let [w] = self.parts.as_slice() {
+            let ids = int(ids.iter().map(|&t| t as i64).collect(), [1, ids.len()]);
+            return embedding(w.clone(), ids);
+        }
+        let mut pieces = Vec::new();
+        let mut order = vec![0i64; ids.len()];
+        let (mut start, mut taken) = (0usize, 0i64);
+        for w in &self.parts {
+            let end = start + w.dims()[0];
+            let local: Vec<(usize, i64)> = ids
+                .iter()
+                .enumerate()
+                .filter(|&(_, &t)| (start..end).contains(&(t as usize)))
+                .map(|(i, &t)| (i, (t as usize - start) as i64))
+                .collect();
+            if !local.is_empty() {
+                for (k, &(i, _)) in local.iter().enumerate() {
+                    order[i] = taken + k as i64;
+                }
+                taken += local.len() as i64;
+                let idx = local.iter().map(|&(_, r)| r).collect::<Vec<_>>();
+                let n = idx.len();
+                pieces.push(w.clone().select(0, int(idx, [1, n]).reshape([n])));
+            }
+            start = end;
+        }
+        let n = ids.len();
+        let joined = Tensor::cat(pieces, 0);
+        joined
+            .select(0, int(order, [1, n]).reshape([n]))
+            .unsqueeze_dim(0)
+    }
 }
 
 impl LinearWeight {
@@ -42,16 +142,7 @@ impl LinearWeight {
     pub fn rows(&self, ids: &[u32], device: &Device) -> Act {
         let [_, h] = self.dims();
         match self {
-            LinearWeight::Dense(w) => {
-                let ids = Tensor::<2, Int>::from_data(
-                    TensorData::new(
-                        ids.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-                        [1, ids.len()],
-                    ),
-                    device,
-                );
-                Act::Tensor(embedding(w.clone(), ids))
-            }
+            LinearWeight::Dense(w) => Act::Tensor(w.rows(ids, device)),
             LinearWeight::Kernel(q) => {
                 let mut out = vec![0.0f32; ids.len() * h];
                 for (row, &id) in out.chunks_exact_mut(h).zip(ids) {
@@ -115,7 +206,7 @@ impl Linear {
         let [b, s, i] = x.dims();
         match &self.weight {
             LinearWeight::Dense(w) => {
-                let y = x.reshape([b * s, i]).matmul(w.clone().transpose());
+                let y = w.matmul_t(x.reshape([b * s, i]));
                 let y = match &self.bias {
                     Some(bias) => y + bias.clone().unsqueeze_dim(0),
                     None => y,
@@ -208,14 +299,20 @@ impl RmsNorm {
         }
     }
 
+    /// In f32 whatever the device computes in (as HF does): squares of Gemma's activations
+    /// exceed f16's range, and bf16's 8-bit mantissa would round the mean.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let f32 = burn::tensor::FloatDType::F32;
+        let dtype = x.dtype();
+        let x = x.cast(f32);
         let rms = (x.clone() * x.clone())
             .mean_dim(D - 1)
             .add_scalar(self.eps)
             .sqrt();
         let mut shape = [1usize; D];
         shape[D - 1] = self.gamma.dims()[0];
-        (x / rms) * self.gamma.clone().reshape(shape)
+        let y = (x / rms) * self.gamma.clone().cast(f32).reshape(shape);
+        y.cast(dtype)
     }
 
     fn host(&self, data: &[f32]) -> Vec<f32> {
@@ -402,5 +499,40 @@ impl RopeTables {
                 Heads::Host { data, h, s, d }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RuntimeDevice;
+
+    /// A matrix held in row blocks computes what one tensor does: the matmul joined along `out`,
+    /// and embedding rows looked up across blocks in any order (repeats included).
+    #[test]
+    fn split_dense_matrix_equals_one_tensor() {
+        let dev = RuntimeDevice::cpu().device;
+        let (rows, cols) = (23, 5);
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32) * 0.01 - 0.5)
+            .collect();
+        let whole = DenseMatrix::from_rows(data.clone(), [rows, cols], usize::MAX, &dev);
+        // 4 rows per block: 6 blocks, the last one short.
+        let split = DenseMatrix::from_rows(data, [rows, cols], 4 * cols * 4, &dev);
+        assert_eq!((whole.parts(), split.parts()), (1, 6));
+        assert_eq!(split.dims(), [rows, cols]);
+
+        let x: Vec<f32> = (0..3 * cols).map(|i| (i as f32).sin()).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [3, cols]), &dev);
+        let a = whole.matmul_t(x.clone()).into_data();
+        let b = split.matmul_t(x).into_data();
+        assert_eq!(a.shape(), b.shape());
+        a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-6));
+
+        let ids = [22, 0, 5, 4, 22, 13, 3];
+        let a = whole.rows(&ids, &dev).into_data();
+        let b = split.rows(&ids, &dev).into_data();
+        assert_eq!(b.shape().to_vec(), vec![1, ids.len(), cols]);
+        assert_eq!(a, b, "rows are copies: exactly equal");
     }
 }

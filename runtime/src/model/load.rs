@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::layers::{Linear, LinearWeight, Mlp, RmsNorm};
+use super::layers::{DenseMatrix, GPU_PART_BYTES, Linear, LinearWeight, Mlp, RmsNorm};
 use super::transformer::{Attention, DecoderLayer};
 use super::{Family, Slot, gguf_name};
-use crate::device::{RuntimeDevice, WeightFormat};
+use crate::device::{BackendKind, RuntimeDevice, WeightFormat};
 use crate::kernels::blocks::BlockFormat;
 use crate::kernels::qmatrix::QMatrix;
 use crate::kernels::qmatrix::WeightBytes;
@@ -179,7 +179,18 @@ impl Weights<'_> {
         expected: [usize; 2],
     ) -> Result<LinearWeight, LoadError> {
         if !self.device.uses_cpu_kernels() {
-            return Ok(LinearWeight::Dense(self.take::<2>(slot, layer, expected)?));
+            // One buffer holds any matrix on the CPU; GPU buffers are bounded.
+            let part_bytes = match self.device.kind {
+                BackendKind::Flex => usize::MAX,
+                BackendKind::Cuda | BackendKind::Wgpu => GPU_PART_BYTES,
+            };
+            let data = self.take_f32(slot, layer, &expected)?;
+            return Ok(LinearWeight::Dense(DenseMatrix::from_rows(
+                data,
+                expected,
+                part_bytes,
+                &self.device.device,
+            )));
         }
         let name = self.name(slot, layer);
         let [rows, cols] = expected;

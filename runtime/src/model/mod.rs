@@ -55,7 +55,7 @@ pub(crate) fn forward_each<M: CausalLM + ?Sized>(
         .zip(caches.iter_mut())
         .map(|(&t, c)| {
             let l = model.forward(&[t], &mut ForwardCtx::new(c));
-            l.into_data().try_to_vec::<f32>().expect("f32 logits")
+            act::to_host(l)
         })
         .collect()
 }

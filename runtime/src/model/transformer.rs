@@ -123,9 +123,12 @@ impl Attention {
         let [_, _, s, d] = q.dims();
         let t = g.len();
         let hk = g.n_heads();
-        // [1, hk, G*S, D] x [1, hk, D, T]: no K repeat needed.
-        let qg = q.reshape([1, hk, group * s, d]);
-        let mut scores = qg.matmul(g.k().swap_dims(2, 3)).mul_scalar(self.scale);
+        // [1, hk, G*S, D] x [1, hk, D, T]: no K repeat needed. In f32 whatever the cache holds:
+        // the presses rank entries by sums of these probabilities.
+        let f32 = burn::tensor::FloatDType::F32;
+        let qg = q.reshape([1, hk, group * s, d]).cast(f32);
+        let k = g.k().cast(f32);
+        let mut scores = qg.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale);
         if let Some(c) = self.softcap {
             scores = scores.div_scalar(c).tanh().mul_scalar(c);
         }
@@ -352,6 +355,14 @@ impl Transformer {
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = w.norm(Slot::FinalNorm, None, h)?;
         w.check_all_consumed()?;
+        // A device reports failures (a buffer over its limits, out of memory) at the next sync:
+        // surface them here as a load error rather than at the first read-back.
+        device.device.sync().map_err(|e| {
+            LoadError::Device(format!(
+                "{} could not hold the weights: {e}",
+                device.kind.name()
+            ))
+        })?;
 
         let (ropes, rope_of_layer) = shared_ropes(&spec);
         // Provenance for profiles: one small tensor that any fine-tune or requantization changes,

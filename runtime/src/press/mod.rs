@@ -166,7 +166,7 @@ impl<'a> LayerView<'a> {
                 .probs_group(self.queries, self.query_positions, g);
             let [_, nh, w, tt] = p.dims();
             debug_assert_eq!(tt, t);
-            let flat: Vec<f32> = p.into_data().try_to_vec::<f32>().expect("f32 probs");
+            let flat = crate::model::act::to_host(p);
             for h in 0..nh {
                 out.push(
                     (0..w)

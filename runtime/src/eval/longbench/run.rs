@@ -252,7 +252,8 @@ impl SampleRun<'_> {
         let model = &loaded.model;
         let pre = prefill(model, &ids, s.capture, s.max_new.max(answer.len()))?;
         let t = Instant::now();
-        let full_lp = teacher_forced_logprobs(model, pre.cache.clone(), &pre.first_logits, &answer);
+        let full_lp =
+            teacher_forced_logprobs(model, pre.cache.clone(), &pre.first_logits, &answer)?;
         let full_tf_ms = t.elapsed().as_secs_f64() * 1e3;
         let (first_logits, opts) = self.decode_options(&pre.first_logits)?;
         let metric = metric_for_dataset(ds)?;
@@ -266,7 +267,7 @@ impl SampleRun<'_> {
                 (fidelity(&full_lp, &full_lp, &answer), full_tf_ms)
             } else {
                 let t = Instant::now();
-                let lp = teacher_forced_logprobs(model, cache.clone(), &pre.first_logits, &answer);
+                let lp = teacher_forced_logprobs(model, cache.clone(), &pre.first_logits, &answer)?;
                 (
                     fidelity(&full_lp, &lp, &answer),
                     t.elapsed().as_secs_f64() * 1e3,
