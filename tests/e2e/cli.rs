@@ -601,3 +601,90 @@ fn profile_weight_hash_is_checked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--dtype` on the exact path (Burn on the CPU here; the GPUs use the same code): f16 and bf16
+/// hold the KV cache in half the bytes and decode the f32 path's greedy tokens (measured: the
+/// first 10 on every tiny family except bf16 Gemma 3, which parts at token 7 — bf16 keeps 8
+/// mantissa bits, and these random weights attend sharply); f16 on the real Gemma 3 270M
+/// overflows (its activations exceed 65504) and says so instead of printing token 0 forever;
+/// the CPU kernels refuse a dtype they do not compute in.
+#[test]
+fn dtype_halves_the_kv_cache_and_keeps_the_tokens() {
+    let Some(shared) = shared_dir() else { return };
+    let run = |model: &str, dtype: &str| -> serde_json::Value {
+        let o = compresskv(&[
+            "generate",
+            "--model",
+            model,
+            "--precision",
+            "exact",
+            "--dtype",
+            dtype,
+            "--prompt",
+            "In a distant land, numbers like 12345 were written on stones.",
+            "--max-new-tokens",
+            "6",
+            "--json",
+        ]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{model} --dtype {dtype}: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    for arch in ["llama", "qwen3", "gemma3"] {
+        let dir = shared.join(format!("reference/tiny/tiny-{arch}"));
+        let m = dir.to_str().unwrap();
+        let full = run(m, "f32");
+        for dtype in ["f16", "bf16"] {
+            let half = run(m, dtype);
+            assert_eq!(
+                half["token_ids"], full["token_ids"],
+                "{arch} {dtype}: tokens"
+            );
+            assert_eq!(
+                half["kv_cache_bytes"].as_u64().unwrap() * 2,
+                full["kv_cache_bytes"].as_u64().unwrap(),
+                "{arch} {dtype}: KV bytes"
+            );
+        }
+    }
+    let m = shared.join("reference/tiny/tiny-llama");
+    let o = compresskv(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--dtype",
+        "bf16",
+        "--prompt",
+        "x",
+    ]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("--precision exact"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    if crate::common::real_model_on(&crate::common::cpu()).is_none() {
+        return;
+    }
+    let o = compresskv(&[
+        "generate",
+        "--model",
+        "google/gemma-3-270m",
+        "--precision",
+        "exact",
+        "--dtype",
+        "f16",
+        "--prompt",
+        "The capital of France is",
+        "--max-new-tokens",
+        "4",
+    ]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success(),
+        "f16 Gemma must not print garbage: {err}"
+    );
+    assert!(err.contains("NaN") && err.contains("--dtype bf16"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

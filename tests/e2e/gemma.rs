@@ -40,7 +40,7 @@ fn check_tokenizer(loaded: &LoadedModel, shared: &std::path::Path) {
     }
 }
 
-fn check_prompt(loaded: &LoadedModel, p: &serde_json::Value) {
+pub(crate) fn check_prompt(loaded: &LoadedModel, p: &serde_json::Value) {
     let name = p["name"].as_str().unwrap();
     let ids = ids_of(&p["ids"]);
     let text = p["text"].as_str().unwrap();

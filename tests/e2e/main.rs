@@ -9,6 +9,8 @@ mod common;
 mod eval;
 mod fuzz;
 mod gemma;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu;
 mod layer_error;
 mod longbench;
 mod press;

@@ -12,10 +12,10 @@ use compresskv_runtime::press::{
 
 use crate::common::{cpu, shared_dir};
 
-const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
+pub(crate) const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
 
 /// A hand-made profile: head order reversed per layer, increasing layer errors.
-fn test_profile(loaded: &LoadedModel) -> HeadProfile {
+pub(crate) fn test_profile(loaded: &LoadedModel) -> HeadProfile {
     let s = &loaded.spec;
     let errs: Vec<f64> = (1..=s.n_layers).map(|i| i as f64).collect();
     let total: f64 = errs.iter().sum();
@@ -27,7 +27,7 @@ fn test_profile(loaded: &LoadedModel) -> HeadProfile {
     }
 }
 
-fn run(
+pub(crate) fn run(
     loaded: &LoadedModel,
     ids: &[u32],
     method: &str,
@@ -60,7 +60,7 @@ fn run(
     generate(&loaded.model, &loaded.tokenizer, ids, &opts, Some(&c)).unwrap()
 }
 
-fn prompt(loaded: &LoadedModel) -> Vec<u32> {
+pub(crate) fn prompt(loaded: &LoadedModel) -> Vec<u32> {
     let text = "In a distant land, numbers like 12345 and 67890 were written on stones. ".repeat(4);
     loaded.tokenizer.encode(&text, true).unwrap()
 }

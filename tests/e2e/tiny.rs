@@ -10,7 +10,7 @@ use compresskv_runtime::RuntimeDevice;
 
 use crate::common::{cpu, cpu_fast, json, max_abs_diff, shared_dir};
 
-const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
+pub(crate) const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
 
 fn logits_rows(model: &mut Transformer, ids: &[u32], last: usize, chunk: usize) -> Vec<Vec<f32>> {
     let saved = model.prefill_chunk;
@@ -41,7 +41,7 @@ fn tiny_models_match_reference_logits_tokens_and_greedy() {
     }
 }
 
-fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &RuntimeDevice) {
+pub(crate) fn check_tiny(shared: &std::path::Path, arch: &str, path: &str, device: &RuntimeDevice) {
     let tag = format!("{arch} ({path})");
     {
         let dir = shared.join(format!("reference/tiny/tiny-{arch}"));
