@@ -6,10 +6,11 @@
 # is named before anything runs.
 #
 #   scripts/gpu-check.sh --device cuda --out /tmp/gpu-check
-#   scripts/gpu-check.sh --device wgpu --lengths "512 1024" --repeats 1 --decode-tokens 8   # lavapipe
+#   scripts/gpu-check.sh --device wgpu --lengths 256,512 --repeats 1 --decode-tokens 8   # lavapipe
 #
-# Report: OUT/gpu-check.json = {device, binary, golden: {status, log}, bench: <bench --json>}
-# plus OUT/golden.log and OUT/bench.log.
+# Report: OUT/gpu-check.json = {device, binary, golden, cli_goldens, bench: <bench --json>}
+# plus OUT/golden.log, OUT/cli-goldens.log and OUT/bench.log. Exit 0 only when every check that
+# ran passed.
 set -euo pipefail
 
 usage() {
@@ -22,7 +23,7 @@ Usage: scripts/gpu-check.sh [options]
                       cargo when cargo is here, else skip the golden tests and say so)
   --model ID          model id or path (default: google/gemma-3-270m, from the model cache:
                       $COMPRESSKV_HOME/models or ~/.cache/compresskv/models)
-  --lengths "L ..."   prompt lengths (default: "8192 16384 32768")
+  --lengths L,L,...   prompt lengths (default: 8192,16384,32768)
   --methods M         bench methods (default: full,compresskv)
   --budget B          KV entries kept per compressed layer (default: 128)
   --decode-tokens N   tokens decoded per measurement (default: 64)
@@ -41,7 +42,7 @@ DEVICE=cuda
 BIN=target/release/compresskv
 TESTS=""
 MODEL=google/gemma-3-270m
-LENGTHS="8192 16384 32768"
+LENGTHS="8192,16384,32768"
 METHODS=full,compresskv
 BUDGET=128
 DECODE=64
@@ -56,7 +57,7 @@ while [[ $# -gt 0 ]]; do
         --bin) BIN="$2" ;;
         --tests) TESTS="$2" ;;
         --model) MODEL="$2" ;;
-        --lengths) LENGTHS="$2" ;;
+        --lengths) LENGTHS="${2// /,}" ;;
         --methods) METHODS="$2" ;;
         --budget) BUDGET="$2" ;;
         --decode-tokens) DECODE="$2" ;;
@@ -99,6 +100,45 @@ if ! smoke="$("$BIN" generate --device "$DEVICE" --model "$MODEL" --precision ex
     die "the binary cannot run $MODEL on $DEVICE (see the error above: a build without --features $FEATURE, no driver, or the model not in the model cache — copy it to \$COMPRESSKV_HOME/models/ or run 'compresskv fetch' where the network is)"
 fi
 
+# ---- golden checks through the binary alone ----------------------------------------------------
+# Greedy continuations of every tiny reference model and of Gemma 3 270M's short reference prompt
+# on the device, against the reference implementation's (needs ../shared/reference or
+# $COMPRESSKV_SHARED, and python3): all the binary can check without the test executable.
+SHARED="${COMPRESSKV_SHARED:-../shared}"
+cli_status=skipped
+if [[ -d "$SHARED/reference" ]] && command -v python3 >/dev/null 2>&1; then
+    say "greedy goldens through the binary on $DEVICE"
+    if python3 - "$BIN" "$DEVICE" "$SHARED/reference" "$MODEL" >"$OUTDIR/cli-goldens.log" 2>&1 <<'PY'
+import json, subprocess, sys
+bin_, device, ref, model = sys.argv[1:5]
+cases = []
+for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma3"]:
+    g = json.load(open(f"{ref}/tiny/tiny-{arch}/golden.json"))
+    for p in g["prompts"]:
+        cases.append((f"tiny-{arch}", f"{ref}/tiny/tiny-{arch}", p["text"], p["greedy12"]))
+g = json.load(open(f"{ref}/gemma-3-270m/model_logits.json"))
+short = min(g["prompts"], key=lambda p: len(p["ids"]))
+cases.append(("gemma-3-270m", model, short["text"], short["greedy20_ids"]))
+bad = 0
+for name, m, text, want in cases:
+    out = subprocess.run([bin_, "generate", "--device", device, "--precision", "exact",
+                          "--dtype", "f32", "--model", m, "--prompt", text,
+                          "--max-new-tokens", str(len(want)), "--json"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"FAIL {name}: {out.stderr.strip()[-300:]}"); bad += 1; continue
+    got = json.loads(out.stdout)["token_ids"]
+    ok = got == want
+    bad += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: {len(want)} greedy tokens" + ("" if ok else f": {got} vs {want}"))
+sys.exit(1 if bad else 0)
+PY
+    then cli_status=passed; else cli_status=failed; fi
+    cat "$OUTDIR/cli-goldens.log" >&2
+else
+    say "greedy goldens skipped: $SHARED/reference or python3 missing (set COMPRESSKV_SHARED)"
+fi
+
 # ---- golden tests on the device -----------------------------------------------------------------
 golden_status=skipped
 if [[ -z "$TESTS" ]] && command -v cargo >/dev/null 2>&1; then
@@ -122,8 +162,7 @@ say "golden tests: $golden_status"
 
 # ---- bench ------------------------------------------------------------------------------------
 say "bench on $DEVICE: lengths $LENGTHS, methods $METHODS, budget $BUDGET"
-# shellcheck disable=SC2086 # the lengths are separate arguments
-if ! "$BIN" bench --device "$DEVICE" --model "$MODEL" --precision exact --lengths $LENGTHS \
+if ! "$BIN" bench --device "$DEVICE" --model "$MODEL" --precision exact --lengths "$LENGTHS" \
         --methods "$METHODS" --budget "$BUDGET" --decode-tokens "$DECODE" --repeats "$REPEATS" \
         --haystack "$HAYSTACK" --json >"$OUTDIR/bench.json" 2>"$OUTDIR/bench.log"; then
     tail -n 5 "$OUTDIR/bench.log" >&2
@@ -133,6 +172,7 @@ fi
 {
     printf '{\n  "device": "%s",\n  "binary": "%s",\n' "$DEVICE" "$BIN"
     printf '  "golden": {"status": "%s", "log": "golden.log"},\n' "$golden_status"
+    printf '  "cli_goldens": {"status": "%s", "log": "cli-goldens.log"},\n' "$cli_status"
     printf '  "bench": '
     cat "$OUTDIR/bench.json"
     printf '}\n'
@@ -144,11 +184,11 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 rows = r["bench"]["rows"]
 mib = lambda b: "-" if b is None else f"{b / 2**20:.1f}"
-print(f"device {r['device']}, golden tests {r['golden']['status']}")
+print(f"device {r['device']}, golden tests {r['golden']['status']}, greedy goldens {r['cli_goldens']['status']}")
 print(f"{'method':<12}{'length':>8}{'prefill tok/s':>15}{'decode tok/s':>14}{'KV MiB':>10}{'device MiB':>12}")
 for x in rows:
     print(f"{x['method']:<12}{x['length']:>8}{x['prefill_tokens_per_s']:>15.1f}"
           f"{x['decode_tokens_per_s']:>14.1f}{mib(x['kv_cache_bytes']):>10}{mib(x['device_memory_bytes']):>12}")
 PY
 fi
-[[ $golden_status != failed ]]
+[[ $golden_status != failed && $cli_status != failed ]]

@@ -41,14 +41,16 @@ fn tiny_models_match_reference_logits_and_greedy() {
     }
 }
 
-/// Every method, both sliding-window policies, every architecture: the cache compressed on the
-/// device keeps the same entries per layer and decodes the same tokens as on the CPU.
+/// Every method, both sliding-window policies: the cache compressed on the device keeps the same
+/// entries per layer and decodes the same tokens as on the CPU. Two families: Llama (global
+/// layers) and Gemma 3 (sliding and global layers, q/k norms); the other families differ from
+/// these only in what `tiny_models_match_reference_logits_and_greedy` checks on the device.
 #[test]
 fn every_method_decodes_from_a_compressed_cache_like_the_cpu() {
     use crate::press::{prompt, run};
     let Some(shared) = shared_dir() else { return };
     let dev = gpu();
-    for arch in crate::press::ARCHS {
+    for arch in ["llama", "gemma3"] {
         let dir = shared.join(format!("reference/tiny/tiny-{arch}"));
         let on_cpu = load_hf_dir(&dir, &cpu()).unwrap();
         let on_gpu = load_hf_dir(&dir, &dev).unwrap_or_else(|e| panic!("{arch} on {dev:?}: {e}"));

@@ -12,7 +12,7 @@ use compresskv_runtime::press::{
 
 use crate::common::{cpu, shared_dir};
 
-pub(crate) const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
+const ARCHS: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3"];
 
 /// A hand-made profile: head order reversed per layer, increasing layer errors.
 pub(crate) fn test_profile(loaded: &LoadedModel) -> HeadProfile {
