@@ -93,14 +93,6 @@ impl Dtype {
         }
     }
 
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::Bf16 => 2,
-        }
-    }
-
     /// What a backend computes in unless told: bf16 on CUDA where the device supports it (the
     /// type these models are trained in; f16's range is too narrow for Gemma's activations,
     /// whose squares in RMSNorm exceed 65504), f32 elsewhere (the CPU's reference path; WGSL
