@@ -9,14 +9,18 @@
 //! — SRH heads 1..=n_heads × observation window × pooling kernel × score mix λ × rank union u
 //! ([`compresskv_runtime::press::compresskv::rank_union`]) × layer-budget error weight — on
 //! prompts that did not score the heads (other needles, depths and lengths, plus a passkey
-//! task), and keep the best setting at each budget (needle and passkey weigh the same). Every
-//! prompt is prefilled once and every setting × budget decodes from its own compressed copy of
-//! that cache.
+//! task and optionally RULER tasks, over one or several haystacks), and keep the best setting
+//! (every task weighs the same). A share of the prompts is held back as a validation split: the
+//! choice is reported on it, and a budget gets its own choice only where that beats the overall
+//! choice there too — a win on the search prompts alone can be luck. Every prompt is prefilled
+//! once and every setting × budget decodes from its own compressed copy of that cache.
 
 use std::path::{Path, PathBuf};
 
+use compresskv_runtime::eval::metrics::ruler_whole_match_all;
 use compresskv_runtime::eval::niah::{
-    CALIBRATION_QUESTION_TEMPLATE, Haystack, Needle, NiahBuilder, NiahSample, sample_seed,
+    CALIBRATION_QUESTION_TEMPLATE, Haystack, Needle, NiahBuilder, NiahSample, RulerTask,
+    RulerWords, Task, sample_seed,
 };
 use compresskv_runtime::eval::rows::{RowWriter, RowsError, read_rows};
 use compresskv_runtime::eval::run::{Contender, run_contenders};
@@ -27,7 +31,9 @@ use compresskv_runtime::press::engine::BudgetSpec;
 use compresskv_runtime::press::{
     Compressor, HeadProfile, PressParams, SlidingPolicy, press_by_name,
 };
-use compresskv_runtime::profile::{Axes, BudgetChoice, Profile, Settings, Tuning};
+use compresskv_runtime::profile::{
+    Axes, BudgetChoice, BudgetValidation, Profile, Settings, Tuning, Validation,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::CalibError;
@@ -124,26 +130,91 @@ pub struct HeldOut {
     /// Passkey prompts per (length, depth).
     pub passkeys: usize,
     pub seed: u64,
+    /// RULER tasks asked too, one prompt per (length, depth) each, in RULER's own format
+    /// (whatever the protocol) and scored on whole values.
+    pub ruler: Vec<RulerTask>,
+    /// RULER's word lists, for the tasks that draw words.
+    pub ruler_words: Option<RulerWords>,
+    /// Every `validate_every`-th prompt of each task × length (in build order) is held back
+    /// as the validation split; 0 = no validation split.
+    pub validate_every: usize,
 }
 
-/// Builds the held-out prompts: needle prompts (needles rotate over the grid) and passkey
-/// prompts, each `length` tokens, in `h.protocol`'s format.
+/// One held-out prompt: what it asks, how the decode stops, and its split.
+#[derive(Debug, Clone)]
+pub struct HeldOutPrompt {
+    pub sample: NiahSample,
+    /// `needle`, `passkey` or the RULER task's name: every task weighs the same.
+    pub task: String,
+    /// Only the first sentence or line is scored, so decoding stops there: most of the tune
+    /// time is decode.
+    pub stops: Vec<String>,
+    /// In the validation split (never used to choose).
+    pub validation: bool,
+}
+
+impl HeldOutPrompt {
+    /// The prompt's score of `text` in [0, 100]: RULER values count only whole (a value
+    /// followed by extra digits is not the value).
+    pub fn score(&self, text: &str) -> f64 {
+        match self.sample.task {
+            Task::Ruler(_) => ruler_whole_match_all(text, &self.sample.values),
+            _ => self.sample.score(text),
+        }
+    }
+}
+
+/// Builds the held-out prompts, each `length` tokens: needle prompts (needles rotate over the
+/// grid), passkey prompts in `h.protocol`'s format and RULER prompts; the haystacks rotate over
+/// the (length, depth) cells. Every `h.validate_every`-th prompt of a task × length goes to the
+/// validation split.
 pub fn held_out_prompts(
     loaded: &LoadedModel,
-    haystack: &Haystack,
+    haystacks: &[&Haystack],
     h: &HeldOut,
-) -> Result<Vec<NiahSample>, CalibError> {
+) -> Result<Vec<HeldOutPrompt>, CalibError> {
     if h.needles.is_empty() {
         return Err(CalibError::Input(
             "no held-out needles for --tune: give a non-empty --tune-needles file".into(),
         ));
     }
-    let b = NiahBuilder::for_model(haystack, loaded);
+    if haystacks.is_empty() {
+        return Err(CalibError::Input(
+            "no haystack for --tune: give at least one --tune-haystacks entry".into(),
+        ));
+    }
+    if let Some(t) = h
+        .ruler
+        .iter()
+        .find(|t| t.needs_words() && h.ruler_words.is_none())
+    {
+        return Err(CalibError::Input(format!(
+            "RULER task {} draws words: give --ruler-dir (RULER's word lists)",
+            t.name()
+        )));
+    }
+    let builders: Vec<NiahBuilder> = haystacks
+        .iter()
+        .map(|&hay| NiahBuilder::for_model(hay, loaded))
+        .collect();
     let bad = |e: compresskv_runtime::eval::niah::NiahError| CalibError::Input(e.to_string());
     let mut out = Vec::new();
     let mut k = 0;
-    for &length in &h.lengths {
-        for &depth in &h.depths {
+    let mut seen: std::collections::HashMap<(String, usize), usize> = Default::default();
+    let mut push = |sample: NiahSample, task: String, stops: &[&str], length: usize| {
+        let i = seen.entry((task.clone(), length)).or_default();
+        let validation = h.validate_every > 0 && *i % h.validate_every == h.validate_every - 1;
+        *i += 1;
+        out.push(HeldOutPrompt {
+            sample,
+            task,
+            stops: stops.iter().map(|s| s.to_string()).collect(),
+            validation,
+        });
+    };
+    for (li, &length) in h.lengths.iter().enumerate() {
+        for (di, &depth) in h.depths.iter().enumerate() {
+            let b = &builders[(li + di) % builders.len()];
             let n = &h.needles[k % h.needles.len()];
             k += 1;
             let mut s = match h.protocol {
@@ -162,7 +233,7 @@ pub fn held_out_prompts(
             .map_err(bad)?;
             // Enough for the longest held-out answer; decoding stops at the sentence end.
             s.max_new_tokens = 20;
-            out.push(s);
+            push(s, "needle".into(), &["\n", "."], length);
             for i in 0..h.passkeys {
                 let seed = sample_seed(h.seed.wrapping_add(i as u64), length, depth);
                 let mut p = match h.protocol {
@@ -171,7 +242,19 @@ pub fn held_out_prompts(
                 }
                 .map_err(bad)?;
                 p.max_new_tokens = 8;
-                out.push(p);
+                push(p, "passkey".into(), &["\n", "."], length);
+            }
+            for &t in &h.ruler {
+                let seed = t.seed(sample_seed(h.seed, length, depth));
+                let mut r = b
+                    .ruler(t, h.ruler_words.as_ref(), length, depth, seed)
+                    .map_err(bad)?;
+                // "… mentioned in the provided text is: 1234567." plus a few tokens per value;
+                // several values run over lines, one value stops at the line end.
+                let one = r.values.len() <= 1;
+                r.max_new_tokens = r.max_new_tokens.min(24 + 12 * r.values.len());
+                let stops: &[&str] = if one { &["\n"] } else { &["\n\n"] };
+                push(r, t.name().into(), stops, length);
             }
         }
     }
@@ -222,7 +305,7 @@ pub fn tune_checkpoint_path(out: &Path) -> PathBuf {
 pub fn tune(
     loaded: &LoadedModel,
     profile: &Profile,
-    prompts: &[NiahSample],
+    prompts: &[HeldOutPrompt],
     grid: &TuneGrid,
     checkpoint: &Path,
     resume: bool,
@@ -244,7 +327,7 @@ pub fn tune(
                 && c.prompt < prompts.len()
                 && c.prompt_hash
                     .as_ref()
-                    .is_none_or(|h| *h == prompt_hash(&prompts[c.prompt]))
+                    .is_none_or(|h| *h == prompt_hash(&prompts[c.prompt].sample))
             {
                 done.insert(c.prompt, c);
             }
@@ -255,10 +338,10 @@ pub fn tune(
     let mut ck = RowWriter::append(checkpoint).map_err(rows_err)?;
     let eos = loaded.eos_ids();
 
-    // (task, scores per compressor, full-cache score) per prompt.
-    let mut per_prompt: Vec<(String, Vec<f64>, Option<f64>)> = Vec::new();
-    for (i, s) in prompts.iter().enumerate() {
-        let task = format!("{:?}", s.task).to_lowercase();
+    let mut per_prompt: Vec<PromptScores> = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let s = &p.sample;
+        let task = p.task.clone();
         let (scores, full) = match done.remove(&i) {
             Some(c) => (c.scores, c.full),
             None => {
@@ -269,12 +352,10 @@ pub fn tune(
                         compressor: Some(c),
                     }))
                     .collect();
-                // Only the first sentence is scored (needle recall, the passkey digits), so
-                // decoding stops there: most of the tune time is decode.
                 let opts = GenerateOptions {
                     max_new_tokens: s.max_new_tokens,
                     eos_ids: eos.clone(),
-                    stop_strings: vec!["\n".into(), ".".into()],
+                    stop_strings: p.stops.clone(),
                     ..Default::default()
                 };
                 let outs = run_contenders(
@@ -285,8 +366,8 @@ pub fn tune(
                     &opts,
                 )
                 .map_err(|e| CalibError::Input(format!("tune prompt {i}: {e}")))?;
-                let full = s.score(&outs[0].text);
-                let unique_scores: Vec<f64> = outs[1..].iter().map(|o| s.score(&o.text)).collect();
+                let full = p.score(&outs[0].text);
+                let unique_scores: Vec<f64> = outs[1..].iter().map(|o| p.score(&o.text)).collect();
                 let scores: Vec<f64> = slot.iter().map(|&u| unique_scores[u]).collect();
                 ck.push(&TuneCheckpoint {
                     grid: grid_key.clone(),
@@ -305,11 +386,18 @@ pub fn tune(
             i + 1,
             prompts.len(),
             &format!(
-                "{task} {} tokens, depth {}: best {best:.0}",
-                s.length, s.depth
+                "{task} {} tokens, depth {}{}: best {best:.0}",
+                s.length,
+                s.depth,
+                if p.validation { " (validation)" } else { "" }
             ),
         );
-        per_prompt.push((task, scores, full));
+        per_prompt.push(PromptScores {
+            task,
+            scores,
+            full,
+            validation: p.validation,
+        });
     }
     tuning_from(per_prompt, &settings, &grid.budgets)
 }
@@ -367,39 +455,85 @@ fn shared_compressors(
     Ok((compressors, slot))
 }
 
-/// The tuning from every prompt's scores (task, one per grid cell, the full cache's): the best
-/// setting overall and per budget, each with its table.
+/// One prompt's scores: its task, one score per grid cell (settings × budgets), the full
+/// cache's, and its split.
+#[derive(Debug, Clone, PartialEq)]
+struct PromptScores {
+    task: String,
+    scores: Vec<f64>,
+    full: Option<f64>,
+    validation: bool,
+}
+
+/// The tuning from every prompt's scores: the best setting overall on the search split, and per
+/// budget the search split's best where it also beats the overall choice on the validation
+/// split (with no validation split, the search split's best), each with its table.
 fn tuning_from(
-    per_prompt: Vec<(String, Vec<f64>, Option<f64>)>,
+    per_prompt: Vec<PromptScores>,
     settings: &[Settings],
     budgets: &[usize],
 ) -> Result<TuneOutcome, CalibError> {
     let n_prompts = per_prompt.len();
-    let per_prompt = relative_to_full(per_prompt);
-    let dropped = n_prompts - per_prompt.len();
+    let (val, search): (Vec<PromptScores>, Vec<PromptScores>) =
+        per_prompt.into_iter().partition(|p| p.validation);
+    let triple = |v: Vec<PromptScores>| {
+        relative_to_full(v.into_iter().map(|p| (p.task, p.scores, p.full)).collect())
+    };
+    let (search, val) = (triple(search), triple(val));
+    let dropped = n_prompts - search.len() - val.len();
     let nb = budgets.len();
-    let table = score_table(settings, nb, 0..nb, &per_prompt);
-    let chosen = best_setting(&table).ok_or_else(|| {
-        CalibError::Input("--tune had no prompts to score: give held-out lengths and depths".into())
-    })?;
-    let per_budget = budgets
-        .iter()
-        .enumerate()
-        .map(|(bi, &budget)| {
-            let table = score_table(settings, nb, bi..bi + 1, &per_prompt);
-            BudgetChoice {
+    let table = score_table(settings, nb, 0..nb, &search);
+    let chosen = best_setting(&table)
+        .filter(|_| !search.is_empty())
+        .ok_or_else(|| {
+            CalibError::Input(
+                "--tune had no search prompts to score: give held-out lengths and depths (and a \
+             --tune-validate-every above 1)"
+                    .into(),
+            )
+        })?;
+    let score_of = |t: &[(Settings, f64)], s: Settings| {
+        t.iter().find(|(x, _)| *x == s).map_or(0.0, |(_, v)| *v)
+    };
+    let mut per_budget = Vec::new();
+    let mut checks = Vec::new();
+    for (bi, &budget) in budgets.iter().enumerate() {
+        let table = score_table(settings, nb, bi..bi + 1, &search);
+        let candidate = best_setting_or(&table, chosen);
+        let choice = if val.is_empty() {
+            candidate
+        } else {
+            let vt = score_table(settings, nb, bi..bi + 1, &val);
+            let (overall, candidate_score) = (score_of(&vt, chosen), score_of(&vt, candidate));
+            let kept = candidate != chosen && candidate_score > overall + 1e-12;
+            checks.push(BudgetValidation {
                 budget,
-                chosen: best_setting_or(&table, chosen),
-                table,
-            }
-        })
-        .collect();
+                overall,
+                candidate,
+                candidate_score,
+                kept,
+            });
+            if kept { candidate } else { chosen }
+        };
+        per_budget.push(BudgetChoice {
+            budget,
+            chosen: choice,
+            table,
+        });
+    }
+    let validation = (!val.is_empty()).then(|| Validation {
+        prompts: val.len(),
+        search_prompts: search.len(),
+        table: score_table(settings, nb, 0..nb, &val),
+        per_budget: checks,
+    });
     Ok(TuneOutcome {
         tuning: Tuning {
             chosen,
             table,
             budgets: Vec::new(),
             per_budget,
+            validation,
         },
         dropped,
     })
@@ -493,7 +627,7 @@ pub fn best_setting(table: &[(Settings, f64)]) -> Option<Settings> {
 pub fn tune_profile(
     loaded: &LoadedModel,
     profile: &mut Profile,
-    haystack: &Haystack,
+    haystacks: &[(String, Haystack)],
     held: &HeldOut,
     grid: &TuneGrid,
     checkpoint: &Path,
@@ -501,17 +635,22 @@ pub fn tune_profile(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(), CalibError> {
     grid.check()?;
-    let prompts = held_out_prompts(loaded, haystack, held)?;
+    let hays: Vec<&Haystack> = haystacks.iter().map(|(_, h)| h).collect();
+    let prompts = held_out_prompts(loaded, &hays, held)?;
     let started = std::time::Instant::now();
     let outcome = tune(
         loaded, profile, &prompts, grid, checkpoint, resume, progress,
     )?;
+    let validation = prompts.iter().filter(|p| p.validation).count();
     profile.tuning = Some(outcome.tuning);
+    let names: Vec<&str> = haystacks.iter().map(|(n, _)| n.as_str()).collect();
+    let ruler: Vec<&str> = held.ruler.iter().map(|t| t.name()).collect();
     profile.provenance.grid = format!(
         "{}; tune: {} held-out {:?}-format prompts ({} needles x lengths {:?} x depths {:?}, {} \
-         passkey(s) each), srh_heads 1..={} x windows {:?} x kernels {:?} x mixes {:?} x unions {:?} \
-         x error weights {:?} at budgets {:?}, scored relative to the full cache ({} prompt(s) it missed left out), \
-         {:.0} s",
+         passkey(s) each, RULER tasks {:?}, haystacks {:?}; {} of them the validation split), \
+         srh_heads 1..={} x windows {:?} x kernels {:?} x mixes {:?} x unions {:?} x error \
+         weights {:?} at budgets {:?}, scored relative to the full cache ({} prompt(s) it missed \
+         left out), {:.0} s",
         profile
             .provenance
             .grid
@@ -524,6 +663,9 @@ pub fn tune_profile(
         held.lengths,
         held.depths,
         held.passkeys,
+        ruler,
+        names,
+        validation,
         loaded.spec.n_heads,
         grid.axes.window,
         grid.axes.kernel,
@@ -600,5 +742,74 @@ mod tests {
         // Nothing answered by the full cache: raw scores.
         let raw = relative_to_full(vec![p("needle", vec![10.0], Some(0.0))]);
         assert_eq!(raw, vec![("needle".to_string(), vec![10.0])]);
+    }
+
+    /// The search split picks s2 overall (it wins at 128) and s1 at 64; on the validation split
+    /// s1 is no better than s2 at 64, so the budget keeps the overall choice; a split where s1
+    /// also wins at 64 keeps it. Validation prompts never move the overall choice.
+    #[test]
+    fn a_budget_keeps_its_own_choice_only_where_validation_agrees() {
+        let grid = TuneGrid {
+            axes: Axes {
+                srh_heads: vec![1, 2],
+                window: vec![8],
+                kernel: vec![5],
+                mix: vec![0.0],
+                union: vec![0.0],
+                error_weight: vec![1.0],
+            },
+            budgets: vec![64, 128],
+        };
+        let settings = grid.settings();
+        let p = |scores: [f64; 4], validation: bool| PromptScores {
+            task: "needle".into(),
+            scores: scores.to_vec(),
+            full: Some(100.0),
+            validation,
+        };
+        // Scores: [s1@64, s1@128, s2@64, s2@128]. Search: s1 (100+0)/2 = 50, s2 (50+100)/2 = 75.
+        let search = p([100.0, 0.0, 50.0, 100.0], false);
+        let out = tuning_from(
+            vec![search.clone(), p([50.0, 0.0, 50.0, 100.0], true)],
+            &settings,
+            &[64, 128],
+        )
+        .unwrap();
+        let t = out.tuning;
+        assert_eq!(t.chosen, settings[1]);
+        let v = t.validation.as_ref().unwrap();
+        assert_eq!((v.prompts, v.search_prompts), (1, 1));
+        assert_eq!(v.per_budget[0].candidate, settings[0]);
+        assert_eq!(
+            (v.per_budget[0].overall, v.per_budget[0].candidate_score),
+            (0.5, 0.5)
+        );
+        assert!(
+            !v.per_budget[0].kept,
+            "a tie on validation keeps the overall choice"
+        );
+        assert_eq!(t.per_budget[0].chosen, settings[1]);
+        assert!(!v.per_budget[1].kept && v.per_budget[1].candidate == settings[1]);
+        // The validation table scores every setting over all budgets: s1 25%, s2 75%.
+        assert_eq!(v.table, vec![(settings[0], 0.25), (settings[1], 0.75)]);
+
+        let agrees = tuning_from(
+            vec![search.clone(), p([100.0, 0.0, 0.0, 100.0], true)],
+            &settings,
+            &[64, 128],
+        )
+        .unwrap()
+        .tuning;
+        assert!(agrees.validation.as_ref().unwrap().per_budget[0].kept);
+        assert_eq!(agrees.per_budget[0].chosen, settings[0]);
+
+        // No validation split: the search split's per-budget best, as before.
+        let none = tuning_from(vec![search], &settings, &[64, 128])
+            .unwrap()
+            .tuning;
+        assert!(none.validation.is_none());
+        assert_eq!(none.per_budget[0].chosen, settings[0]);
+        // Only validation prompts: nothing to choose from.
+        assert!(tuning_from(vec![p([1.0; 4], true)], &settings, &[64, 128]).is_err());
     }
 }

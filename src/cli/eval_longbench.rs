@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use compresskv_runtime::eval::fidelity::{POSITION_BINS, position_bin_label};
 use compresskv_runtime::eval::longbench::run::{
     LongBenchRun, SummaryRow, find_config, find_data_dir, jsonl_names,
 };
@@ -136,6 +137,30 @@ pub fn run(device: &super::DeviceArgs, args: LongbenchArgs) -> anyhow::Result<()
             .col("KL", |s| opt(s.kl))
             .col("KV kept", |s| bytes(s.kv_bytes_kept.round() as usize));
         println!("{}", t.render(&summary));
+        println!(
+            "\ndecode-length drift: KL per reference-answer position, and how far each free-running \
+             decode follows the full cache's greedy output (same prefix in tokens, LCS F1)"
+        );
+        let mut d = Table::new()
+            .col("dataset", |s: &SummaryRow| s.dataset.clone())
+            .col("method", |s| s.method.clone())
+            .col("budget", |s| {
+                s.budget.map_or("-".to_string(), |b| b.to_string())
+            })
+            .col("answer tok", |s| format!("{:.0}", s.answer_tokens))
+            .col("new tok", |s| format!("{:.0}", s.new_tokens))
+            .col("same prefix", |s| {
+                s.agree_prefix.map_or("-".into(), |x| format!("{x:.1}"))
+            })
+            .col("LCS F1", |s| {
+                s.agree_lcs.map_or("-".into(), |x| format!("{x:.3}"))
+            });
+        for (i, &bin) in POSITION_BINS.iter().enumerate() {
+            d = d.col(format!("KL {}", position_bin_label(bin)), move |s| {
+                opt(s.kl_bins[i])
+            });
+        }
+        println!("{}", d.render(&summary));
         eprintln!(
             "rows: {} ({:.0} s)",
             path.display(),

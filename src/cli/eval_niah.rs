@@ -107,7 +107,7 @@ pub struct NiahArgs {
     pub json: bool,
 }
 
-fn parse_ruler_task(s: &str) -> Result<RulerTask, String> {
+pub(super) fn parse_ruler_task(s: &str) -> Result<RulerTask, String> {
     s.parse()
         .map_err(|e: compresskv_runtime::eval::niah::NiahError| e.to_string())
 }
@@ -445,6 +445,9 @@ fn render_summary(
     }
     t.col("% of full", |(_, s)| {
         s.pct_of_full.map_or("-".into(), |p| format!("{p:.0}"))
+    })
+    .col("≈ full answer", |(_, s)| {
+        s.agree_with_full.map_or("-".into(), |a| format!("{a:.2}"))
     })
     .col("KV cache", |(_, s)| {
         super::table::bytes(s.mean_kv_cache_bytes as usize)

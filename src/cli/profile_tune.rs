@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use compresskv_profiler::tune::{HeldOut, TuneGrid, TuneProtocol, tune_checkpoint_path};
-use compresskv_runtime::eval::niah::{load_needles, parse_needles};
+use compresskv_runtime::eval::niah::{RulerTask, RulerWords, load_needles, parse_needles};
 use compresskv_runtime::loader::{LoadedModel, load_model};
 use compresskv_runtime::profile::{
     Axes, Profile, ProfileSource, Settings, builtin, default_profile_out, find_profile_from_env,
@@ -69,6 +69,30 @@ pub struct TuneOptions {
     /// on Gemma 3 270M, and the kernel search needs the time more.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1.0])]
     pub tune_error_weights: Vec<f64>,
+    /// Haystacks the held-out prompts rotate over, comma-separated, each as `eval niah
+    /// --haystack` takes it: `essays` (the fetched Paul Graham essays), `noise`,
+    /// `longbench:PATH`, `leval:PATH` or a directory of .txt files (default: `--haystack`, else
+    /// the essays). Several haystacks keep the choice from fitting one genre of prose.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "essays,noise,longbench:PATH,…"
+    )]
+    pub tune_haystacks: Vec<String>,
+    /// RULER tasks asked too, one prompt per length × depth each, scored on whole values (e.g.
+    /// niah_single_2,niah_multikey_1; default: none).
+    #[arg(long, value_delimiter = ',', value_parser = super::eval_niah::parse_ruler_task,
+          value_name = "niah_single_1,…")]
+    pub tune_ruler_tasks: Vec<RulerTask>,
+    /// RULER's data folder with wonderwords/adjectivelist.txt and nounlist.txt (e.g.
+    /// ../shared/datasets/ruler), for the RULER tasks that draw words.
+    #[arg(long, value_name = "DIR")]
+    pub ruler_dir: Option<PathBuf>,
+    /// Every N-th held-out prompt of each task × length is the validation split: scored, never
+    /// used to choose; a budget keeps its own choice only where it also wins there (0 = no
+    /// validation split).
+    #[arg(long, default_value_t = 3)]
+    pub tune_validate_every: usize,
 }
 
 #[derive(Args, Debug)]
@@ -175,7 +199,44 @@ pub fn tune_profile(
         }
         None => parse_needles(builtin::TUNE_NEEDLES, "built-in:tune-needles.jsonl")?,
     };
-    let hay = super::load_haystack(haystack)?;
+    if o.tune_validate_every == 1 {
+        anyhow::bail!(
+            "--tune-validate-every 1 puts every prompt in the validation split and leaves none to \
+             choose with: use 2 or more (every N-th prompt validates), or 0 for no split"
+        );
+    }
+    let names: Vec<String> = if o.tune_haystacks.is_empty() {
+        vec![haystack.unwrap_or("essays").to_string()]
+    } else {
+        o.tune_haystacks
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect()
+    };
+    let mut hays = Vec::new();
+    for name in names {
+        let arg = (name != "essays").then_some(name.as_str());
+        let hay = super::load_haystack(arg).with_context(|| format!("--tune-haystacks {name}"))?;
+        hays.push((haystack_label(&name), hay));
+    }
+    let wordy: Vec<&str> = o
+        .tune_ruler_tasks
+        .iter()
+        .filter(|t| t.needs_words())
+        .map(|t| t.name())
+        .collect();
+    let ruler_words = match &o.ruler_dir {
+        Some(dir) => {
+            Some(RulerWords::load(dir).with_context(|| format!("--ruler-dir {}", dir.display()))?)
+        }
+        None if !wordy.is_empty() => anyhow::bail!(
+            "RULER tasks {} draw adjective-noun words from RULER's word lists: pass --ruler-dir \
+             DIR, the folder with wonderwords/adjectivelist.txt and nounlist.txt (e.g. \
+             ../shared/datasets/ruler)",
+            wordy.join(", ")
+        ),
+        None => None,
+    };
     let held = HeldOut {
         protocol: match o.tune_protocol {
             TuneProtocolArg::Peer => TuneProtocol::Peer,
@@ -186,6 +247,9 @@ pub fn tune_profile(
         depths: o.tune_depths.clone(),
         passkeys: o.tune_passkeys,
         seed: 1_000,
+        ruler: o.tune_ruler_tasks.clone(),
+        ruler_words,
+        validate_every: o.tune_validate_every,
     };
     let grid = TuneGrid {
         axes: Axes {
@@ -208,7 +272,7 @@ pub fn tune_profile(
     compresskv_profiler::tune::tune_profile(
         loaded,
         profile,
-        &hay,
+        &hays,
         &held,
         &grid,
         &tune_checkpoint_path(out),
@@ -221,6 +285,35 @@ pub fn tune_profile(
     )?;
     bar.finish_and_clear();
     Ok(())
+}
+
+/// How a haystack is named in the profile's provenance: profiles travel between machines, so
+/// a path keeps only its last component (`longbench:/data/lb` → `longbench:lb`).
+fn haystack_label(arg: &str) -> String {
+    let (kind, path) = match arg.split_once(':') {
+        Some((k, p)) if k == "longbench" || k == "leval" => (format!("{k}:"), p),
+        _ => (String::new(), arg),
+    };
+    let last = Path::new(path)
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .filter(|c| !matches!(*c, "." | ".." | "/"))
+        .next_back()
+        .unwrap_or(path);
+    format!("{kind}{last}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn haystack_labels_keep_no_machine_paths() {
+        let l = super::haystack_label;
+        assert_eq!(l("essays"), "essays");
+        assert_eq!(l("noise"), "noise");
+        assert_eq!(l("/work/main/../shared/reference/tiny"), "tiny");
+        assert_eq!(l("longbench:/data/lb/"), "longbench:lb");
+        assert_eq!(l("leval:../x/leval.jsonl"), "leval:leval.jsonl");
+    }
 }
 
 /// The chosen settings per budget and the best few of the overall table.
@@ -252,6 +345,51 @@ pub fn print_tuning(p: &Profile) {
             r.2.iter()
                 .find(|(x, _)| *x == r.1)
                 .map_or("-".into(), |(_, v)| format!("{:.1}", 100.0 * v))
+        })
+        .col("validation score", |r| {
+            let Some(v) = &t.validation else {
+                return "-".into();
+            };
+            let score = match r.0.parse::<usize>() {
+                Ok(b) => v
+                    .per_budget
+                    .iter()
+                    .find(|c| c.budget == b)
+                    .map(|c| if c.kept { c.candidate_score } else { c.overall }),
+                Err(_) => v.table.iter().find(|(x, _)| *x == r.1).map(|(_, s)| *s),
+            };
+            score.map_or("-".into(), |s| format!("{:.1}", 100.0 * s))
+        })
+        .col("budget's own best", |r| {
+            let Some(c) = t.validation.as_ref().and_then(|v| {
+                let b = r.0.parse::<usize>().ok()?;
+                v.per_budget.iter().find(|c| c.budget == b)
+            }) else {
+                return "-".into();
+            };
+            if c.candidate == t.chosen {
+                "= overall".into()
+            } else {
+                format!(
+                    "{} heads k{} u{}: {:.1} on validation ({})",
+                    c.candidate.srh_heads,
+                    c.candidate.kernel,
+                    c.candidate.union,
+                    100.0 * c.candidate_score,
+                    if c.kept {
+                        "kept"
+                    } else {
+                        "not better: overall kept"
+                    }
+                )
+            }
         });
     println!("{}", tab.render(&rows));
+    if let Some(v) = &t.validation {
+        println!(
+            "held-out score: the search split ({} prompts); validation score: the {} prompts \
+             held back from it",
+            v.search_prompts, v.prompts
+        );
+    }
 }

@@ -143,7 +143,7 @@ fn every_command_in_human_mode() {
                 "--out",
                 niah_out.to_str().unwrap(),
             ],
-            &["method", "snapkv"],
+            &["method", "snapkv", "≈ full answer"],
         ),
         (
             vec![
@@ -201,7 +201,14 @@ fn every_command_in_human_mode() {
                 "--out",
                 lb_out.to_str().unwrap(),
             ],
-            &["dataset", "hotpotqa", "KL"],
+            &[
+                "dataset",
+                "hotpotqa",
+                "KL",
+                "same prefix",
+                "LCS F1",
+                "KL 1-16",
+            ],
         ),
         (
             vec!["profile", "show", "google/gemma-3-270m", "--budget", "128"],

@@ -73,6 +73,12 @@ fn niah_runs_resumes_and_reproduces_with_heatmaps() {
         let summary = s["summary"].as_array().unwrap();
         assert_eq!(summary.len(), 9);
         assert_eq!(summary[0]["method"], "full");
+        // Every answer is held against the full cache's on the same prompt.
+        assert_eq!(summary[0]["agree_with_full"], 1.0);
+        for row in summary {
+            let a = row["agree_with_full"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&a), "{row}");
+        }
         // One heatmap per method×budget, real PNGs.
         let pngs = s["heatmaps"].as_array().unwrap();
         assert_eq!(pngs.len(), 9);

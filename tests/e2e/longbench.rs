@@ -1,6 +1,7 @@
 //! `compresskv eval longbench` end to end through the binary, on a tiny random-weight model and
 //! real MiniLongBench samples: rows written, fidelity of the full cache exactly zero and of an
-//! evicting cache positive, resume skips everything (also after a half-written last line) and
+//! evicting cache positive, the drift numbers (KL per answer-position bin, agreement with the
+//! full cache's greedy output) consistent, resume skips everything (also after a half-written last line) and
 //! gives the same summary, a run with other settings is refused.
 
 use std::path::{Path, PathBuf};
@@ -134,15 +135,32 @@ fn eval_longbench_on_a_tiny_model_writes_rows_and_resumes() {
             r["kl"].as_f64().unwrap(),
         );
         let (full_b, kept_b) = (r["kv_bytes_full"].as_u64(), r["kv_bytes_kept"].as_u64());
+        // Drift numbers: the first bin holds the first ≤ 16 answer positions' KL, so on these
+        // short answers it is the whole KL; past the answer's end a bin is null.
+        let answer = r["answer_tokens"].as_u64().unwrap();
+        let bins = r["kl_bins"].as_array().unwrap();
+        assert_eq!(bins.len(), 4, "{r}");
+        if answer <= 16 {
+            assert!((bins[0].as_f64().unwrap() - kl).abs() < 1e-9, "{r}");
+            assert!(bins[1].is_null(), "{r}");
+        }
+        let (prefix, lcs) = (
+            r["agree_prefix"].as_u64().unwrap(),
+            r["agree_lcs"].as_f64().unwrap(),
+        );
+        assert!(prefix <= r["new_tokens"].as_u64().unwrap() && (0.0..=1.0).contains(&lcs));
         match budget {
             None => {
                 assert_eq!(method, "full");
                 assert_eq!((d, kl), (0.0, 0.0), "full cache against itself: {r}");
                 assert_eq!(kept_b, full_b);
+                assert_eq!(lcs, 1.0, "{r}");
+                assert_eq!(prefix, r["new_tokens"].as_u64().unwrap(), "{r}");
             }
             Some(100000) => {
                 assert!(d.abs() < 1e-5 && kl.abs() < 1e-5, "nothing evicted: {r}");
                 assert_eq!(kept_b, full_b);
+                assert_eq!(lcs, 1.0, "nothing evicted, the same greedy output: {r}");
             }
             Some(24) => {
                 assert!(kl > 0.0, "evicting must move the distribution: {r}");
@@ -167,6 +185,12 @@ fn eval_longbench_on_a_tiny_model_writes_rows_and_resumes() {
         assert!((0.0..=100.0).contains(&score), "{row}");
         let n = if row["dataset"] == "mean" { 2 } else { 1 };
         assert_eq!(row["n"], n, "{row}");
+        let lcs = row["agree_lcs"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&lcs), "{row}");
+        if row["method"] == "full" {
+            assert_eq!(lcs, 1.0, "{row}");
+        }
+        assert!(row["kl_bins"][0].as_f64().is_some(), "{row}");
     }
 
     // Resume: nothing is recomputed, the file is untouched, the summary is identical.

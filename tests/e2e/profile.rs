@@ -445,8 +445,9 @@ fn profile_tune_tiny_model_cli() {
                 .unwrap()
                 .to_string()
                 .leak(),
+            // RULER's fixed parts take 390 of the tiny tokenizer's tokens, its answer 128.
             "--tune-lengths",
-            "384",
+            "512",
             "--tune-depths",
             "40,80",
             "--tune-windows",
@@ -461,6 +462,19 @@ fn profile_tune_tiny_model_cli() {
             "1",
             "--tune-budgets",
             "24,48",
+            // Two haystacks and a RULER task (one that draws no words) with the needles and
+            // passkeys; every third prompt of a task × length is the validation split.
+            "--tune-haystacks",
+            format!("{},noise", shared.join("reference/tiny").display()).leak(),
+            "--tune-ruler-tasks",
+            "niah_single_1",
+            "--ruler-dir",
+            shared
+                .join("datasets/ruler")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
             "--json",
         ];
         args.extend_from_slice(extra);
@@ -471,7 +485,7 @@ fn profile_tune_tiny_model_cli() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
-    tune(&[]);
+    let j = tune(&[]);
     let tuned = Profile::load(&path).unwrap();
     assert!(
         tuned.recommendation.is_none(),
@@ -500,6 +514,60 @@ fn profile_tune_tiny_model_cli() {
     assert_eq!(chosen_score, best, "the chosen setting scores best");
     // The SRH scores are untouched.
     assert_eq!(tuned.srh_scores, p.srh_scores);
+    // 2 depths × (needle + 2 passkeys + 1 RULER) = 8 prompts; per task × length the third
+    // goes to validation: one passkey prompt.
+    let v = t.validation.clone().expect("a validation split");
+    assert_eq!((v.prompts, v.search_prompts), (1, 7), "{v:?}");
+    assert_eq!(v.table.len(), 64);
+    assert_eq!(
+        v.per_budget.iter().map(|c| c.budget).collect::<Vec<_>>(),
+        vec![24, 48]
+    );
+    for (c, b) in v.per_budget.iter().zip(&t.per_budget) {
+        let own = if c.kept { c.candidate } else { t.chosen };
+        assert_eq!(
+            b.chosen, own,
+            "a budget's choice follows its validation: {c:?}"
+        );
+    }
+    assert_eq!(
+        serde_json::from_value::<compresskv_runtime::profile::Validation>(
+            j["tuning"]["validation"].clone()
+        )
+        .unwrap(),
+        v
+    );
+    assert!(
+        tuned.provenance.grid.contains("\"niah_single_1\""),
+        "{}",
+        tuned.provenance.grid
+    );
+    assert!(
+        tuned.provenance.grid.contains("\"noise\""),
+        "{}",
+        tuned.provenance.grid
+    );
+    // Wrong input says what to change.
+    let bad = |extra: &[&str], want: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_compresskv"))
+            .args(["profile", "tune", "--model", model.to_str().unwrap()])
+            .args(["--profile", path.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(want),
+            "{extra:?}: {err}"
+        );
+    };
+    bad(&["--tune-validate-every", "1"], "use 2 or more");
+    bad(&["--tune-ruler-tasks", "niah_single_1"], "--ruler-dir");
+    bad(&["--tune-ruler-tasks", "niah_nope"], "niah_nope");
+    bad(
+        &["--tune-haystacks", "/nonexistent-haystack"],
+        "--tune-haystacks /nonexistent",
+    );
 
     // A checkpoint from a killed run is reused by --resume: same tuning.
     let ck = path.with_extension("ron.tune.partial.jsonl");

@@ -42,8 +42,8 @@ pub use registry::{
 };
 pub use settings::{Axes, Effective, Knobs, Overrides, Settings};
 pub use types::{
-    BudgetChoice, BudgetRecommendation, Defaults, Fingerprint, LAYER_ERROR_SOURCES, LayerErrors,
-    Profile, Provenance, SCHEMA_VERSION, SUM_TOLERANCE, TOOL_VERSION, Tuning, sha256_hex, utc_now,
-    utc_timestamp,
+    BudgetChoice, BudgetRecommendation, BudgetValidation, Defaults, Fingerprint,
+    LAYER_ERROR_SOURCES, LayerErrors, Profile, Provenance, SCHEMA_VERSION, SUM_TOLERANCE,
+    TOOL_VERSION, Tuning, Validation, sha256_hex, utc_now, utc_timestamp,
 };
 pub use validate::absolute_path_in;

@@ -156,6 +156,35 @@ pub fn sample() -> Profile {
                     0.9,
                 )],
             }],
+            validation: Some(Validation {
+                prompts: 12,
+                search_prompts: 13,
+                table: vec![(
+                    Settings {
+                        srh_heads: 2,
+                        window: 16,
+                        kernel: 9,
+                        mix: 0.25,
+                        union: 0.5,
+                        error_weight: 1.0,
+                    },
+                    0.75,
+                )],
+                per_budget: vec![BudgetValidation {
+                    budget: 256,
+                    overall: 0.75,
+                    candidate: Settings {
+                        srh_heads: 4,
+                        window: 8,
+                        kernel: 5,
+                        mix: 0.5,
+                        union: 0.0,
+                        error_weight: 1.0,
+                    },
+                    candidate_score: 0.8,
+                    kept: true,
+                }],
+            }),
         }),
         recommendation: Some(BudgetRecommendation {
             target: 0.9,

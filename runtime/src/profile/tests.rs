@@ -648,6 +648,7 @@ fn tuned_setting_follows_the_nearest_tuned_budget() {
                 table: vec![],
             })
             .collect(),
+        validation: None,
     };
     assert_eq!(t.setting_for(None).srh_heads, 1);
     assert_eq!(t.setting_for(Some(32)).srh_heads, 1);

@@ -161,6 +161,39 @@ pub struct Tuning {
     /// runtime uses the entry whose budget is nearest (log scale) to the requested one.
     #[serde(default)]
     pub per_budget: Vec<BudgetChoice>,
+    /// The choices scored on held-out prompts the search did not see (absent in profiles tuned
+    /// before the split, or without validation prompts).
+    #[serde(default)]
+    pub validation: Option<Validation>,
+}
+
+/// How the tune's choices score on its validation split: prompts built like the search's
+/// (other needles, keys, depths and haystack rotations) but never used to choose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validation {
+    /// Validation prompts scored (those the full cache answered) and search prompts.
+    pub prompts: usize,
+    pub search_prompts: usize,
+    /// Every setting's mean validation score in `[0, 1]` over all budgets (same order as
+    /// [`Tuning::table`]).
+    pub table: Vec<(Settings, f64)>,
+    pub per_budget: Vec<BudgetValidation>,
+}
+
+/// One budget of [`Validation`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetValidation {
+    pub budget: usize,
+    /// The overall choice's validation score at this budget, in `[0, 1]`.
+    pub overall: f64,
+    /// The search's best setting at this budget and its validation score.
+    pub candidate: Settings,
+    pub candidate_score: f64,
+    /// Whether the candidate is the budget's choice: only when it beats the overall choice on
+    /// the validation split (a search-split win alone can be luck).
+    pub kept: bool,
 }
 
 /// The tuning result at one mean budget.

@@ -244,6 +244,25 @@ fn check_tuning(t: &super::Tuning, n_layers: usize, n_heads: usize) -> Result<()
             }
         }
     }
+    if let Some(v) = &t.validation {
+        let unit = |at: String, x: f64| {
+            if x.is_finite() && (0.0..=1.0).contains(&x) {
+                Ok(())
+            } else {
+                Err(format!("{at} has score {x} (must be in [0, 1])"))
+            }
+        };
+        for (i, (s, x)) in v.table.iter().enumerate() {
+            s.check(&format!("tuning.validation.table[{i}]"), n_heads)?;
+            unit(format!("tuning.validation.table[{i}]"), *x)?;
+        }
+        for (i, b) in v.per_budget.iter().enumerate() {
+            let at = format!("tuning.validation.per_budget[{i}]");
+            b.candidate.check(&at, n_heads)?;
+            unit(at.clone(), b.overall)?;
+            unit(at, b.candidate_score)?;
+        }
+    }
     if !t.budgets.is_empty() && t.budgets.len() != n_layers {
         return Err(format!(
             "tuning.budgets has {} entries but the model has {} layers",

@@ -159,6 +159,34 @@ pub(super) fn to_ron(p: &Profile) -> Result<String, ProfileError> {
                 w.line(3, "),");
             }
             w.line(2, "],");
+            match &t.validation {
+                None => w.line(2, "validation: None,"),
+                Some(v) => {
+                    w.line(2, "validation: Some((");
+                    w.field(3, "prompts", &v.prompts)?;
+                    w.field(3, "search_prompts", &v.search_prompts)?;
+                    w.line(3, "table: [");
+                    for (s, x) in &v.table {
+                        let s = format!("({}, {}),", w.setting(s)?, w.val(x)?);
+                        w.line(4, &s);
+                    }
+                    w.line(3, "],");
+                    w.line(3, "per_budget: [");
+                    for c in &v.per_budget {
+                        let s = format!(
+                            "(budget: {}, overall: {}, candidate: {}, candidate_score: {}, kept: {}),",
+                            c.budget,
+                            w.val(&c.overall)?,
+                            w.setting(&c.candidate)?,
+                            w.val(&c.candidate_score)?,
+                            c.kept
+                        );
+                        w.line(4, &s);
+                    }
+                    w.line(3, "],");
+                    w.line(2, ")),");
+                }
+            }
             w.line(1, ")),");
         }
     }

@@ -2,6 +2,8 @@
 //! prefilled once and answered by each contender from a compressed copy of that cache, scored
 //! with the dataset's official metric and with the teacher-forced fidelity of the reference
 //! answer; one JSON line per (sample, contender), resumable; then the per-dataset summary.
+//! Long answers also get drift numbers: the KL per answer-position bin and how far each
+//! free-running decode follows the full cache's greedy output.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use super::{
     LongBenchConfig, LongBenchError, LongBenchSample, official_max_new_tokens, stops_at_newline,
     truncate_middle,
 };
-use crate::eval::fidelity::fidelity;
+use crate::eval::fidelity::{POSITION_BINS, agreement, fidelity};
 use crate::eval::metrics::{MetricError, dataset_score, metric_for_dataset, score_prediction};
 use crate::eval::rows::{RowWriter, RowsError, read_rows};
 use crate::eval::run::Contender;
@@ -68,6 +70,15 @@ pub struct Row {
     pub delta_logprob: Option<f64>,
     /// Mean KL(full ‖ compressed) of the next-token distributions over the answer (nats).
     pub kl: Option<f64>,
+    /// The same KL per answer-position bin ([`POSITION_BINS`]); absent in rows made before.
+    #[serde(default)]
+    pub kl_bins: Option<[Option<f64>; POSITION_BINS.len()]>,
+    /// Leading generated tokens identical to the full cache's greedy output on this prompt.
+    #[serde(default)]
+    pub agree_prefix: Option<usize>,
+    /// LCS F1 of the generated token ids against the full cache's (1 = the same output).
+    #[serde(default)]
+    pub agree_lcs: Option<f64>,
     pub answer_tokens: usize,
     pub prompt_tokens: usize,
     /// Whether the prompt was cut in the middle to the run's `max_length`.
@@ -107,6 +118,15 @@ pub struct SummaryRow {
     pub score: f64,
     pub delta_logprob: Option<f64>,
     pub kl: Option<f64>,
+    /// Mean KL per answer-position bin ([`POSITION_BINS`]), over the rows whose answer reaches
+    /// the bin.
+    pub kl_bins: [Option<f64>; POSITION_BINS.len()],
+    /// Mean reference-answer and generated lengths (tokens).
+    pub answer_tokens: f64,
+    pub new_tokens: f64,
+    /// Mean leading tokens identical to the full cache's output, and mean LCS F1 against it.
+    pub agree_prefix: Option<f64>,
+    pub agree_lcs: Option<f64>,
     pub kv_bytes_kept: f64,
 }
 
@@ -257,6 +277,9 @@ impl SampleRun<'_> {
         let full_tf_ms = t.elapsed().as_secs_f64() * 1e3;
         let (first_logits, opts) = self.decode_options(&pre.first_logits)?;
         let metric = metric_for_dataset(ds)?;
+        // The full cache's own greedy output, which every compressed decode is held against
+        // (the `full` contender reuses it; a resumed run without it decodes it again).
+        let full_out = decode(model, tok, pre.cache.clone(), &first_logits, &opts)?;
 
         for c in todo {
             let at = c.budget.map(|b| format!(" @{b}")).unwrap_or_default();
@@ -274,7 +297,12 @@ impl SampleRun<'_> {
                 )
             };
             let kv_bytes_kept = cache.bytes();
-            let out = decode(model, tok, cache, &first_logits, &opts)?;
+            let out = if c.compressor.is_none() {
+                full_out.clone()
+            } else {
+                decode(model, tok, cache, &first_logits, &opts)?
+            };
+            let agree = agreement(&full_out.token_ids, &out.token_ids);
             let score = score_prediction(
                 ds,
                 &out.text,
@@ -293,6 +321,9 @@ impl SampleRun<'_> {
                 metric: metric.name().to_string(),
                 delta_logprob: fid.map(|f| f.delta_logprob),
                 kl: fid.map(|f| f.kl),
+                kl_bins: fid.map(|f| f.kl_bins),
+                agree_prefix: Some(agree.prefix),
+                agree_lcs: Some(agree.lcs_f1),
                 answer_tokens: answer.len(),
                 prompt_tokens: pre.prompt_tokens,
                 truncated,
@@ -511,6 +542,8 @@ fn summarize(
                 continue;
             }
             let scores: Vec<f64> = rs.iter().map(|r| r.score).collect();
+            let mean =
+                |f: &dyn Fn(&Row) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64;
             out.push(SummaryRow {
                 dataset: ds.clone(),
                 method: c.method.clone(),
@@ -519,8 +552,22 @@ fn summarize(
                 score: dataset_score(&scores),
                 delta_logprob: mean_opt(&rs.iter().map(|r| r.delta_logprob).collect::<Vec<_>>()),
                 kl: mean_opt(&rs.iter().map(|r| r.kl).collect::<Vec<_>>()),
-                kv_bytes_kept: rs.iter().map(|r| r.kv_bytes_kept as f64).sum::<f64>()
-                    / rs.len() as f64,
+                kl_bins: std::array::from_fn(|b| {
+                    mean_opt(
+                        &rs.iter()
+                            .map(|r| r.kl_bins.and_then(|k| k[b]))
+                            .collect::<Vec<_>>(),
+                    )
+                }),
+                answer_tokens: mean(&|r| r.answer_tokens as f64),
+                new_tokens: mean(&|r| r.new_tokens as f64),
+                agree_prefix: mean_opt(
+                    &rs.iter()
+                        .map(|r| r.agree_prefix.map(|p| p as f64))
+                        .collect::<Vec<_>>(),
+                ),
+                agree_lcs: mean_opt(&rs.iter().map(|r| r.agree_lcs).collect::<Vec<_>>()),
+                kv_bytes_kept: mean(&|r| r.kv_bytes_kept as f64),
             });
         }
     }
@@ -534,14 +581,22 @@ fn summarize(
                 continue;
             }
             let k = per.len() as f64;
+            let opt = |f: &dyn Fn(&SummaryRow) -> Option<f64>| {
+                mean_opt(&per.iter().map(|s| f(s)).collect::<Vec<_>>())
+            };
             let row = SummaryRow {
                 dataset: "mean".into(),
                 method: c.method.clone(),
                 budget: c.budget,
                 n: per.iter().map(|s| s.n).sum(),
                 score: (per.iter().map(|s| s.score).sum::<f64>() / k * 100.0).round() / 100.0,
-                delta_logprob: mean_opt(&per.iter().map(|s| s.delta_logprob).collect::<Vec<_>>()),
-                kl: mean_opt(&per.iter().map(|s| s.kl).collect::<Vec<_>>()),
+                delta_logprob: opt(&|s| s.delta_logprob),
+                kl: opt(&|s| s.kl),
+                kl_bins: std::array::from_fn(|b| opt(&|s| s.kl_bins[b])),
+                answer_tokens: per.iter().map(|s| s.answer_tokens).sum::<f64>() / k,
+                new_tokens: per.iter().map(|s| s.new_tokens).sum::<f64>() / k,
+                agree_prefix: opt(&|s| s.agree_prefix),
+                agree_lcs: opt(&|s| s.agree_lcs),
                 kv_bytes_kept: per.iter().map(|s| s.kv_bytes_kept).sum::<f64>() / k,
             };
             out.push(row);

@@ -2,7 +2,7 @@
 //! or passkey samples), every contender decoded from one prefill per prompt, one JSON line per
 //! answer (resumable), and the summary per method × budget.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use super::{
     Haystack, LONGBENCH_QA_DATASETS, Needle, NiahBuilder, NiahError, NiahSample, PaperOptions,
     Protocol, RulerWords, Task,
 };
+use crate::eval::fidelity::agreement;
 use crate::eval::rows::{RowWriter, RowsError, read_rows};
 use crate::eval::run::{Contender, run_contenders};
 use crate::generate::{GenerateError, GenerateOptions};
@@ -132,6 +133,11 @@ pub struct SummaryRow {
     pub mean_whole_score: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whole_per_length: Option<Vec<(usize, f64)>>,
+    /// Mean word-level LCS F1 of the answers against the full cache's answers on the same
+    /// prompts (1 = the same text): shows a long answer (several values) that drifts away from
+    /// the full cache's even where the score does not move. `None` without full-cache rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agree_with_full: Option<f64>,
 }
 
 /// The row name of a task (`needle`, `passkey`, or the RULER task's name).
@@ -380,6 +386,18 @@ pub fn summarize(rows: &[NiahRow], lengths: &[usize]) -> Vec<SummaryRow> {
                 .filter(|r| keys.contains(&(r.length, r.depth.to_bits(), r.sample)))
                 .collect();
             let fm = mean(&f);
+            let full_answer: HashMap<(usize, u64, usize), &str> = f
+                .iter()
+                .map(|r| ((r.length, r.depth.to_bits(), r.sample), r.answer.as_str()))
+                .collect();
+            let words = |t: &str| t.split_whitespace().map(String::from).collect::<Vec<_>>();
+            let agree: Vec<f64> = v
+                .iter()
+                .filter_map(|r| {
+                    let fa = full_answer.get(&(r.length, r.depth.to_bits(), r.sample))?;
+                    Some(agreement(&words(fa), &words(&r.answer)).lcs_f1)
+                })
+                .collect();
             let whole = |rows: &[&NiahRow]| -> Option<f64> {
                 let w: Vec<f64> = rows.iter().filter_map(|r| r.whole_score()).collect();
                 (!w.is_empty() && w.len() == rows.len())
@@ -405,6 +423,8 @@ pub fn summarize(rows: &[NiahRow], lengths: &[usize]) -> Vec<SummaryRow> {
                 pct_of_full: (!f.is_empty() && fm > 0.0).then(|| 100.0 * mean(&v) / fm),
                 mean_kv_cache_bytes: v.iter().map(|r| r.kv_cache_bytes as f64).sum::<f64>()
                     / v.len() as f64,
+                agree_with_full: (!agree.is_empty())
+                    .then(|| agree.iter().sum::<f64>() / agree.len() as f64),
                 method,
                 budget,
             }
@@ -457,6 +477,37 @@ mod tests {
         assert!(snap.per_length[1].1.is_nan() || snap.per_length[1].1 == 0.0);
         // Full on the same two prompts averages 75: 37.5 / 75 = 50%.
         assert!((snap.pct_of_full.unwrap() - 50.0).abs() < 1e-9);
+    }
+
+    /// Each answer is held against the full cache's answer on the same prompt (word LCS F1):
+    /// "a b c d" vs "a x c d" is 3/4, an identical answer 1; a prompt the full cache did not
+    /// answer is left out.
+    #[test]
+    fn answers_agree_with_the_full_cache_on_the_same_prompt() {
+        let mut rows = vec![
+            row("full", None, 1024, 0.0, 100.0),
+            row("full", None, 1024, 50.0, 100.0),
+            row("snapkv", Some(64), 1024, 0.0, 100.0),
+            row("snapkv", Some(64), 1024, 50.0, 100.0),
+            row("snapkv", Some(64), 2048, 50.0, 100.0),
+        ];
+        for (r, a) in rows
+            .iter_mut()
+            .zip(["a b c d", "e f", "a x c d", "e f", "zzz"])
+        {
+            r.answer = a.into();
+        }
+        let s = summarize(&rows, &[1024, 2048]);
+        assert_eq!(s[0].agree_with_full, Some(1.0));
+        let snap = s.iter().find(|r| r.method == "snapkv").unwrap();
+        assert!((snap.agree_with_full.unwrap() - (0.75 + 1.0) / 2.0).abs() < 1e-12);
+        assert_eq!(
+            summarize(&rows[2..], &[1024])
+                .last()
+                .unwrap()
+                .agree_with_full,
+            None
+        );
     }
 
     #[test]
