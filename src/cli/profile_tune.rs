@@ -297,23 +297,9 @@ fn haystack_label(arg: &str) -> String {
     let last = Path::new(path)
         .components()
         .filter_map(|c| c.as_os_str().to_str())
-        .filter(|c| !matches!(*c, "." | ".." | "/"))
-        .next_back()
+        .rfind(|c| !matches!(*c, "." | ".." | "/"))
         .unwrap_or(path);
     format!("{kind}{last}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn haystack_labels_keep_no_machine_paths() {
-        let l = super::haystack_label;
-        assert_eq!(l("essays"), "essays");
-        assert_eq!(l("noise"), "noise");
-        assert_eq!(l("/work/main/../shared/reference/tiny"), "tiny");
-        assert_eq!(l("longbench:/data/lb/"), "longbench:lb");
-        assert_eq!(l("leval:../x/leval.jsonl"), "leval:leval.jsonl");
-    }
 }
 
 /// The chosen settings per budget and the best few of the overall table.
@@ -391,5 +377,18 @@ pub fn print_tuning(p: &Profile) {
              held back from it",
             v.search_prompts, v.prompts
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn haystack_labels_keep_no_machine_paths() {
+        let l = super::haystack_label;
+        assert_eq!(l("essays"), "essays");
+        assert_eq!(l("noise"), "noise");
+        assert_eq!(l("/work/main/../shared/reference/tiny"), "tiny");
+        assert_eq!(l("longbench:/data/lb/"), "longbench:lb");
+        assert_eq!(l("leval:../x/leval.jsonl"), "leval:leval.jsonl");
     }
 }
