@@ -683,9 +683,9 @@ pub fn tune_profile(
 mod tests {
     use super::*;
 
-    #[test]
-    fn tasks_weigh_the_same_and_ties_go_to_the_simplest_setting() {
-        let grid = TuneGrid {
+    /// SRH heads 1 or 2 (nothing else varies) at budgets 64 and 128.
+    fn two_settings_two_budgets() -> TuneGrid {
+        TuneGrid {
             axes: Axes {
                 srh_heads: vec![1, 2],
                 window: vec![8],
@@ -695,7 +695,12 @@ mod tests {
                 error_weight: vec![1.0],
             },
             budgets: vec![64, 128],
-        };
+        }
+    }
+
+    #[test]
+    fn tasks_weigh_the_same_and_ties_go_to_the_simplest_setting() {
+        let grid = two_settings_two_budgets();
         let settings = grid.settings();
         assert_eq!(settings.len(), 2);
         // Scores per prompt: [s1@64, s1@128, s2@64, s2@128].
@@ -749,17 +754,7 @@ mod tests {
     /// also wins at 64 keeps it. Validation prompts never move the overall choice.
     #[test]
     fn a_budget_keeps_its_own_choice_only_where_validation_agrees() {
-        let grid = TuneGrid {
-            axes: Axes {
-                srh_heads: vec![1, 2],
-                window: vec![8],
-                kernel: vec![5],
-                mix: vec![0.0],
-                union: vec![0.0],
-                error_weight: vec![1.0],
-            },
-            budgets: vec![64, 128],
-        };
+        let grid = two_settings_two_budgets();
         let settings = grid.settings();
         let p = |scores: [f64; 4], validation: bool| PromptScores {
             task: "needle".into(),

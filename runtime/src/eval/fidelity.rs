@@ -68,20 +68,7 @@ pub fn agreement<T: PartialEq>(full: &[T], comp: &[T]) -> Agreement {
             lcs_f1: 1.0,
         };
     }
-    // One row of the LCS table at a time: O(|full| · |comp|) time, O(|comp|) memory.
-    let mut prev = vec![0usize; comp.len() + 1];
-    let mut cur = vec![0usize; comp.len() + 1];
-    for a in full {
-        for (j, b) in comp.iter().enumerate() {
-            cur[j + 1] = if a == b {
-                prev[j] + 1
-            } else {
-                cur[j].max(prev[j + 1])
-            };
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    let lcs = prev[comp.len()] as f64;
+    let lcs = crate::eval::metrics::lcs_len(full, comp) as f64;
     Agreement {
         prefix,
         lcs_f1: 2.0 * lcs / (full.len() + comp.len()) as f64,

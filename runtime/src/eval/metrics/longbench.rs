@@ -321,7 +321,7 @@ pub fn levenshtein_ratio(a: &str, b: &str) -> f64 {
 }
 
 /// Length of the longest common subsequence (two-row DP).
-fn lcs_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+pub(crate) fn lcs_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     let mut prev = vec![0usize; b.len() + 1];
     let mut cur = vec![0usize; b.len() + 1];
     for x in a {

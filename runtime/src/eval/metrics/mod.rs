@@ -51,6 +51,7 @@ mod stem;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use longbench::lcs_len;
 pub use longbench::{
     COMPRESSKV_AVG_DATASETS, FIRST_LINE_DATASETS, LONGBENCH_DATASETS, Metric, classification_score,
     code_sim_score, count_score, dataset_score, fuzz_ratio, length_bucket, levenshtein_ratio,
