@@ -284,23 +284,25 @@ impl SampleRun<'_> {
         for c in todo {
             let at = c.budget.map(|b| format!(" @{b}")).unwrap_or_default();
             progress(0, &format!("{ds} #{} {}{at}", self.index, c.method));
-            let compressor = c.compressor.as_ref().map(|c| c as &dyn CacheCompressor);
-            let (cache, _, compress_ms) = compress_copy(model, &pre, compressor)?;
-            let (fid, tf_ms) = if c.compressor.is_none() {
-                (fidelity(&full_lp, &full_lp, &answer), full_tf_ms)
-            } else {
-                let t = Instant::now();
-                let lp = teacher_forced_logprobs(model, cache.clone(), &pre.first_logits, &answer)?;
-                (
-                    fidelity(&full_lp, &lp, &answer),
-                    t.elapsed().as_secs_f64() * 1e3,
-                )
-            };
-            let kv_bytes_kept = cache.bytes();
-            let out = if c.compressor.is_none() {
-                full_out.clone()
-            } else {
-                decode(model, tok, cache, &first_logits, &opts)?
+            // The full contender reuses the full cache's measurements: no copy of the cache.
+            let (fid, tf_ms, kv_bytes_kept, compress_ms, out) = match &c.compressor {
+                None => (
+                    fidelity(&full_lp, &full_lp, &answer),
+                    full_tf_ms,
+                    pre.cache.bytes(),
+                    0.0,
+                    full_out.clone(),
+                ),
+                Some(comp) => {
+                    let (cache, _, compress_ms) = compress_copy(model, &pre, Some(comp))?;
+                    let t = Instant::now();
+                    let lp =
+                        teacher_forced_logprobs(model, cache.clone(), &pre.first_logits, &answer)?;
+                    let tf_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let kept = cache.bytes();
+                    let out = decode(model, tok, cache, &first_logits, &opts)?;
+                    (fidelity(&full_lp, &lp, &answer), tf_ms, kept, compress_ms, out)
+                }
             };
             let agree = agreement(&full_out.token_ids, &out.token_ids);
             let score = score_prediction(
