@@ -45,7 +45,8 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 0.9, value_parser = parse_target)]
     pub target: f64,
     /// `noise` (default: the repeated-noise haystack, which neither the calibration nor the
-    /// tune saw) or a directory of .txt files.
+    /// tune saw), `longbench:PATH`, `leval:PATH` (documents of LongBench / L-Eval jsonl, as
+    /// `eval niah` reads them) or a directory of .txt files.
     #[arg(long, default_value = "noise")]
     pub haystack: String,
     /// Needles jsonl (`needle`, `question`, `answer`), one prompt per needle × length × depth
