@@ -301,7 +301,13 @@ impl SampleRun<'_> {
                     let tf_ms = t.elapsed().as_secs_f64() * 1e3;
                     let kept = cache.bytes();
                     let out = decode(model, tok, cache, &first_logits, &opts)?;
-                    (fidelity(&full_lp, &lp, &answer), tf_ms, kept, compress_ms, out)
+                    (
+                        fidelity(&full_lp, &lp, &answer),
+                        tf_ms,
+                        kept,
+                        compress_ms,
+                        out,
+                    )
                 }
             };
             let agree = agreement(&full_out.token_ids, &out.token_ids);
