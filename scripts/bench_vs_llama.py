@@ -42,6 +42,13 @@ def run(cmd, env=None):
     return out.stdout
 
 
+def crashed_on_sigill(err):
+    """llama.cpp built with GGML_NATIVE on a CPU that advertises AMX runs its prompt matmuls on
+    AMX tiles (its "repacked" weights); where the VM does not let tile instructions run, they
+    die of SIGILL. Its `--repack 0` keeps the weights in the file's layout (AVX-512 kernels)."""
+    return isinstance(err, subprocess.CalledProcessError) and err.returncode == -4
+
+
 def gguf_path(model):
     home = pathlib.Path(os.environ.get("COMPRESSKV_HOME", pathlib.Path.home() / ".cache/compresskv"))
     d = home / "models" / model.replace("/", "--")
@@ -90,6 +97,24 @@ def main():
         rows = {r["method"]: r for r in out["rows"]}
         return out, rows.get("full"), rows.get("compresskv")
 
+    # llama.cpp's own default first; `--repack 0` only where the default dies of SIGILL.
+    llama_extra = []
+    repack_note = None
+
+    def llama_run(cmd):
+        nonlocal llama_extra, repack_note
+        try:
+            return run(cmd + llama_extra)
+        except subprocess.CalledProcessError as e:
+            if llama_extra or not crashed_on_sigill(e):
+                raise
+            repack_note = ("llama-bench with its default weight repacking died of SIGILL (AMX "
+                           "tile instructions this VM does not run); every llama.cpp figure "
+                           "is with --repack 0")
+            log(repack_note)
+            llama_extra = ["--repack", "0"]
+            return run(cmd + llama_extra)
+
     def llama_at(n):
         found = {}
         cmds = []
@@ -99,7 +124,7 @@ def main():
         cmds.append([llama, "-m", str(gguf), "-t", str(a.threads), "-p", "0", "-n",
                      str(a.decode_tokens), "-d", str(n), "-r", str(a.repeats), "-o", "jsonl"])
         for cmd in cmds:
-            for line in run(cmd).splitlines():
+            for line in llama_run(cmd).splitlines():
                 line = line.strip()
                 if not line.startswith("{"):
                     continue
@@ -162,6 +187,15 @@ def main():
             row[key + "_per_round"] = [r[key] for r in rounds[n]]
         rows.append(row)
     theirs = [{"build_commit": theirs_meta.get("build"), "cpu_info": theirs_meta.get("cpu")}]
+    # Where repacking crashed on prompts, its decode with no context still runs (no prompt
+    # matmul): measure it once, so the table does not hide llama.cpp's fastest decode here.
+    repacked_decode0 = None
+    if llama_extra:
+        out = run([llama, "-m", str(gguf), "-t", str(a.threads), "-p", "0", "-n",
+                   str(a.decode_tokens), "-r", str(a.repeats), "-o", "jsonl"])
+        for line in out.splitlines():
+            if line.strip().startswith("{"):
+                repacked_decode0 = json.loads(line)["avg_ts"]
 
     result = {
         "model": a.model, "gguf": str(gguf), "threads": a.threads, "budget": a.budget,
@@ -170,6 +204,9 @@ def main():
         "llama_build": theirs[0].get("build_commit") if theirs else None,
         "llama_cpu": theirs[0].get("cpu_info") if theirs else None,
         "rows": rows,
+        "llama_repack": not llama_extra,
+        "llama_repack_note": repack_note,
+        "llama_repacked_decode_at_0_tok_s": repacked_decode0,
     }
     text = json.dumps(result, indent=2)
     if a.out:
@@ -205,6 +242,9 @@ def main():
           f"llama.cpp {result['llama_build']}. Ratio = ours / llama.cpp. f32 roofline: our "
           "prefill's multiply-adds at the f32 FMA peak measured in the same run (ratio: over "
           "llama.cpp's prefill).")
+    if repack_note:
+        print(f"Note: {repack_note}. With repacking, its decode with no context (no prompt "
+              f"matmul, so it runs): {f(repacked_decode0)} tok/s.")
     g = lambda v: "[" + ", ".join(f(x, 2) for x in v) + "]"
     for r in rows:
         print(f"{r['length']} tokens, ratios per round: prefill {g(r['prefill_ratio_per_round'])}, "

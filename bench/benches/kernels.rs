@@ -52,6 +52,21 @@ fn kernels(c: &mut Criterion) {
     }
     g.finish();
 
+    // Batched decode (`serve`): a few activation rows share each pass over the weights.
+    let mut g = c.benchmark_group("batched");
+    g.sample_size(10);
+    for (name, q) in chosen.iter().flatten() {
+        let n = 8;
+        let x: Vec<f32> = (0..n * q.cols()).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let mut y = vec![0.0f32; n * q.rows()];
+        g.throughput(Throughput::Elements((n * q.rows() * q.cols()) as u64));
+        for level in available_levels() {
+            let id = BenchmarkId::new(format!("{name} {} n={n}", q.format().name()), level.name());
+            g.bench_function(id, |b| b.iter(|| q.matmul_at(level, &x, n, &mut y)));
+        }
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("matmul");
     g.sample_size(10);
     let n = 512;

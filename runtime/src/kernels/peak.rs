@@ -1,9 +1,10 @@
 //! The machine's f32 multiply-add peak, measured the way `bench` measures memory bandwidth:
 //! the compute roofline that prefill (dequantized tiles through f32 `gemm`) is held to.
 //!
-//! Every thread of rayon's pool runs independent chains of 8-lane FMAs in registers (enough
-//! chains to cover the FMA latency), so the figure is the CPU's instruction throughput under
-//! the same load and frequency as a two-core prefill, steal time included.
+//! Every thread of rayon's pool runs independent chains of FMAs in registers (enough chains to
+//! cover the FMA latency) at the widest width `gemm` uses on this CPU (16 lanes with AVX-512 F,
+//! else 8), so the figure is the CPU's instruction throughput under the same load and frequency
+//! as a two-core prefill, steal time included.
 
 use std::time::{Duration, Instant};
 
@@ -15,11 +16,16 @@ pub fn fma_peak_macs_per_s() -> Option<f64> {
     if simd::detected() < SimdLevel::Avx2 {
         return None;
     }
+    let op = if Op::Fma512.available() {
+        Op::Fma512
+    } else {
+        Op::Fma
+    };
     // Calibrate the iteration count on one thread to ~30 ms.
     let mut iters = 1u64 << 16;
     loop {
         let t = Instant::now();
-        op_chains(Op::Fma, iters);
+        op_chains(op, iters);
         if t.elapsed() >= Duration::from_millis(10) || iters >= 1 << 32 {
             iters = (iters as f64 * 0.03 / t.elapsed().as_secs_f64().max(1e-6)) as u64;
             break;
@@ -29,7 +35,7 @@ pub fn fma_peak_macs_per_s() -> Option<f64> {
     let mut best = 0.0f64;
     for _ in 0..3 {
         let t = Instant::now();
-        let macs: u64 = rayon::broadcast(|_| op_chains(Op::Fma, iters).unwrap_or(0))
+        let macs: u64 = rayon::broadcast(|_| op_chains(op, iters).unwrap_or(0))
             .into_iter()
             .sum();
         best = best.max(macs as f64 / t.elapsed().as_secs_f64());
@@ -43,8 +49,10 @@ const CHAINS: usize = 10;
 /// The multiply-add instructions whose issue rates bound a matmul's inner loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// `vfmadd231ps`: 8 f32 multiply-adds (the f32 `gemm` prefill).
+    /// `vfmadd231ps` on 256 bits: 8 f32 multiply-adds (the f32 `gemm` prefill on AVX2).
     Fma,
+    /// `vfmadd231ps` on 512 bits: 16 f32 multiply-adds (`gemm`'s micro-kernels with AVX-512 F).
+    Fma512,
     /// `vpmaddwd`: 16 i16×i16 multiply-adds into 8 i32 (16-bit activations).
     MaddWd,
     /// `vpmaddubsw`: 32 u8×i8 multiply-adds into 16 i16 (8-bit activations, ggml's scheme).
@@ -52,12 +60,27 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 3] = [Op::Fma, Op::MaddWd, Op::MaddUbsw];
+    pub const ALL: [Op; 4] = [Op::Fma, Op::Fma512, Op::MaddWd, Op::MaddUbsw];
+
+    /// Whether this CPU runs the instruction.
+    pub fn available(self) -> bool {
+        if simd::detected() < SimdLevel::Avx2 {
+            return false;
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Op::Fma512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Op::Fma512 => false,
+            _ => true,
+        }
+    }
 
     /// Multiply-adds per instruction.
     pub fn macs(self) -> u64 {
         match self {
             Op::Fma => 8,
+            Op::Fma512 => 16,
             Op::MaddWd => 16,
             Op::MaddUbsw => 32,
         }
@@ -66,6 +89,7 @@ impl Op {
     pub fn name(self) -> &'static str {
         match self {
             Op::Fma => "vfmadd231ps",
+            Op::Fma512 => "vfmadd231ps zmm",
             Op::MaddWd => "vpmaddwd",
             Op::MaddUbsw => "vpmaddubsw",
         }
@@ -74,16 +98,20 @@ impl Op {
 
 /// Run `iters` × 10 independent `op` instructions on the calling thread and return the
 /// multiply-adds done (for the `kernels` criterion benchmark, which compares the three issue
-/// rates: what an integer prefill GEMM could gain over f32 FMA on this CPU). `None` without
-/// AVX2+FMA.
+/// rates: what an integer prefill GEMM could gain over f32 FMA on this CPU). `None` where
+/// the CPU lacks the instruction.
 pub fn op_chains(op: Op, iters: u64) -> Option<u64> {
-    if simd::detected() < SimdLevel::Avx2 {
+    if !op.available() {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX2+FMA checked above.
+    // SAFETY: AVX2+FMA checked by `available` (and AVX-512 F for the 512-bit op).
     unsafe {
-        chains(op, iters)
+        if op == Op::Fma512 {
+            chains512(iters)
+        } else {
+            chains(op, iters)
+        }
     };
     Some(iters * CHAINS as u64 * op.macs())
 }
@@ -104,6 +132,7 @@ fn chains(op: Op, iters: u64) {
             }
             std::hint::black_box(acc);
         }
+        Op::Fma512 => unreachable!("run by chains512"),
         Op::MaddWd | Op::MaddUbsw => {
             let w = _mm256_set1_epi16(std::hint::black_box(1));
             let mut acc = [_mm256_set1_epi16(std::hint::black_box(3)); CHAINS];
@@ -121,6 +150,22 @@ fn chains(op: Op, iters: u64) {
     }
 }
 
+/// [`chains`] for [`Op::Fma512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn chains512(iters: u64) {
+    use std::arch::x86_64::*;
+    let x = _mm512_set1_ps(std::hint::black_box(0.999_9));
+    let y = _mm512_set1_ps(std::hint::black_box(1e-6));
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for a in &mut acc {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    std::hint::black_box(acc);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +180,7 @@ mod tests {
             return;
         };
         let t = rayon::current_num_threads() as f64;
+        // 16-lane FMAs where AVX-512 F exists: two per cycle make 32 MACs per cycle.
         assert!(p > 0.5e9, "{p:e} MAC/s is too slow to be an FMA loop");
         assert!(
             p < t * 64.0 * 6e9,
@@ -147,7 +193,7 @@ mod tests {
         for op in Op::ALL {
             match op_chains(op, 1000) {
                 Some(m) => assert_eq!(m, 1000 * CHAINS as u64 * op.macs()),
-                None => assert!(simd::detected() < SimdLevel::Avx2),
+                None => assert!(!op.available()),
             }
         }
     }
