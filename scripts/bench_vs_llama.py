@@ -42,11 +42,12 @@ def run(cmd, env=None):
     return out.stdout
 
 
-def crashed_on_sigill(err):
+def crashed(err):
     """llama.cpp built with GGML_NATIVE on a CPU that advertises AMX runs its prompt matmuls on
-    AMX tiles (its "repacked" weights); where the VM does not let tile instructions run, they
-    die of SIGILL. Its `--repack 0` keeps the weights in the file's layout (AVX-512 kernels)."""
-    return isinstance(err, subprocess.CalledProcessError) and err.returncode == -4
+    AMX tiles (its "repacked" weights); where the VM does not let tile instructions run, it dies
+    of a signal (SIGILL at `tileloadd`, or SIGSEGV). Its `--repack 0` keeps the weights in the
+    file's layout (AVX-512 kernels)."""
+    return isinstance(err, subprocess.CalledProcessError) and err.returncode < 0
 
 
 def gguf_path(model):
@@ -83,14 +84,16 @@ def main():
     if not build.exists():
         sys.exit(f"{build} not found (set COMPRESSKV_SHARED to the shared/ directory)")
     llama = run(["bash", str(build)]).strip().splitlines()[-1]
-    # Build first, so no round pays for compiling.
+    # Build first, so no round pays for compiling, then run that binary (not `cargo run`: a
+    # source edited during a long run would rebuild or break the rounds still to come).
     run(["cargo", "build", "--release", "-q"])
+    exe = ROOT / "target/release/compresskv"
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     prefill_lengths = [n for n in lengths if n <= 4096]
 
     def ours_at(n):
         out = json.loads(run(
-            ["cargo", "run", "--release", "-q", "--", "bench", "--model", a.model,
+            [str(exe), "bench", "--model", a.model,
              "--lengths", str(n), "--methods", "full,compresskv", "--budget", str(a.budget),
              "--decode-tokens", str(a.decode_tokens), "--repeats", str(a.repeats), "--json"],
             env=env))
@@ -106,11 +109,11 @@ def main():
         try:
             return run(cmd + llama_extra)
         except subprocess.CalledProcessError as e:
-            if llama_extra or not crashed_on_sigill(e):
+            if llama_extra or not crashed(e):
                 raise
-            repack_note = ("llama-bench with its default weight repacking died of SIGILL (AMX "
-                           "tile instructions this VM does not run); every llama.cpp figure "
-                           "is with --repack 0")
+            repack_note = (f"llama-bench with its default weight repacking died of signal "
+                           f"{-e.returncode} (its AMX tile path, which this VM does not run); "
+                           "every llama.cpp figure is with --repack 0")
             log(repack_note)
             llama_extra = ["--repack", "0"]
             return run(cmd + llama_extra)
