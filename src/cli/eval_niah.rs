@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use compresskv_runtime::eval::niah::run::{
-    NiahGrid, NiahRow, SummaryRow, rows_file_name, run_niah, summarize, task_name,
+    NiahGrid, NiahRow, RemoteAnswer, RemoteOutput, SummaryRow, rows_file_name, run_niah, summarize,
+    task_name,
 };
 use compresskv_runtime::eval::niah::{
     Haystack, Needle, NiahSample, Protocol, RulerTask, RulerWords, Task, load_needles,
@@ -103,8 +104,108 @@ pub struct NiahArgs {
     /// top1`), so runs with other settings can share an output directory and summary.
     #[arg(long)]
     pub variant: Option<String>,
+    /// Answer through a running `compresskv serve` (e.g. http://127.0.0.1:8080) instead of in
+    /// this process: each prompt goes to `/v1/completions` as token ids with greedy decoding
+    /// and `kv_compression` set to the method and budget, scored as offline. The server's own
+    /// flags (profile, press settings) rule; the model given here only builds the prompts and
+    /// must be the server's.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer key for `--server` (its `--api-key`).
+    #[arg(long, requires = "server")]
+    pub api_key: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--server`: one completion request per (prompt, contender).
+struct ServerAnswers {
+    agent: ureq::Agent,
+    url: String,
+    key: Option<String>,
+}
+
+impl ServerAnswers {
+    fn new(base: &str, key: Option<String>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        ServerAnswers {
+            agent,
+            url: format!("{}/v1/completions", base.trim_end_matches('/')),
+            key,
+        }
+    }
+
+    /// The served model's id (`/v1/models`), or why the server cannot be used.
+    fn model_id(&self) -> Result<String, String> {
+        let url = self.url.replace("/v1/completions", "/v1/models");
+        let mut req = self.agent.get(&url);
+        if let Some(k) = &self.key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        let mut r = req
+            .call()
+            .map_err(|e| format!("cannot reach {url}: {e} (is `compresskv serve` running?)"))?;
+        let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        if r.status().as_u16() != 200 {
+            return Err(format!("{url} answered {}: {body}", r.status()));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|_| format!("{url} did not answer JSON: {body}"))?;
+        v["data"][0]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{url} lists no model: {body}"))
+    }
+}
+
+impl RemoteAnswer for ServerAnswers {
+    fn answer(
+        &self,
+        prompt_ids: &[u32],
+        method: &str,
+        budget: Option<usize>,
+        max_new_tokens: usize,
+    ) -> Result<RemoteOutput, String> {
+        let body = serde_json::json!({
+            "prompt": prompt_ids,
+            "max_tokens": max_new_tokens,
+            "temperature": 0.0,
+            "kv_compression": {"method": method, "budget": budget},
+        });
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "application/json");
+        if let Some(k) = &self.key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        let t = std::time::Instant::now();
+        let mut r = req
+            .send(body.to_string())
+            .map_err(|e| format!("{}: {e}", self.url))?;
+        let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        let total_ms = t.elapsed().as_secs_f64() * 1e3;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|_| format!("{} did not answer JSON: {text}", self.url))?;
+        if r.status().as_u16() != 200 {
+            let msg = v["error"]["message"].as_str().unwrap_or(&text);
+            return Err(format!("the server answered {}: {msg}", r.status()));
+        }
+        let field = |k: &str| v["kv_compression"][k].as_u64().unwrap_or(0) as usize;
+        Ok(RemoteOutput {
+            text: v["choices"][0]["text"]
+                .as_str()
+                .ok_or_else(|| format!("no choices[0].text in {text}"))?
+                .to_string(),
+            prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize,
+            total_ms,
+            kv_cache_bytes: field("kv_cache_bytes"),
+            kv_cache_bytes_full: field("kv_cache_bytes_full"),
+        })
+    }
 }
 
 pub(super) fn parse_ruler_task(s: &str) -> Result<RulerTask, String> {
@@ -176,6 +277,24 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     };
     let device = device.runtime()?;
     let loaded = load_model(&args.model, &device)?;
+    // The server before any prompt or profile work: a wrong URL or model fails first.
+    let server = match &args.server {
+        Some(url) => {
+            let s = ServerAnswers::new(url, args.api_key.clone());
+            let served = s
+                .model_id()
+                .map_err(|e| anyhow::anyhow!("--server {url}: {e}"))?;
+            if served != loaded.id {
+                anyhow::bail!(
+                    "--server {url} serves {served} but --model is {}: give the server's model, \
+                     which builds the same prompts",
+                    loaded.id
+                );
+            }
+            Some(s)
+        }
+        None => None,
+    };
     let haystack = super::load_haystack(args.haystack.as_deref())?;
     let work = build_prompts(&args, &loaded, &tasks, ruler_words.as_ref(), &haystack)?;
     let budgets =
@@ -214,6 +333,7 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
             samples,
             &contenders,
             &rows_path,
+            server.as_ref().map(|s| s as &dyn RemoteAnswer),
             &mut |msg| {
                 if std::mem::replace(&mut started, true) {
                     bar.inc(1);

@@ -21,7 +21,7 @@ use crate::model::CausalLM;
 /// Why a benchmark stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("building a {length}-token prompt: {source}")]
+    #[error("building a {length}-token prompt")]
     Prompt {
         length: usize,
         #[source]

@@ -365,6 +365,7 @@ pub fn run(
         &samples,
         plan.contenders,
         &rows_path,
+        None,
         &mut |msg| progress(VerifyProgress::Prompt(msg)),
     );
     let kept = matches!(plan.rows, RowsAt::Dir(_));

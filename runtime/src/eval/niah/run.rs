@@ -34,6 +34,13 @@ pub enum NiahRunError {
         #[source]
         source: GenerateError,
     },
+    #[error("length {length} depth {depth}, {method}: {message}")]
+    Remote {
+        length: usize,
+        depth: f64,
+        method: String,
+        message: String,
+    },
     #[error("fetching the haystack: {0} (or pass --haystack DIR)")]
     Fetch(Box<store::FetchError>),
     #[error(
@@ -255,15 +262,56 @@ impl NiahGrid<'_> {
     }
 }
 
+/// What a row keeps of one contender's answer, local or remote.
+struct Answered {
+    text: String,
+    prompt_tokens: usize,
+    prefill_ms: f64,
+    compress_ms: f64,
+    decode_ms: f64,
+    kv_cache_bytes_full: usize,
+    kv_cache_bytes: usize,
+}
+
+/// One answer decoded elsewhere (see [`RemoteAnswer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteOutput {
+    pub text: String,
+    pub prompt_tokens: usize,
+    /// Wall time of the whole request (prefill, compression and decode), milliseconds.
+    pub total_ms: f64,
+    pub kv_cache_bytes: usize,
+    pub kv_cache_bytes_full: usize,
+}
+
+/// Answers from outside this process: `eval niah --server` sends each (prompt, contender) to a
+/// server speaking the completions API as token ids with greedy decoding, so the same prompts
+/// and scoring check the served path against the offline one.
+pub trait RemoteAnswer {
+    /// Greedy continuation of `prompt_ids` (at most `max_new_tokens`, stopping at EOS) with
+    /// the KV cache compressed by `method` at `budget` (`None`: the full cache).
+    fn answer(
+        &self,
+        prompt_ids: &[u32],
+        method: &str,
+        budget: Option<usize>,
+        max_new_tokens: usize,
+    ) -> Result<RemoteOutput, String>;
+}
+
 /// Runs every (prompt, contender) not yet in `rows_path`, appending one row each, and returns
 /// the file's rows for these prompts (earlier runs' other methods included).
-/// `progress(message)` is called once per prompt before it runs.
+/// `progress(message)` is called once per prompt before it runs. With `remote`, the answers
+/// come from it (one request per contender; a row's `prefill_ms` is then the whole request's
+/// time and `compress_ms`/`decode_ms` are 0) and the local model only builds the prompts.
+#[allow(clippy::too_many_arguments)]
 pub fn run_niah(
     loaded: &LoadedModel,
     task: Task,
     samples: &[(usize, NiahSample)],
     contenders: &[Contender],
     rows_path: &Path,
+    remote: Option<&dyn RemoteAnswer>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<NiahRow>, NiahRunError> {
     // Before any work: a prompt that cannot be answered inside the context fails now, not hours in.
@@ -293,23 +341,60 @@ pub fn run_niah(
         if todo.is_empty() {
             continue;
         }
-        let opts = GenerateOptions {
-            max_new_tokens: s.max_new_tokens,
-            eos_ids: eos.clone(),
-            ..Default::default()
+        let outs = match remote {
+            Some(r) => todo
+                .iter()
+                .map(|c| {
+                    let o = r
+                        .answer(&s.prompt_ids, &c.method, c.budget, s.max_new_tokens)
+                        .map_err(|message| NiahRunError::Remote {
+                            length: s.length,
+                            depth: s.depth,
+                            method: c.method.clone(),
+                            message,
+                        })?;
+                    Ok(Answered {
+                        text: o.text,
+                        prompt_tokens: o.prompt_tokens,
+                        prefill_ms: o.total_ms,
+                        compress_ms: 0.0,
+                        decode_ms: 0.0,
+                        kv_cache_bytes_full: o.kv_cache_bytes_full,
+                        kv_cache_bytes: o.kv_cache_bytes,
+                    })
+                })
+                .collect::<Result<Vec<_>, NiahRunError>>()?,
+            None => {
+                let opts = GenerateOptions {
+                    max_new_tokens: s.max_new_tokens,
+                    eos_ids: eos.clone(),
+                    ..Default::default()
+                };
+                run_contenders(
+                    &loaded.model,
+                    &loaded.tokenizer,
+                    &s.prompt_ids,
+                    &todo,
+                    &opts,
+                )
+                .map_err(|source| NiahRunError::Generate {
+                    length: s.length,
+                    depth: s.depth,
+                    source,
+                })?
+                .into_iter()
+                .map(|o| Answered {
+                    text: o.text,
+                    prompt_tokens: o.prompt_tokens,
+                    prefill_ms: o.prefill_ms,
+                    compress_ms: o.compress_ms,
+                    decode_ms: o.decode_ms,
+                    kv_cache_bytes_full: o.kv_cache_bytes_full,
+                    kv_cache_bytes: o.kv_cache_bytes,
+                })
+                .collect()
+            }
         };
-        let outs = run_contenders(
-            &loaded.model,
-            &loaded.tokenizer,
-            &s.prompt_ids,
-            &todo,
-            &opts,
-        )
-        .map_err(|source| NiahRunError::Generate {
-            length: s.length,
-            depth: s.depth,
-            source,
-        })?;
         for (c, o) in todo.iter().zip(outs) {
             let row = NiahRow {
                 task: task_name(task).into(),
