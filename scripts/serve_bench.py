@@ -1,4 +1,5 @@
-"""Load test for `compresskv serve`: N concurrent streamed completions, one JSON report.
+"""Load test for `compresskv serve` (or llama.cpp's `llama-server`, `--engine llama`): N
+concurrent streamed completions, one JSON report.
 
 Per request it measures the time to first token (TTFT), the time per output token after the
 first (TPOT) and the end-to-end latency; over the run the aggregate generated tokens/s and the
@@ -8,6 +9,11 @@ in count and time. Standard library only.
 
     compresskv serve --kv-mem 1 --parallel 8 &
     python3 scripts/serve_bench.py --concurrency 1,4,8 --prompt-tokens 2048 --out report.json
+
+With `--server-pid PID` the report adds the server's peak resident memory (VmHWM), so runs of
+two engines can be compared at equal memory. `--engine llama` reads llama-server's `/slots`
+(a list, `is_processing`) and counts streamed tokens where it sends no `usage`; no
+`kv_compression` field is sent.
 """
 
 from __future__ import annotations
@@ -48,8 +54,11 @@ def prompt_of(base: str, words: list[str], tokens: int, salt: int) -> str:
 
 def one(base: str, prompt: str, args, out: dict) -> None:
     body = {"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "stream": True,
-            "ignore_eos": True,
-            "kv_compression": {"method": args.method, "budget": args.budget}}
+            "ignore_eos": True}
+    if args.engine == "compresskv":
+        body["kv_compression"] = {"method": args.method, "budget": args.budget}
+    else:
+        body["n_predict"] = args.max_tokens
     t0 = time.perf_counter()
     stamps = []
     with post(base, "/v1/completions", body, args.timeout) as r:
@@ -60,12 +69,13 @@ def one(base: str, prompt: str, args, out: dict) -> None:
             chunk = json.loads(line[6:])
             if chunk["choices"][0].get("text"):
                 stamps.append(time.perf_counter())
-            if "usage" in chunk:
+            if chunk.get("usage"):
                 out["usage"] = chunk["usage"]
-                out["kv_compression"] = chunk["kv_compression"]
+                out["kv_compression"] = chunk.get("kv_compression")
     end = time.perf_counter()
     out["ttft_s"] = stamps[0] - t0 if stamps else None
-    n = out.get("usage", {}).get("completion_tokens", 0)
+    n = out.get("usage", {}).get("completion_tokens", len(stamps))
+    out.setdefault("usage", {"completion_tokens": n, "prompt_tokens": out["prompt_tokens"]})
     out["tpot_s"] = (end - stamps[0]) / (n - 1) if stamps and n > 1 else None
     out["latency_s"] = end - t0
     out["completion_tokens"] = n
@@ -78,15 +88,26 @@ def pct(xs: list[float], p: float) -> float | None:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+def running(base: str, engine: str) -> int:
+    """Sessions the server is working on now."""
+    slots = get_json(base, "/slots")
+    if engine == "llama":
+        return sum(1 for s in slots if s.get("is_processing"))
+    return len(slots["slots"])
+
+
 def run(base: str, words: list[str], c: int, args) -> dict:
     prompts = [prompt_of(base, words, args.prompt_tokens, i) for i in range(c)]
     results = [{} for _ in range(c)]
+    for p, r in zip(prompts, results):
+        with post(base, "/tokenize", {"content": p}, 60) as t:
+            r["prompt_tokens"] = len(json.load(t)["tokens"])
     peak = {"active": 0}
     done = threading.Event()
 
     def watch():
         while not done.is_set():
-            peak["active"] = max(peak["active"], len(get_json(base, "/slots")["slots"]))
+            peak["active"] = max(peak["active"], running(base, args.engine))
             time.sleep(0.05)
 
     w = threading.Thread(target=watch)
@@ -127,6 +148,8 @@ def main() -> None:
     ap.add_argument("--method", default="compresskv")
     ap.add_argument("--budget", type=int, default=128)
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--engine", choices=["compresskv", "llama"], default="compresskv")
+    ap.add_argument("--server-pid", type=int, help="report this process's peak RSS (VmHWM)")
     ap.add_argument("--out")
     args = ap.parse_args()
     hay = Path(args.haystack)
@@ -136,8 +159,14 @@ def main() -> None:
         raise SystemExit(f"--haystack {hay}: no text found")
     props = get_json(args.base_url, "/props")
     runs = [run(args.base_url, words, int(c), args) for c in args.concurrency.split(",")]
-    report = {"server": props, "method": args.method, "budget": args.budget,
+    report = {"engine": args.engine, "server": props,
+              "method": args.method if args.engine == "compresskv" else "full",
+              "budget": args.budget if args.engine == "compresskv" else None,
               "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens, "runs": runs}
+    if args.server_pid:
+        status = Path(f"/proc/{args.server_pid}/status").read_text()
+        hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        report["server_peak_rss_mib"] = int(hwm.split()[1]) / 1024
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
