@@ -280,6 +280,12 @@ pub fn run(device: &super::DeviceArgs, args: NiahArgs) -> anyhow::Result<()> {
     // The server before any prompt or profile work: a wrong URL or model fails first.
     let server = match &args.server {
         Some(url) => {
+            if !url.starts_with("http://") {
+                anyhow::bail!(
+                    "--server {url}: give the server's base URL, e.g. http://127.0.0.1:8080 \
+                     (plain HTTP, as `compresskv serve` listens)"
+                );
+            }
             let s = ServerAnswers::new(url, args.api_key.clone());
             let served = s
                 .model_id()

@@ -672,6 +672,11 @@ fn eval_niah_through_the_server_equals_offline() {
     let (ok, _, stderr) = eval("x", &["--server", "http://127.0.0.1:9"]);
     assert!(!ok && stderr.contains("cannot reach"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    let (ok, stdout, stderr) = eval("x", &["--server", "127.0.0.1:9", "--json"]);
+    assert!(
+        !ok && stderr.contains("base URL") && stdout.is_empty(),
+        "{stderr}"
+    );
     let Some(other) = tiny("tiny-qwen2") else {
         return;
     };
