@@ -39,17 +39,26 @@ def get_json(base: str, path: str) -> dict:
         return json.load(r)
 
 
-def prompt_of(base: str, words: list[str], tokens: int, salt: int) -> str:
-    """Haystack text of about `tokens` tokens (a binary search on the word count), each
-    request's text rotated by `salt` so no two prompts are the same."""
+def count_tokens(base: str, text: str) -> int:
+    with post(base, "/tokenize", {"content": text}, 60) as r:
+        return len(json.load(r)["tokens"])
+
+
+def prompt_of(base: str, words: list[str], tokens: int, salt: int) -> tuple[str, int]:
+    """Haystack text of about `tokens` tokens (a binary search on the word count) and its
+    token count, each request's text rotated by `salt` so no two prompts are the same."""
     words = words[salt * 37 % len(words):] + words[: salt * 37 % len(words)]
     lo, hi = 1, len(words)
+    found = None
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        with post(base, "/tokenize", {"content": " ".join(words[:mid])}, 60) as r:
-            n = len(json.load(r)["tokens"])
-        lo, hi = (mid, hi) if n <= tokens else (lo, mid - 1)
-    return " ".join(words[:lo])
+        n = count_tokens(base, " ".join(words[:mid]))
+        if n <= tokens:
+            lo, found = mid, n
+        else:
+            hi = mid - 1
+    text = " ".join(words[:lo])
+    return text, found if found is not None else count_tokens(base, text)
 
 
 def one(base: str, prompt: str, args, out: dict) -> None:
@@ -97,11 +106,9 @@ def running(base: str, engine: str) -> int:
 
 
 def run(base: str, words: list[str], c: int, args) -> dict:
-    prompts = [prompt_of(base, words, args.prompt_tokens, i) for i in range(c)]
-    results = [{} for _ in range(c)]
-    for p, r in zip(prompts, results):
-        with post(base, "/tokenize", {"content": p}, 60) as t:
-            r["prompt_tokens"] = len(json.load(t)["tokens"])
+    built = [prompt_of(base, words, args.prompt_tokens, i) for i in range(c)]
+    prompts = [p for p, _ in built]
+    results = [{"prompt_tokens": n} for _, n in built]
     peak = {"active": 0}
     done = threading.Event()
 

@@ -121,7 +121,8 @@ pub struct NiahArgs {
 /// `--server`: one completion request per (prompt, contender).
 struct ServerAnswers {
     agent: ureq::Agent,
-    url: String,
+    /// `http://host:port`, no trailing slash.
+    base: String,
     key: Option<String>,
 }
 
@@ -133,19 +134,24 @@ impl ServerAnswers {
             .into();
         ServerAnswers {
             agent,
-            url: format!("{}/v1/completions", base.trim_end_matches('/')),
+            base: base.trim_end_matches('/').to_string(),
             key,
+        }
+    }
+
+    /// `req` with the `--api-key` bearer header, if one was given.
+    fn authed<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.key {
+            Some(k) => req.header("Authorization", format!("Bearer {k}")),
+            None => req,
         }
     }
 
     /// The served model's id (`/v1/models`), or why the server cannot be used.
     fn model_id(&self) -> Result<String, String> {
-        let url = self.url.replace("/v1/completions", "/v1/models");
-        let mut req = self.agent.get(&url);
-        if let Some(k) = &self.key {
-            req = req.header("Authorization", format!("Bearer {k}"));
-        }
-        let mut r = req
+        let url = format!("{}/v1/models", self.base);
+        let mut r = self
+            .authed(self.agent.get(&url))
             .call()
             .map_err(|e| format!("cannot reach {url}: {e} (is `compresskv serve` running?)"))?;
         let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
@@ -175,21 +181,20 @@ impl RemoteAnswer for ServerAnswers {
             "temperature": 0.0,
             "kv_compression": {"method": method, "budget": budget},
         });
-        let mut req = self
+        let url = format!("{}/v1/completions", self.base);
+        let req = self
             .agent
-            .post(&self.url)
+            .post(&url)
             .header("Content-Type", "application/json");
-        if let Some(k) = &self.key {
-            req = req.header("Authorization", format!("Bearer {k}"));
-        }
         let t = std::time::Instant::now();
-        let mut r = req
+        let mut r = self
+            .authed(req)
             .send(body.to_string())
-            .map_err(|e| format!("{}: {e}", self.url))?;
+            .map_err(|e| format!("{url}: {e}"))?;
         let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
         let total_ms = t.elapsed().as_secs_f64() * 1e3;
         let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|_| format!("{} did not answer JSON: {text}", self.url))?;
+            .map_err(|_| format!("{url} did not answer JSON: {text}"))?;
         if r.status().as_u16() != 200 {
             let msg = v["error"]["message"].as_str().unwrap_or(&text);
             return Err(format!("the server answered {}: {msg}", r.status()));
