@@ -177,10 +177,15 @@ impl RuntimeDevice {
     /// One line for reports: backend, precision and, on the kernel path, the SIMD level.
     pub fn describe(&self) -> String {
         if self.uses_cpu_kernels() {
+            let simd = crate::kernels::simd::active().name();
+            let packed = if crate::kernels::simd::avx512() {
+                " + avx512-vnni packed"
+            } else {
+                ""
+            };
             format!(
-                "{}, fast kernels ({}, weights {})",
+                "{}, fast kernels ({simd}{packed}, weights {})",
                 self.kind.name(),
-                crate::kernels::simd::active().name(),
                 self.weights.name()
             )
         } else {

@@ -69,6 +69,35 @@ pub fn active() -> SimdLevel {
     })
 }
 
+/// Whether the AVX-512 kernels run: the CPU has AVX-512 F, BW and VNNI, and
+/// `COMPRESSKV_SIMD` is neither `scalar` nor `avx2` (`avx2` keeps everything on the AVX2
+/// kernels, for side-by-side measurements). Only the interleaved batched-decode product uses
+/// it, so it is a switch beside the levels rather than a level of its own.
+pub fn avx512() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let allowed = !matches!(
+            std::env::var("COMPRESSKV_SIMD").as_deref(),
+            Ok("scalar") | Ok("avx2")
+        );
+        allowed && active() == SimdLevel::Avx2 && avx512_detected()
+    })
+}
+
+/// AVX-512 F, BW and VNNI, whatever `COMPRESSKV_SIMD` says.
+pub fn avx512_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Every level this machine can run, lowest first (tests run each of them).
 pub fn available_levels() -> Vec<SimdLevel> {
     [SimdLevel::Scalar, SimdLevel::Avx2]

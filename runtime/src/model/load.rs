@@ -209,7 +209,7 @@ impl Weights<'_> {
         let kernel_err = |e: crate::kernels::qmatrix::ShapeError| {
             LoadError::Format(format!("tensor `{label}`: {}", e.0))
         };
-        let q = match raw {
+        let mut q = match raw {
             Some(raw) if target.is_none_or(|t| t == raw.format) => {
                 if raw.shape != expected {
                     return Err(LoadError::Shape {
@@ -247,6 +247,11 @@ impl Weights<'_> {
                 QMatrix::from_f32(format, rows, cols, &data).map_err(kernel_err)?
             }
         };
+        // Where the CPU has AVX-512 VNNI, integer formats run interleaved (batched decode
+        // shares each weight pair across sessions; see `kernels::qmatrix::packed`).
+        if crate::kernels::simd::avx512() {
+            q.pack();
+        }
         Ok(LinearWeight::Kernel(Arc::new(q)))
     }
 

@@ -22,6 +22,11 @@
 //!   multiplied with `gemm` (f32 throughout, no activation quantization). `gemm` picks its own
 //!   micro-kernel at run time, whatever [`SimdLevel`] is asked for; the level only selects
 //!   this module's kernels.
+//! * **packed** ([`QMatrix::pack`], done at load where the CPU has AVX-512 VNNI): the integer
+//!   formats repacked exactly into signed bytes, 16 rows interleaved, so one `vpdpwssd` serves
+//!   16 weight rows; matvec, batched decode (8 rows per pass) and prefill (weight tiles held in
+//!   cache while all activation rows pass) then run one integer kernel on 16-bit activation
+//!   blocks, and a row's result never depends on the row count (see `packed`).
 
 use std::cell::RefCell;
 use std::ops::{Deref, Range};
@@ -35,6 +40,12 @@ mod act;
 #[cfg(target_arch = "x86_64")]
 #[allow(non_camel_case_types)]
 mod avx2;
+/// The interleaved product with AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+/// Weights repacked 16 rows per group for batched decode.
+#[allow(clippy::needless_range_loop)] // index loops mirror the interleaved layout
+mod packed;
 mod rows;
 /// The reference integer math, portable.
 #[allow(clippy::needless_range_loop)] // index loops mirror the block layouts
@@ -44,7 +55,49 @@ mod speed;
 #[cfg(test)]
 mod tests;
 
+/// `$body` with `$N` a const row count equal to `$n` (1..=8; 8 for anything larger): the
+/// packed kernels take the activation rows of one pass as a const-sized array.
+macro_rules! with_rows {
+    ($n:expr, $N:ident => $body:expr) => {
+        match $n {
+            1 => {
+                const $N: usize = 1;
+                $body
+            }
+            2 => {
+                const $N: usize = 2;
+                $body
+            }
+            3 => {
+                const $N: usize = 3;
+                $body
+            }
+            4 => {
+                const $N: usize = 4;
+                $body
+            }
+            5 => {
+                const $N: usize = 5;
+                $body
+            }
+            6 => {
+                const $N: usize = 6;
+                $body
+            }
+            7 => {
+                const $N: usize = 7;
+                $body
+            }
+            _ => {
+                const $N: usize = 8;
+                $body
+            }
+        }
+    };
+}
+
 use act::*;
+use packed::{GROUP, Packed, packable};
 use rows::*;
 
 /// Up to this many activation rows `matmul` runs the matvec kernels (one pass over the weights
@@ -126,13 +179,27 @@ impl std::error::Error for ShapeError {}
 
 /// A row-major `[rows, cols]` weight matrix in a [`BlockFormat`]; each row is `cols/block_len`
 /// whole blocks (rows never share a block), so any row range is a contiguous byte range.
-#[derive(Debug)]
+/// After [`QMatrix::pack`] the values live only in the interleaved form.
 pub struct QMatrix {
     format: BlockFormat,
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    /// The stored bytes; empty once packed.
     data: WeightBytes,
+    packed: Option<Packed>,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("format", &self.format)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("data", &self.data)
+            .field("packed", &self.packed.is_some())
+            .finish()
+    }
 }
 
 impl QMatrix {
@@ -169,6 +236,7 @@ impl QMatrix {
             cols,
             row_bytes,
             data,
+            packed: None,
         })
     }
 
@@ -219,9 +287,51 @@ impl QMatrix {
         self.cols
     }
 
-    /// Bytes the matrix occupies in its format.
+    /// Bytes the matrix occupies in memory: its format's, or the interleaved form's once
+    /// packed.
     pub fn byte_len(&self) -> usize {
-        self.rows * self.row_bytes
+        match &self.packed {
+            Some(p) => p.byte_len(),
+            None => self.rows * self.row_bytes,
+        }
+    }
+
+    /// Repack the weights 16 rows per group for the AVX-512 batched product (see
+    /// [`packed`](self::packed)), where the format allows; the stored bytes are released
+    /// (a memory-mapped range is handed back to the kernel). Results change only by f32
+    /// rounding order. Returns whether the matrix is now packed.
+    pub fn pack(&mut self) -> bool {
+        if self.packed.is_some() {
+            return true;
+        }
+        if !packable(self.format) || self.rows == 0 || self.cols == 0 {
+            return false;
+        }
+        let (data, rb) = (&self.data, self.row_bytes);
+        let packed = Packed::new(self.format, self.rows, self.cols, data, |rows| {
+            if let WeightBytes::Shared { .. } = data {
+                release_pages(&data[rows.start * rb..rows.end * rb]);
+            }
+        });
+        self.packed = Some(packed);
+        self.data = WeightBytes::Owned(Vec::new());
+        true
+    }
+
+    /// Activation rows a [`QMatrix::matmul`] may take while each row's result stays
+    /// bit-identical to its [`QMatrix::matvec`]: any number once packed (every path runs the
+    /// same per-row kernel), else the matvec kernels' limit.
+    pub fn exact_rows(&self) -> usize {
+        if self.packed.is_some() {
+            usize::MAX
+        } else {
+            small_n_limit(self.format)
+        }
+    }
+
+    /// Whether [`QMatrix::pack`] repacked this matrix.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
     }
 
     /// Decode rows `rows` into `out` (`rows.len() * cols` values): the embedding lookup.
@@ -232,6 +342,9 @@ impl QMatrix {
             self.rows
         );
         assert_eq!(out.len(), rows.len() * self.cols, "output length");
+        if let Some(p) = &self.packed {
+            return p.dequantize_rows(rows, out);
+        }
         let w = &self.data[rows.start * self.row_bytes..rows.end * self.row_bytes];
         dequantize_at(simd::active(), self.format, w, out);
     }
@@ -264,6 +377,11 @@ impl QMatrix {
     /// in the forms the integer formats need (`act`) — the body of [`matvec_many`].
     fn matvec_prepared(&self, level: SimdLevel, x: &[f32], act: Option<&Q8Act>, y: &mut [f32]) {
         let grain = self.grain();
+        if self.packed.is_some() {
+            let act = act.expect("packed matrices get 16-bit activations");
+            let row = act.b16.row(0, self.cols / 32);
+            return self.packed_product(level, [row], [y], grain);
+        }
         match act.and_then(|a| a.prepared(self.format, 0, self.cols / 32)) {
             Some(p) => self.int_product(level, [p], [y], grain),
             None => {
@@ -377,7 +495,9 @@ impl QMatrix {
             level <= simd::detected(),
             "SIMD level {level} not available"
         );
-        if n <= small_n_limit(self.format) {
+        if self.packed.is_some() {
+            self.matmul_packed(level, x, n, y);
+        } else if n <= small_n_limit(self.format) {
             self.matmul_small(level, x, n, y);
         } else {
             self.matmul_gemm(level, x, n, y);
@@ -426,6 +546,15 @@ impl QMatrix {
             "SIMD level {level} not available"
         );
         debug_assert_eq!(x.len(), N * self.cols);
+        if self.packed.is_some() {
+            with_scratch(&ACT, |act: &mut Q8Act| {
+                act.quantize16(level, x, self.cols);
+                let nb = self.cols / 32;
+                let rows = std::array::from_fn(|i| act.b16.row(i, nb));
+                self.packed_product(level, rows, ys, grain);
+            });
+            return;
+        }
         let w: &[u8] = &self.data;
         if int8_format(self.format) {
             with_scratch(&ACT, |act: &mut Q8Act| {
@@ -455,6 +584,87 @@ impl QMatrix {
         let min_rows = MIN_TASK_BYTES.div_ceil(self.row_bytes.max(1));
         let per_task = self.rows.div_ceil(4 * rayon::current_num_threads());
         per_task.max(min_rows).max(16)
+    }
+
+    /// `ys[i] = W·act[i]` on the interleaved weights, in parallel over row ranges of whole
+    /// groups; each activation row keeps its own accumulators, so its result is the same
+    /// whatever `N` (a session decoded in a batch equals it alone).
+    fn packed_product<const N: usize>(
+        &self,
+        level: SimdLevel,
+        acts: [ActRow<'_, i16>; N],
+        ys: [&mut [f32]; N],
+        grain: usize,
+    ) {
+        let p = self.packed.as_ref().expect("a packed matrix");
+        let fast = level >= SimdLevel::Avx2 && simd::avx512();
+        split_rows(0, ys, grain.next_multiple_of(GROUP), &|r0, outs| {
+            p.rows(fast, r0, &acts, outs);
+        });
+    }
+
+    /// Any number of activation rows on the interleaved weights. Up to 8 rows (decode, a
+    /// batch of sessions): one pass over the weights, split over row ranges. More (prefill):
+    /// the whole `x` is quantized once and each task takes a tile of weight rows, which stays
+    /// in cache while every group of 8 activation rows passes over it — a GEMM blocked on the
+    /// weights, with the integer kernel instead of f32 FMAs on dequantized tiles.
+    fn matmul_packed(&self, level: SimdLevel, x: &[f32], n: usize, y: &mut [f32]) {
+        let (c, r) = (self.cols, self.rows);
+        if n > 8 {
+            return self.matmul_packed_tiles(level, x, n, y);
+        }
+        let grain = self.grain();
+        for (x, y) in x.chunks(8 * c).zip(y.chunks_mut(8 * r)) {
+            let mut it = y.chunks_mut(r);
+            with_rows!(x.len() / c, N => {
+                let ys: [&mut [f32]; N] = std::array::from_fn(|_| it.next().unwrap());
+                self.small_n::<N>(level, x, ys, grain)
+            });
+        }
+        debug_assert!(n == 0 || x.len() == n * c);
+    }
+
+    /// The prefill form of [`QMatrix::matmul_packed`].
+    fn matmul_packed_tiles(&self, level: SimdLevel, x: &[f32], n: usize, y: &mut [f32]) {
+        use rayon::prelude::*;
+        let p = self.packed.as_ref().expect("a packed matrix");
+        let fast = level >= SimdLevel::Avx2 && simd::avx512();
+        let (rows, cols) = (self.rows, self.cols);
+        let nb = cols / 32;
+        // About 8 tiles per thread, each a whole number of groups.
+        let per = rows.div_ceil(8 * rayon::current_num_threads());
+        let tile = per.next_multiple_of(GROUP).clamp(GROUP, 256);
+        let y_ptr = SendPtr(y.as_mut_ptr());
+        with_scratch(&ACT, |act: &mut Q8Act| {
+            act.quantize16(level, x, cols);
+            let act = &*act;
+            let run = |t: usize| {
+                let (r0, r1) = (t * tile, ((t + 1) * tile).min(rows));
+                for i0 in (0..n).step_by(8) {
+                    let m = (n - i0).min(8);
+                    // SAFETY: row i of `y` is y[i·rows..(i+1)·rows] (length n·rows checked
+                    // by the caller); this task alone writes columns r0..r1 of rows
+                    // i0..i0+m, so the slices are disjoint from every other task's.
+                    let out = |i: usize| unsafe {
+                        std::slice::from_raw_parts_mut(
+                            y_ptr.get().add((i0 + i) * rows + r0),
+                            r1 - r0,
+                        )
+                    };
+                    let a = |i: usize| act.b16.row(i0 + i, nb);
+                    with_rows!(m, M => {
+                        let acts: [ActRow<'_, i16>; M] = std::array::from_fn(a);
+                        p.rows::<M>(fast, r0, &acts, std::array::from_fn(out))
+                    });
+                }
+            };
+            let n_tiles = rows.div_ceil(tile);
+            if n * rows * cols >= PAR_MIN_ELEMS {
+                (0..n_tiles).into_par_iter().for_each(run);
+            } else {
+                (0..n_tiles).for_each(run);
+            }
+        });
     }
 
     /// Prefill: dequantize tiles of rows to f32 and multiply them with `gemm`, tiles in
@@ -487,12 +697,15 @@ impl QMatrix {
             let r1 = (r0 + tile).min(rows);
             with_scratch(&TILE, |buf: &mut Vec<f32>| {
                 buf.resize((r1 - r0) * cols, 0.0);
-                dequantize_at(
-                    level,
-                    self.format,
-                    &w[r0 * self.row_bytes..r1 * self.row_bytes],
-                    buf,
-                );
+                match &self.packed {
+                    Some(p) => p.dequantize_rows(r0..r1, buf),
+                    None => dequantize_at(
+                        level,
+                        self.format,
+                        &w[r0 * self.row_bytes..r1 * self.row_bytes],
+                        buf,
+                    ),
+                }
                 // SAFETY: gemm reads `x` as [n, cols] (row stride cols) and `buf` as the
                 // [cols, r1-r0] transpose of the tile (column stride cols): both in bounds.
                 // It writes y[i, r0..r1] for i < n (row stride `rows`), inside `y` whose
@@ -560,6 +773,26 @@ fn tile_rows(cols: usize) -> usize {
         .next_multiple_of(16)
 }
 
+/// Hand the whole pages of a memory-mapped range back to the kernel once its values were
+/// repacked: without it the mapped file pages would stay resident next to the packed copy.
+/// Only for bytes of a [`WeightBytes::Shared`] range (read-only file maps).
+fn release_pages(b: &[u8]) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let (start, end) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len());
+        let (lo, hi) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if hi > lo {
+            // SAFETY: `Shared` ranges are read-only file mappings (the GGUF and safetensors
+            // loaders); MADV_DONTNEED on them only drops resident pages, which a later read
+            // would fault back in from the file unchanged. The range lies inside the mapping.
+            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = b;
+}
+
 /// A raw pointer that may cross threads; users guarantee disjoint access.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -611,12 +844,79 @@ pub fn matvec_many(mats: &[&QMatrix], x: &[f32], ys: &mut [&mut [f32]]) {
     }
     if mats.iter().any(|m| int8_format(m.format)) {
         with_scratch(&ACT, |act: &mut Q8Act| {
-            act.prepare(level, x, x.len(), mats.iter().map(|m| m.format));
+            // Packed matrices take the 16-bit form, whatever their format.
+            let forms = mats.iter().map(|m| match m.packed {
+                Some(_) => BlockFormat::Q8_0,
+                None => m.format,
+            });
+            act.prepare(level, x, x.len(), forms);
             run(level, mats, x, Some(&*act), ys);
         });
     } else {
         run(level, mats, x, None, ys);
     }
+}
+
+/// `ys[i] = mats[i]·x` for `n` activation rows (`x` `[n, cols]`, `ys[i]` `[n, rows_i]`): a
+/// batched decode step's q/k/v or gate/up. Packed matrices with up to 8 rows share one
+/// activation quantization and one parallel region, like [`matvec_many`] for one row; other
+/// cases run [`QMatrix::matmul`] per matrix. Each result is bit-identical to `matmul`.
+///
+/// # Panics
+/// On matrices of different widths or wrong lengths.
+pub fn matmul_many(mats: &[&QMatrix], x: &[f32], n: usize, ys: &mut [&mut [f32]]) {
+    assert_eq!(mats.len(), ys.len(), "matmul_many: one output per matrix");
+    if n == 1 {
+        return matvec_many(mats, x, ys);
+    }
+    if n == 0 || n > 8 || !mats.iter().all(|m| m.packed.is_some() && m.cols > 0) {
+        for (m, y) in mats.iter().zip(ys.iter_mut()) {
+            m.matmul(x, n, y);
+        }
+        return;
+    }
+    let cols = mats[0].cols;
+    for (m, y) in mats.iter().zip(ys.iter()) {
+        assert_eq!(m.cols, cols, "matmul_many: matrices of one width");
+        assert_eq!(Some(x.len()), n.checked_mul(cols), "matmul_many: x length");
+        assert_eq!(
+            Some(y.len()),
+            n.checked_mul(m.rows),
+            "matmul_many: y length"
+        );
+    }
+    fn run<const N: usize>(
+        level: SimdLevel,
+        mats: &[&QMatrix],
+        act: &Q8Act,
+        ys: &mut [&mut [f32]],
+    ) {
+        match mats.len() {
+            0 => {}
+            1 => {
+                let m = mats[0];
+                let nb = m.cols / 32;
+                let mut rows = ys[0].chunks_mut(m.rows);
+                let outs: [&mut [f32]; N] = std::array::from_fn(|_| rows.next().unwrap());
+                let acts = std::array::from_fn(|i| act.b16.row(i, nb));
+                m.packed_product(level, acts, outs, m.grain());
+            }
+            k => {
+                let (ma, mb) = mats.split_at(k / 2);
+                let (ya, yb) = ys.split_at_mut(k / 2);
+                rayon::join(
+                    || run::<N>(level, ma, act, ya),
+                    || run::<N>(level, mb, act, yb),
+                );
+            }
+        }
+    }
+    let level = simd::active();
+    with_scratch(&ACT, |act: &mut Q8Act| {
+        act.quantize16(level, x, cols);
+        let act = &*act;
+        with_rows!(n, N => run::<N>(level, mats, act, ys));
+    });
 }
 
 /// Run `f(first_row, outs)` over row ranges of at most `grain` rows, splitting all `N`
@@ -630,8 +930,13 @@ where
         f(first, outs);
         return;
     }
-    // Split on a multiple of 8 rows so neighbouring tasks do not share cache lines of y.
-    let mid = (len / 2).next_multiple_of(8).min(len);
+    // Split on a multiple of 16 rows: neighbouring tasks do not share cache lines of y, and
+    // packed matrices split on whole groups.
+    let mid = (len / 2).next_multiple_of(GROUP).min(len);
+    if mid == len {
+        f(first, outs);
+        return;
+    }
     let mut halves = outs.map(|o| {
         let (a, b) = o.split_at_mut(mid);
         (Some(a), Some(b))

@@ -17,7 +17,7 @@ fn idot<const L: usize, T: Copy + Into<i32>>(w: &[i8], x: &[T]) -> i32 {
 /// A Q4/Q5 block's 32 nibbles in element order (low nibbles, then high), plus bit k of
 /// `qh` as bit 4 of element k, minus `off`.
 #[inline(always)]
-fn unpack32(qs: &[u8], qh: u32, off: i8) -> [i8; 32] {
+pub(super) fn unpack32(qs: &[u8], qh: u32, off: i8) -> [i8; 32] {
     let mut w = [0i8; 32];
     for k in 0..16 {
         let h0 = ((qh >> k) & 1) as u8;
@@ -28,7 +28,7 @@ fn unpack32(qs: &[u8], qh: u32, off: i8) -> [i8; 32] {
     w
 }
 
-fn qh(b: &[u8]) -> u32 {
+pub(super) fn qh(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 

@@ -443,3 +443,134 @@ fn empty_products() {
     z.matvec(&[0.0; 64], &mut []);
     z.matmul(&[0.0; 64 * 8], 8, &mut []);
 }
+
+/// The matrix repacked (see `packed`), from a copy of its bytes.
+fn packed_copy(m: &QMatrix) -> QMatrix {
+    let mut p = QMatrix::new(
+        m.format(),
+        m.rows(),
+        m.cols(),
+        WeightBytes::Owned(m.data.to_vec()),
+    )
+    .unwrap();
+    assert!(p.pack(), "{} packs", m.format());
+    p
+}
+
+#[test]
+fn packed_dequantizes_bit_identically() {
+    for (fi, format) in BlockFormat::ALL.into_iter().enumerate() {
+        if !packable(format) {
+            continue;
+        }
+        for rows in [1, 16, 17, 40] {
+            let cols = if format.block_len() == 256 { 512 } else { 96 };
+            let m = random_matrix(format, rows, cols, 11 + fi as u64 + rows as u64);
+            let p = packed_copy(&m);
+            let mut got = vec![f32::NAN; rows * cols];
+            p.dequantize_rows(0..rows, &mut got);
+            let want = dense(&m);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{format} [{rows}x{cols}]"
+            );
+            let mut one = vec![0.0; cols];
+            p.dequantize_rows(rows - 1..rows, &mut one);
+            assert_eq!(one, want[(rows - 1) * cols..]);
+        }
+    }
+}
+
+#[test]
+fn packed_products_every_format_level_and_shape() {
+    // Within the activation-rounding bound of the exact product (16-bit blocks: 258x tighter
+    // than the 8-bit bound `reference` computes), and every level bit-identical: the scalar
+    // kernel does the AVX-512 one's operations in its order.
+    for (fi, format) in BlockFormat::ALL.into_iter().enumerate() {
+        if !packable(format) {
+            continue;
+        }
+        let cols_list = if format.block_len() == 256 {
+            vec![256, 768]
+        } else {
+            vec![32, 640]
+        };
+        for cols in cols_list {
+            for rows in [1, 17, 48, 257] {
+                let m = random_matrix(format, rows, cols, 3 + fi as u64 * 31 + rows as u64);
+                let p = packed_copy(&m);
+                let w = dense(&m);
+                for n in [1, 2, 5, 8, 9, 21] {
+                    let x = random_x(n * cols, n as u64 + rows as u64);
+                    let want = reference(&m, &w, &x, n);
+                    let mut first: Option<Vec<f32>> = None;
+                    for level in simd::available_levels() {
+                        let mut y = vec![f32::NAN; n * rows];
+                        p.matmul_at(level, &x, n, &mut y);
+                        let what = format!("packed {format} [{rows}x{cols}] n={n} {level}");
+                        check(&what, &y, &want, true);
+                        match &first {
+                            None => first = Some(y),
+                            Some(f) => assert!(
+                                f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{what}: differs from the scalar kernel"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_rows_are_the_same_whatever_the_batch() {
+    // A session decoded among others equals it decoded alone: every row of a product with n
+    // activation rows (one pass, or prefill tiles) is bit-identical to its matvec, and
+    // matvec_many gives the same as matvec.
+    for format in [
+        BlockFormat::Q5_0,
+        BlockFormat::Q4_K,
+        BlockFormat::Q6_K,
+        BlockFormat::Q8_0,
+    ] {
+        let cols = if format.block_len() == 256 { 512 } else { 640 };
+        let rows = 100;
+        let p = packed_copy(&random_matrix(format, rows, cols, 5));
+        for level in simd::available_levels() {
+            for n in [1, 2, 3, 4, 7, 8, 9, 16, 33] {
+                let x = random_x(n * cols, 9);
+                let mut y = vec![0.0; n * rows];
+                p.matmul_at(level, &x, n, &mut y);
+                for i in 0..n {
+                    let mut yi = vec![0.0; rows];
+                    p.matvec_at(level, &x[i * cols..(i + 1) * cols], &mut yi);
+                    assert_eq!(
+                        yi,
+                        y[i * rows..(i + 1) * rows],
+                        "{format} {level} n={n} i={i}"
+                    );
+                }
+            }
+        }
+        let x = random_x(cols, 4);
+        let mut a = vec![0.0; rows];
+        let mut b = vec![0.0; rows];
+        p.matvec(&x, &mut a);
+        matvec_many(&[&p], &x, &mut [&mut b[..]]);
+        assert_eq!(a, b, "{format} matvec_many");
+    }
+}
+
+#[test]
+fn packing_keeps_what_cannot_pack_and_reports_its_size() {
+    let mut f = random_matrix(BlockFormat::F16, 8, 64, 1);
+    assert!(!f.pack() && !f.is_packed());
+    let m = random_matrix(BlockFormat::Q8_0, 20, 64, 2);
+    let p = packed_copy(&m);
+    // 32 rows (two groups, the second padded) of i8 quants plus an f16 scale per 32.
+    assert!(p.is_packed());
+    assert_eq!(p.byte_len(), 32 * 64 + 2 * 32 * 2);
+}
