@@ -268,15 +268,25 @@ impl Sampler {
     }
 }
 
-/// Index of the largest logit (lowest index on ties).
+/// Index of the largest logit (lowest index on ties; NaNs never win; 0 when nothing is larger
+/// than −∞). In two passes, 16 lanes wide so it vectorizes: the running-index loop it replaces
+/// took ~0.3 ms per token on Gemma's 262144 logits, a tenth of a batched decode step.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+    let (chunks, tail) = logits.as_chunks::<16>();
+    let mut m = [f32::NEG_INFINITY; 16];
+    for c in chunks {
+        for k in 0..16 {
+            m[k] = if c[k] > m[k] { c[k] } else { m[k] };
         }
     }
-    best as u32
+    let max = m
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    if max == f32::NEG_INFINITY {
+        return 0;
+    }
+    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
 }
 
 /// The state right after prefill: reused by every method that compresses the same prompt
@@ -634,6 +644,40 @@ mod tests {
             StopReason::MaxTokens,
         ] {
             assert_eq!(serde_json::to_value(&r).unwrap(), r.as_str());
+        }
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum_across_lanes_and_tail() {
+        // A plain scan is the reference: first strictly larger wins, NaNs never do.
+        let scan = |l: &[f32]| {
+            let mut best: Option<usize> = None;
+            for (i, &v) in l.iter().enumerate() {
+                if best.is_none_or(|b| v > l[b]) && v > f32::NEG_INFINITY {
+                    best = Some(i);
+                }
+            }
+            best.unwrap_or(0) as u32
+        };
+        let mut cases: Vec<Vec<f32>> = vec![
+            vec![],
+            vec![f32::NAN],
+            vec![f32::NEG_INFINITY; 40],
+            vec![f32::NAN, 1.0, 1.0],
+        ];
+        for n in [1, 15, 16, 17, 40, 1000] {
+            for at in [0, n / 3, n - 1] {
+                let mut l: Vec<f32> = (0..n).map(|i| ((i * 37) % 11) as f32 * 0.1).collect();
+                l[at] = 5.0;
+                if n > 2 {
+                    l[n - 1 - at.min(n - 2)] = 5.0; // a tie, possibly in the tail
+                    l[(at + 1) % n] = f32::NAN;
+                }
+                cases.push(l);
+            }
+        }
+        for l in &cases {
+            assert_eq!(argmax(l), scan(l), "{l:?}");
         }
     }
 

@@ -10,6 +10,7 @@
 //! prefill (the full prompt cache, before compression) fits next to what the running sessions
 //! may still grow to.
 
+use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -352,10 +353,11 @@ struct Pending {
 /// prefill chunks): running sessions wait at most one piece for their next token.
 const PREFILL_PIECE: usize = 1024;
 
-/// Rows of one batched decode step: the matrix kernels read each weight block once per group
-/// of 4 activation rows, and up to 4 rows always take the same per-row arithmetic as one row
-/// alone (so a session's tokens do not depend on its neighbours).
-const DECODE_BATCH: usize = 4;
+/// Most rows of one batched decode step: the interleaved integer kernels read each weight
+/// block once per 8 activation rows. A model may allow fewer ([`CausalLM::exact_batch`]: as
+/// many as keep each row's arithmetic what it is alone, so a session's tokens do not depend on
+/// its neighbours).
+const DECODE_BATCH: usize = 8;
 
 /// Answers a request that cannot start with a 400 saying why.
 fn refuse(job: Job, message: String) {
@@ -468,13 +470,17 @@ impl Engine {
                 }
             }
         }
-        for batch in going.chunks_mut(DECODE_BATCH) {
+        let rows = DECODE_BATCH.min(self.loaded.model.exact_batch()).max(1);
+        for batch in going.chunks_mut(rows) {
             let tokens: Vec<u32> = batch.iter().map(|s| s.next).collect();
             let mut caches: Vec<&mut KvCache> = batch.iter_mut().map(|s| &mut s.cache).collect();
             let logits = self.loaded.model.forward_batch(&tokens, &mut caches);
-            for (s, l) in batch.iter_mut().zip(logits) {
-                s.next = s.sampler.sample(&l);
-            }
+            // Each session draws from its own sampler (its own seed): in parallel, the same
+            // draws as in sequence.
+            batch
+                .par_iter_mut()
+                .zip(logits.par_iter())
+                .for_each(|(s, l)| s.next = s.sampler.sample(l));
         }
     }
 

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::act::{Act, Heads, from_host, to_host};
 use crate::kernels::ops;
-use crate::kernels::qmatrix::{QMatrix, matvec_many};
+use crate::kernels::qmatrix::{QMatrix, matmul_many};
 
 use crate::spec::{Activation, RopeSpec};
 
@@ -261,19 +261,20 @@ impl Linear {
     }
 }
 
-/// Several kernel layers of the same input `x` `[n, in]` (q/k/v, gate/up). For one token
-/// (decode) they share one activation quantization and one parallel region.
+/// Several kernel layers of the same input `x` `[n, in]` (q/k/v, gate/up). For a decode step
+/// (one token, or up to 8 sessions' tokens on packed weights) they share one activation
+/// quantization and one parallel region.
 pub fn forward_many_host(lins: &[&Linear], x: &[f32], n: usize) -> Vec<Vec<f32>> {
-    if n != 1 {
+    if n > 8 {
         return lins.iter().map(|l| l.forward_host(x, n)).collect();
     }
     let mats: Vec<&QMatrix> = lins
         .iter()
         .map(|l| l.kernel().expect("forward_many_host needs kernel weights"))
         .collect();
-    let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0f32; m.rows()]).collect();
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0f32; n * m.rows()]).collect();
     let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    matvec_many(&mats, x, &mut ys);
+    matmul_many(&mats, x, n, &mut ys);
     for (l, y) in lins.iter().zip(outs.iter_mut()) {
         l.add_bias_host(y);
     }

@@ -42,6 +42,11 @@ pub trait CausalLM: Send + Sync {
         assert_eq!(tokens.len(), caches.len(), "one token per cache");
         forward_each(self, tokens, caches)
     }
+    /// The most sequences one [`Self::forward_batch`] may take while each still gets exactly
+    /// the logits it would get alone (the default steps them one by one: any number).
+    fn exact_batch(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// [`CausalLM::forward_batch`] one sequence at a time.

@@ -4,6 +4,7 @@
 //! through the backend's fused attention; decode appends one token at a time. Only the logits
 //! that are asked for are computed (the LM head is the costliest matmul of a small model).
 
+use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashSet;
 
@@ -581,19 +582,28 @@ impl Transformer {
                     })
                     .collect()
             };
+            // Each sequence's attention over its own cache, the sequences in parallel (each
+            // computes exactly what it would alone).
+            let per_seq: Vec<Vec<f32>> = caches
+                .par_iter_mut()
+                .enumerate()
+                .map(|(j, cache)| {
+                    let (lc, p) = (&mut cache.layers[i], positions[j]);
+                    let window = a.kind.window().map(|w| w as i64);
+                    if let Some(w) = window {
+                        lc.drop_before(p - w + 1);
+                    }
+                    let (kj, vj) = (row(&k, a.n_kv_heads, j), row(&v, a.n_kv_heads, j));
+                    lc.append_host(&kj, &vj, d, &[p], dev);
+                    let oj = a.attend_host(&row(&q, a.n_heads, j), 1, &[p], lc);
+                    if let Some(w) = window {
+                        lc.drop_before(p + 1 - w + 1);
+                    }
+                    oj
+                })
+                .collect();
             let mut o = vec![0.0f32; a.n_heads * b * d];
-            for (j, cache) in caches.iter_mut().enumerate() {
-                let (lc, p) = (&mut cache.layers[i], positions[j]);
-                let window = a.kind.window().map(|w| w as i64);
-                if let Some(w) = window {
-                    lc.drop_before(p - w + 1);
-                }
-                let (kj, vj) = (row(&k, a.n_kv_heads, j), row(&v, a.n_kv_heads, j));
-                lc.append_host(&kj, &vj, d, &[p], dev);
-                let oj = a.attend_host(&row(&q, a.n_heads, j), 1, &[p], lc);
-                if let Some(w) = window {
-                    lc.drop_before(p + 1 - w + 1);
-                }
+            for (j, oj) in per_seq.iter().enumerate() {
                 for head in 0..a.n_heads {
                     o[(head * b + j) * d..(head * b + j + 1) * d]
                         .copy_from_slice(&oj[head * d..(head + 1) * d]);
@@ -610,11 +620,13 @@ impl Transformer {
         for c in caches.iter_mut() {
             c.next_pos += 1;
         }
-        let logits: Vec<f32> = self
-            .logits(x)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 logits");
+        // Without a softcap the logits stay on the host: through a Burn tensor they were
+        // copied three more times (1 MiB per row of Gemma's vocabulary, every step). A softcap
+        // keeps Burn's tanh, so the logits equal `forward`'s bit for bit.
+        let logits = match self.lm_head.apply(self.final_norm.apply(x)) {
+            Act::Host { data, .. } if self.spec.final_logit_softcap.is_none() => data,
+            h => self.logits_of(h),
+        };
         logits
             .chunks(self.spec.vocab_size)
             .map(<[f32]>::to_vec)
@@ -625,15 +637,31 @@ impl Transformer {
     fn logits(&self, x: Act) -> Tensor<2> {
         let n = x.seq_len();
         let x = self.final_norm.apply(x);
-        let mut logits = self
-            .lm_head
-            .apply(x)
-            .into_tensor(&self.device.device)
-            .reshape([n, self.spec.vocab_size]);
-        if let Some(c) = self.spec.final_logit_softcap {
-            logits = logits.div_scalar(c).tanh().mul_scalar(c);
+        self.softcap(
+            self.lm_head
+                .apply(x)
+                .into_tensor(&self.device.device)
+                .reshape([n, self.spec.vocab_size]),
+        )
+    }
+
+    fn softcap(&self, logits: Tensor<2>) -> Tensor<2> {
+        match self.spec.final_logit_softcap {
+            Some(c) => logits.div_scalar(c).tanh().mul_scalar(c),
+            None => logits,
         }
-        logits
+    }
+
+    /// Softcapped logits of an LM head output that came back as a tensor, on the host.
+    fn logits_of(&self, h: Act) -> Vec<f32> {
+        let n = h.seq_len();
+        self.softcap(
+            h.into_tensor(&self.device.device)
+                .reshape([n, self.spec.vocab_size]),
+        )
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 logits")
     }
 }
 
@@ -684,6 +712,19 @@ impl CausalLM for Transformer {
             return self.forward_batch_host(tokens, caches);
         }
         super::forward_each(self, tokens, caches)
+    }
+
+    /// On the CPU kernels, the smallest of the matrices' [`exact_rows`](crate::kernels::qmatrix::QMatrix::exact_rows) (a dense
+    /// Burn weight: 4, what the engine always took); elsewhere sequences step one by one.
+    fn exact_batch(&self) -> usize {
+        if !self.device.uses_cpu_kernels() {
+            return usize::MAX;
+        }
+        self.matrices()
+            .iter()
+            .map(|(_, l)| l.kernel().map_or(4, |q| q.exact_rows()))
+            .min()
+            .unwrap_or(usize::MAX)
     }
 }
 
