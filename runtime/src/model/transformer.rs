@@ -714,8 +714,9 @@ impl CausalLM for Transformer {
         super::forward_each(self, tokens, caches)
     }
 
-    /// On the CPU kernels, the smallest of the matrices' [`exact_rows`](crate::kernels::qmatrix::QMatrix::exact_rows) (a dense
-    /// Burn weight: 4, what the engine always took); elsewhere sequences step one by one.
+    /// On the CPU kernels, the smallest of the matrices'
+    /// [`exact_rows`](crate::kernels::qmatrix::QMatrix::exact_rows) (a dense Burn weight: 4,
+    /// what the engine always took); elsewhere sequences step one by one.
     fn exact_batch(&self) -> usize {
         if !self.device.uses_cpu_kernels() {
             return usize::MAX;

@@ -296,10 +296,11 @@ impl QMatrix {
         }
     }
 
-    /// Repack the weights 16 rows per group for the AVX-512 batched product (see
+    /// Repack the weights 16 rows per group for the AVX-512 integer product (see
     /// [`packed`](self::packed)), where the format allows; the stored bytes are released
-    /// (a memory-mapped range is handed back to the kernel). Results change only by f32
-    /// rounding order. Returns whether the matrix is now packed.
+    /// (a memory-mapped range is handed back to the kernel). The weights stay exact; every
+    /// product then quantizes its activations to 16-bit blocks (prefill too, which was f32),
+    /// so results move within that rounding bound. Returns whether the matrix is now packed.
     pub fn pack(&mut self) -> bool {
         if self.packed.is_some() {
             return true;

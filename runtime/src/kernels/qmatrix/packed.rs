@@ -1,13 +1,13 @@
-//! Integer weights repacked for batched decode: 16 rows interleaved per pair of columns, so
-//! one 512-bit `vpdpwssd` multiplies a pair of columns of 16 weight rows by one broadcast pair
-//! of activations.
+//! Integer weights repacked for the AVX-512 products (decode, batched decode, prefill): 16 rows
+//! interleaved per pair of columns, so one 512-bit `vpdpwssd` multiplies a pair of columns of
+//! 16 weight rows by one broadcast pair of activations.
 //!
 //! Why: the stored block formats put a row's 32 columns in one block, so a product with `N`
 //! activation rows costs a horizontal dot product (and its scaling) per block, per row, per
 //! activation row — instruction-bound on 2 cores, and a batch of 8 sessions ran at only 1.8x
 //! one session. Here the lanes are 16 weight rows: a 32-column sub-block of 16 rows is 16
 //! `vpdpwssd` per activation row plus 3 instructions of scaling, each weight pair widened once
-//! for all activation rows (the layout of ggml's repacked `q4_0_8x8` / `q8_0_16x…` kernels).
+//! for all activation rows.
 //!
 //! Every supported format has integer values in one signed byte and affine scales per
 //! sub-block, `w = a·q − b` (`b` only where the format has a min), so the repacking is exact:
@@ -50,8 +50,8 @@ pub(super) struct Packed {
     pub(super) cols: usize,
 }
 
-/// The per-sub-block scales: f16 where that is exact (the 32-element formats store `d` in
-/// f16), which keeps the LM head as small as its Q8_0 file; f32 otherwise (`d·sc` products).
+/// The per-sub-block scales: f16 where that is exact (Q4_0, Q5_0 and Q8_0 store `d` in f16),
+/// which keeps the LM head as small as its Q8_0 file; f32 otherwise (the K-quants' `d·sc`).
 pub(super) enum Scales {
     F16(Vec<u16>),
     F32(Vec<f32>),
