@@ -368,6 +368,77 @@ fn serve_openai_endpoints_streaming_and_wrong_input() {
 }
 
 #[test]
+fn serve_q8_0_sessions_decoded_together_equal_alone() {
+    // Integer weights (`--weights q8_0`): on an AVX-512 VNNI CPU the packed kernels, with up
+    // to 8 sessions per step; elsewhere the AVX2/scalar integer kernels, 4 per pass. Either
+    // way each session's tokens must be the ones it gets alone.
+    let Some(model) = tiny("tiny-qwen2") else {
+        return; // shared_dir said why (and fails under CI=true)
+    };
+    let s = start(
+        &[
+            "--model",
+            &model,
+            "--weights",
+            "q8_0",
+            "--method",
+            "snapkv",
+            "--budget",
+            "16",
+            "--parallel",
+            "8",
+        ],
+        // A pause after every step, so the eight requests overlap.
+        &[("COMPRESSKV_SERVE_STEP_DELAY_MS", "2")],
+    );
+    s.wait_ready();
+    let words = "the quick brown fox jumps over the lazy dog and keeps running far away ";
+    let reqs: Vec<Value> = [
+        (3, "full", None, 24),
+        (9, "snapkv", Some(16), 19),
+        (6, "streamingllm", Some(24), 22),
+        (12, "adakv", Some(20), 16),
+        (8, "pyramidkv", Some(16), 21),
+        (5, "snapkv", Some(12), 18),
+        (2, "full", None, 23),
+        (10, "snapkv", Some(24), 20),
+    ]
+    .iter()
+    .map(|&(reps, method, budget, max)| {
+        json!({"prompt": words.repeat(reps), "max_tokens": max,
+            "kv_compression": {"method": method, "budget": budget}, "temperature": 0})
+    })
+    .collect();
+    let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let alone: Vec<String> = reqs
+        .iter()
+        .map(|r| text(s.ok("/v1/completions", r)))
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (together, most): (Vec<String>, f64) = std::thread::scope(|sc| {
+        let s = &s;
+        let done = &done;
+        let watch = sc.spawn(move || {
+            let mut most = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(s.metric("sessions_active"));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            most
+        });
+        let hs: Vec<_> = reqs
+            .iter()
+            .map(|r| sc.spawn(move || text(s.ok("/v1/completions", r))))
+            .collect();
+        let texts = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (texts, watch.join().unwrap())
+    });
+    assert!(most >= 5.0, "only {most} sessions ran at once");
+    assert_eq!(together, alone);
+}
+
+#[test]
 fn serve_sessions_decoded_together_equal_alone() {
     let Some(model) = tiny("tiny-qwen2") else {
         return; // shared_dir said why (and fails under CI=true)
