@@ -71,8 +71,8 @@ pub fn active() -> SimdLevel {
 
 /// Whether the AVX-512 kernels run: the CPU has AVX-512 F, BW and VNNI, and
 /// `COMPRESSKV_SIMD` is neither `scalar` nor `avx2` (`avx2` keeps everything on the AVX2
-/// kernels, for side-by-side measurements). Only the interleaved batched-decode product uses
-/// it, so it is a switch beside the levels rather than a level of its own.
+/// kernels, for side-by-side measurements). Only the packed integer products use it (the
+/// loader packs where it is on), so it is a switch beside the levels rather than a level.
 pub fn avx512() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
