@@ -23,7 +23,8 @@ Usage: scripts/gpu-check.sh [options]
                       cargo when cargo is here, else skip the golden tests and say so)
   --model ID          model id or path (default: google/gemma-3-270m, from the model cache:
                       $COMPRESSKV_HOME/models or ~/.cache/compresskv/models)
-  --lengths L,L,...   prompt lengths (default: 8192,16384,32768)
+  --lengths L,L,...   prompt lengths (default: 8192,16384,32704; prompt + decoded tokens must
+                      fit the model's context)
   --methods M         bench methods (default: full,compresskv)
   --budget B          KV entries kept per compressed layer (default: 128)
   --decode-tokens N   tokens decoded per measurement (default: 64)
@@ -42,7 +43,7 @@ DEVICE=cuda
 BIN=target/release/compresskv
 TESTS=""
 MODEL=google/gemma-3-270m
-LENGTHS="8192,16384,32768"
+LENGTHS="8192,16384,32704"   # 32768 - 64 decoded tokens: Gemma 3 270M's context
 METHODS=full,compresskv
 BUDGET=128
 DECODE=64
@@ -86,6 +87,12 @@ if [[ $FEATURE == cuda ]]; then
     done
     [[ -n "$libdevice" ]] || missing+=("libdevice.10.bc (CUDA kernels link it): set CUDA_PATH to a dir with nvvm/libdevice/; 'scripts/setup-cuda-llvm.sh --with-libdevice DIR' prepares one")
     [[ -z "$libdevice" ]] || export CUDA_PATH="${libdevice%/nvvm/libdevice/libdevice.10.bc}"
+fi
+if [[ $FEATURE == cuda && -z "${CUBECL_AUTOTUNE_LEVEL:-}" ]]; then
+    # On an H200 (2026-12-04) Burn 0.22.1's attention autotune chose a kernel that then failed
+    # ("No tile size is available") on 8K prompts, in bf16 and f32; the minimal level ran 8K/16K.
+    export CUBECL_AUTOTUNE_LEVEL=minimal
+    say "CUBECL_AUTOTUNE_LEVEL=minimal (the default level failed on CUDA at 8K; set it to override)"
 fi
 if [[ ${#missing[@]} -gt 0 ]]; then
     for m in "${missing[@]}"; do say "missing: $m"; done

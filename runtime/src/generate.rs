@@ -137,14 +137,34 @@ pub struct GenerateOutput {
     pub stop_reason: StopReason,
 }
 
+/// [`GenerateError::TooLong`]'s message: says how many positions the answer takes, so that a
+/// prompt of exactly the context's length is not reported as longer than it is.
+fn too_long(prompt: usize, reserve: usize, max: usize) -> String {
+    if reserve == 0 || prompt >= max {
+        format!(
+            "the prompt has {prompt} tokens but the model's context is {max} tokens; shorten the \
+             prompt"
+        )
+    } else {
+        format!(
+            "the prompt has {prompt} tokens and {reserve} more are kept for the answer, but the \
+             model's context is {max} tokens; ask for at most {} new tokens, or shorten the prompt",
+            max - prompt
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("the prompt is empty: give some text (or a prompt file with text)")]
     EmptyPrompt,
-    #[error(
-        "the prompt has {len} tokens but the model's context is {max} tokens; shorten the prompt"
-    )]
-    TooLong { len: usize, max: usize },
+    #[error("{}", too_long(*prompt, *reserve, *max))]
+    TooLong {
+        prompt: usize,
+        /// Positions kept free for the tokens to generate.
+        reserve: usize,
+        max: usize,
+    },
     /// Not `#[from]`: the message carries the cause, so it is not also the error's `source`
     /// (which `{:#}` would print a second time).
     #[error("compression failed: {0}")]
@@ -165,7 +185,18 @@ pub enum GenerateError {
 /// sync becomes [`GenerateError::Device`], NaN logits (a half-precision overflow) become
 /// [`GenerateError::NotFinite`] instead of a stream of token 0.
 pub fn host_logits(logits: Tensor<2>) -> Result<Vec<f32>, GenerateError> {
-    let device_err = |e: &dyn std::fmt::Display| GenerateError::Device(e.to_string());
+    let device_err = |e: &dyn std::fmt::Display| {
+        let mut msg = e.to_string().trim_end().to_string();
+        if msg.contains("selected by autotune") {
+            // Seen on CUDA (H200, 2026-12-04): Burn 0.22.1's attention autotune picked a
+            // kernel that then had no tile size for an 8K prompt; the minimal level ran 8K/16K.
+            msg.push_str(
+                " (a kernel that CubeCL's autotune chose failed: `CUBECL_AUTOTUNE_LEVEL=minimal` \
+                 avoided this for 8K and 16K prompts on CUDA)",
+            );
+        }
+        GenerateError::Device(msg)
+    };
     let v = logits
         .try_into_data()
         .map_err(|e| device_err(&e))?
@@ -356,7 +387,8 @@ impl ChunkedPrefill {
         let max = spec.max_position_embeddings.max(1);
         if prompt_ids.len() + reserve > max {
             return Err(GenerateError::TooLong {
-                len: prompt_ids.len() + reserve,
+                prompt: prompt_ids.len(),
+                reserve,
                 max,
             });
         }
@@ -636,6 +668,19 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_long_says_what_would_fit() {
+        let m = too_long(3, 40000, 32768);
+        assert!(m.contains("ask for at most 32765 new tokens"), "{m}");
+        // A prompt that alone fills the context: only shortening it helps.
+        let m = too_long(32768, 64, 32768);
+        assert!(
+            m.ends_with("shorten the prompt") && !m.contains("ask for"),
+            "{m}"
+        );
+        assert!(too_long(9, 0, 8).contains("has 9 tokens"));
+    }
 
     #[test]
     fn stop_reason_names_match_the_json_output() {

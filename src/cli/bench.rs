@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use compresskv_runtime::device::BackendKind;
 use compresskv_runtime::eval::bench::{BenchPlan, BenchRow, Machine};
 use compresskv_runtime::eval::run::contender_grid;
 use compresskv_runtime::loader::load_model;
@@ -63,20 +64,29 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--methods {m}"))
     })?;
     let weights = loaded.model.decode_weight_bytes();
-    let machine = Machine::measure(device.uses_cpu_kernels(), &say);
-    let bandwidth = machine.memory_bandwidth_bytes_per_s;
-    let fma_peak = machine.fma_peak_macs_per_s;
+    let on_host = device.kind == BackendKind::Flex;
     let plan = BenchPlan {
         lengths: &args.lengths,
         contenders: &contenders,
         decode_tokens: args.decode_tokens,
         repeats: args.repeats,
+        warm_every_length: !on_host,
     };
+    plan.check(&loaded.spec)?;
+    let machine = Machine::measure(on_host, device.uses_cpu_kernels(), &say);
+    let bandwidth = machine.memory_bandwidth_bytes_per_s;
+    let fma_peak = machine.fma_peak_macs_per_s;
     let rows = plan.run(&loaded, &haystack, &machine, &say)?;
+    // GPUs always run the exact path, whatever `--precision` says.
+    let precision = if on_host {
+        device.precision.name()
+    } else {
+        "exact"
+    };
 
     if args.json {
         return super::print_json(&serde_json::json!({
-            "model": loaded.id, "device": device.describe(), "precision": device.precision.name(),
+            "model": loaded.id, "device": device.describe(), "precision": precision,
             "weight_formats": loaded.model.kernel_formats().iter().map(|(f, n, b)| serde_json::json!({
                 "format": f, "tensors": n, "bytes": b })).collect::<Vec<_>>(),
             "budget": budgets[0],

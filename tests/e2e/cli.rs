@@ -387,6 +387,38 @@ fn bad_input_matrix() {
             "depth",
         ),
         (
+            [
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "hello there",
+                "--max-new-tokens",
+                "5000",
+            ]
+            .map(String::from)
+            .to_vec(),
+            "ask for at most 4088 new tokens",
+        ),
+        (
+            [
+                "bench",
+                "--model",
+                m,
+                "--haystack",
+                "noise",
+                "--methods",
+                "full",
+                "--lengths",
+                "256,4090",
+                "--decode-tokens",
+                "8",
+            ]
+            .map(String::from)
+            .to_vec(),
+            "--lengths 4090: with --decode-tokens 8 a prompt may have at most 4088 tokens",
+        ),
+        (
             ruler(&["--ruler-tasks", "niah_single_1,niah_bogus"]),
             "unknown RULER task `niah_bogus`",
         ),

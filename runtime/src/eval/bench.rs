@@ -17,6 +17,7 @@ use crate::generate::{
 };
 use crate::loader::LoadedModel;
 use crate::model::CausalLM;
+use crate::spec::ModelSpec;
 
 /// Why a benchmark stopped.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,10 @@ pub struct BenchPlan<'a> {
     pub decode_tokens: usize,
     /// Measured repeats per length (medians are reported).
     pub repeats: usize,
+    /// An unmeasured run at every length, not only one short warm-up: GPU backends compile and
+    /// autotune kernels per shape, and on CUDA the first 8K prefill took 58 s where the next
+    /// 16K one took 9 s (2026-12-04, H200).
+    pub warm_every_length: bool,
 }
 
 /// The machine-wide numbers measured once per benchmark.
@@ -87,11 +92,17 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Measures the bandwidth, and the FMA peak when `cpu` (the CPU kernels run the model).
-    pub fn measure(cpu: bool, say: &dyn Fn(&str)) -> Self {
-        say("measuring memory bandwidth…");
-        let memory_bandwidth_bytes_per_s = memory_bandwidth_bytes_per_s();
-        let fma_peak_macs_per_s = if cpu {
+    /// Measures the host's memory bandwidth when `host` (the model runs on the CPU: on a GPU
+    /// the host's bandwidth bounds nothing), and the FMA peak when `cpu_kernels` (the CPU
+    /// kernels run the model).
+    pub fn measure(host: bool, cpu_kernels: bool, say: &dyn Fn(&str)) -> Self {
+        let memory_bandwidth_bytes_per_s = if host {
+            say("measuring memory bandwidth…");
+            memory_bandwidth_bytes_per_s()
+        } else {
+            None
+        };
+        let fma_peak_macs_per_s = if cpu_kernels {
             say("measuring the f32 FMA peak…");
             crate::kernels::peak::fma_peak_macs_per_s()
         } else {
@@ -105,6 +116,34 @@ impl Machine {
 }
 
 impl BenchPlan<'_> {
+    /// The plan's mistakes a user can make, found before anything is measured: no repeats, too
+    /// few decode tokens, no lengths, or a length whose prompt and decode do not fit the
+    /// model's context.
+    pub fn check(&self, spec: &ModelSpec) -> Result<(), BenchError> {
+        if self.repeats == 0 {
+            return Err(BenchError::Input("--repeats must be at least 1".into()));
+        }
+        if self.decode_tokens < 2 {
+            return Err(BenchError::Input(
+                "--decode-tokens must be at least 2".into(),
+            ));
+        }
+        if self.lengths.is_empty() {
+            return Err(BenchError::Input("--lengths is empty".into()));
+        }
+        let max = spec.max_position_embeddings;
+        if let Some(&length) = self.lengths.iter().find(|&&l| l + self.decode_tokens > max) {
+            return Err(BenchError::Input(format!(
+                "--lengths {length}: with --decode-tokens {d} a prompt may have at most {fit} \
+                 tokens (the model's context is {max}); give a shorter length or fewer decode \
+                 tokens",
+                d = self.decode_tokens,
+                fit = max.saturating_sub(self.decode_tokens),
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs the plan on peer needle prompts (depth 50%) built from `haystack`; `say` reports
     /// progress.
     pub fn run(
@@ -114,17 +153,8 @@ impl BenchPlan<'_> {
         machine: &Machine,
         say: &dyn Fn(&str),
     ) -> Result<Vec<BenchRow>, BenchError> {
-        if self.repeats == 0 {
-            return Err(BenchError::Input("--repeats must be at least 1".into()));
-        }
-        if self.decode_tokens < 2 {
-            return Err(BenchError::Input(
-                "--decode-tokens must be at least 2".into(),
-            ));
-        }
-        let Some(&shortest) = self.lengths.iter().min() else {
-            return Err(BenchError::Input("--lengths is empty".into()));
-        };
+        self.check(&loaded.spec)?;
+        let shortest = *self.lengths.iter().min().expect("checked: not empty");
         let builder = NiahBuilder::for_model(haystack, loaded);
         let needle = Needle::san_francisco();
         let contenders = self.contenders;
@@ -141,8 +171,7 @@ impl BenchPlan<'_> {
         let weights = loaded.model.decode_weight_bytes();
 
         // Warm-up: the first forward passes allocate and tune kernels.
-        {
-            let length = shortest.min(512);
+        let warm_up = |length: usize| -> Result<(), BenchError> {
             let warm = builder
                 .peer_needle(&needle, length, 50.0)
                 .map_err(|source| BenchError::Prompt { length, source })?;
@@ -150,10 +179,20 @@ impl BenchPlan<'_> {
             for c in contenders {
                 continue_from(&loaded.model, &loaded.tokenizer, &pre, &opts, dyn_c(c))?;
             }
+            Ok(())
+        };
+        if !self.warm_every_length {
+            warm_up(shortest.min(512))?;
         }
 
         let mut rows = Vec::new();
         for &length in self.lengths {
+            if self.warm_every_length {
+                say(&format!(
+                    "length {length}: warm-up (kernels compile and tune per shape)"
+                ));
+                warm_up(length)?;
+            }
             let sample = builder
                 .peer_needle(&needle, length, 50.0)
                 .map_err(|source| BenchError::Prompt { length, source })?;
