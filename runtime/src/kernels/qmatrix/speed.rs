@@ -225,3 +225,50 @@ fn grain() {
         }
     }
 }
+
+/// The prefill products of Gemma 3 270M's shapes on the packed weights, 512 prompt rows:
+/// `cargo test --release -p compresskv-runtime --lib -- --ignored --nocapture qmatrix::speed::prefill`.
+#[test]
+#[ignore]
+fn prefill() {
+    let level = simd::detected();
+    let n = 512;
+    let shapes = [
+        (BlockFormat::Q5_0, 1024, 640),
+        (BlockFormat::Q5_0, 256, 640),
+        (BlockFormat::Q5_0, 640, 1024),
+        (BlockFormat::Q5_0, 2048, 640),
+        (BlockFormat::Q4_K, 640, 2048),
+        (BlockFormat::Q6_K, 640, 2048),
+    ];
+    let mats: Vec<QMatrix> = shapes
+        .iter()
+        .map(|&(f, r, c)| {
+            let mut m = matrix(f, r, c);
+            m.pack();
+            m
+        })
+        .collect();
+    let mut best = vec![f64::INFINITY; mats.len()];
+    for _ in 0..10 {
+        for (k, m) in mats.iter().enumerate() {
+            let x: Vec<f32> = (0..n * m.cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut y = vec![0.0; n * m.rows];
+            for _ in 0..3 {
+                let t = Instant::now();
+                m.matmul_at(level, &x, n, &mut y);
+                best[k] = best[k].min(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let mut total = 0.0;
+    for (&(f, r, c), s) in shapes.iter().zip(&best) {
+        total += s;
+        println!(
+            "prefill {f} n={n} {c}->{r}: {:.3} ms, {:.1} G MAC/s",
+            s * 1e3,
+            (n * r * c) as f64 / s / 1e9
+        );
+    }
+    println!("prefill total {:.3} ms", total * 1e3);
+}
