@@ -189,6 +189,9 @@ fn all_plans_agree() {
         (256, 1500, 9),
         (72, 777, 6),
         (20, 900, 3),
+        // K + V over GROUP_MIN_KV_BYTES and 40 row blocks: groups of blocks share key tiles,
+        // with causal, windowed and random ranges that differ from block to block.
+        (64, 2500, 160),
     ] {
         let p = AttnParams {
             scale: 0.1,
