@@ -241,23 +241,23 @@ fn prefill() {
         (BlockFormat::Q4_K, 640, 2048),
         (BlockFormat::Q6_K, 640, 2048),
     ];
-    let mats: Vec<QMatrix> = shapes
+    let mut cases: Vec<(QMatrix, Vec<f32>, Vec<f32>)> = shapes
         .iter()
         .map(|&(f, r, c)| {
             let mut m = matrix(f, r, c);
             m.pack();
-            m
+            let x = (0..n * c).map(|i| (i as f32 * 0.37).sin()).collect();
+            (m, x, vec![0.0; n * r])
         })
         .collect();
-    let mut best = vec![f64::INFINITY; mats.len()];
+    // Interleaved rounds, each case's best (as `tiling`): drifting load favours none of them.
+    let mut best = vec![f64::INFINITY; cases.len()];
     for _ in 0..10 {
-        for (k, m) in mats.iter().enumerate() {
-            let x: Vec<f32> = (0..n * m.cols).map(|i| (i as f32 * 0.37).sin()).collect();
-            let mut y = vec![0.0; n * m.rows];
+        for ((m, x, y), best) in cases.iter_mut().zip(&mut best) {
             for _ in 0..3 {
                 let t = Instant::now();
-                m.matmul_at(level, &x, n, &mut y);
-                best[k] = best[k].min(t.elapsed().as_secs_f64());
+                m.matmul_at(level, x, n, y);
+                *best = best.min(t.elapsed().as_secs_f64());
             }
         }
     }
