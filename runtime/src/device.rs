@@ -178,10 +178,10 @@ impl RuntimeDevice {
     pub fn describe(&self) -> String {
         if self.uses_cpu_kernels() {
             let simd = crate::kernels::simd::active().name();
-            let packed = if crate::kernels::simd::avx512() {
-                " + avx512-vnni packed"
-            } else {
-                ""
+            let packed = match (crate::kernels::simd::avx512(), crate::kernels::simd::amx()) {
+                (true, true) => " + avx512-vnni packed, amx-bf16 prefill",
+                (true, false) => " + avx512-vnni packed",
+                _ => "",
             };
             format!(
                 "{}, fast kernels ({simd}{packed}, weights {})",

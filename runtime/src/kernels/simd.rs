@@ -98,6 +98,55 @@ pub fn avx512_detected() -> bool {
     }
 }
 
+/// Whether the prefill products run on AMX tiles ([`super::qmatrix`]'s `amx`): [`avx512`] is
+/// on, the CPU has AMX-TILE and AMX-BF16, `COMPRESSKV_SIMD` is not `avx512` (which keeps
+/// prefill on the exact VNNI kernels, for side-by-side measurements), and Linux granted this
+/// process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`; without it the first
+/// tile instruction faults). Asked once.
+pub fn amx() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let allowed = !matches!(std::env::var("COMPRESSKV_SIMD").as_deref(), Ok("avx512"));
+        allowed && avx512() && amx_detected() && amx_permitted()
+    })
+}
+
+/// AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22), whatever the OS allows.
+pub fn amx_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID leaf 7 (a CPU without it answers zeros).
+        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+        let want = (1 << 24) | (1 << 22);
+        edx & want == want
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Ask Linux for the AMX tile data state for this process (all its threads).
+fn amx_permitted() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: a plain system call with integer arguments; it changes no memory of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
 /// Every level this machine can run, lowest first (tests run each of them).
 pub fn available_levels() -> Vec<SimdLevel> {
     [SimdLevel::Scalar, SimdLevel::Avx2]

@@ -27,6 +27,11 @@
 //!   16 weight rows; matvec, batched decode (8 rows per pass) and prefill (weight tiles held in
 //!   cache while all activation rows pass) then run one integer kernel on 16-bit activation
 //!   blocks, and a row's result never depends on the row count (see `packed`).
+//! * **prefill on AMX** (where the CPU has AMX-TILE/BF16 and the OS grants the tile state;
+//!   products of at least `AMX_MIN_ROWS` rows on packed weights): the weights are dequantized
+//!   to bf16 per product and the product runs on `tdpbf16ps` tiles with f32 accumulation
+//!   (see `amx`): weights and activations rounded to bf16, so it is not bit-identical to the
+//!   integer kernels; decode and batched decode never take it.
 
 use std::cell::RefCell;
 use std::ops::{Deref, Range};
@@ -36,6 +41,9 @@ use super::blocks::{self, BlockFormat};
 use super::simd::{self, SimdLevel};
 
 mod act;
+/// The prefill product on AMX tiles (bf16).
+#[cfg(target_arch = "x86_64")]
+mod amx;
 /// The same math with AVX2+FMA+F16C.
 #[cfg(target_arch = "x86_64")]
 #[allow(non_camel_case_types)]
@@ -113,6 +121,11 @@ fn small_n_limit(format: BlockFormat) -> usize {
         Q2_K | Q3_K | Q8_K => 4,
     }
 }
+
+/// From this many activation rows on, packed products run on AMX tiles in bf16 where the CPU
+/// has them (see `amx`): below it the per-product dequantization of the weights to bf16
+/// costs more than the tiles save, and decode (1-8 rows) keeps its exact integer math.
+const AMX_MIN_ROWS: usize = 64;
 
 /// gemm products smaller than this (`n·rows·cols`) run on the calling thread: splitting them
 /// costs more than it saves.
@@ -635,6 +648,13 @@ impl QMatrix {
         // About 8 tiles per thread, each a whole number of groups.
         let per = rows.div_ceil(8 * rayon::current_num_threads());
         let tile = per.next_multiple_of(GROUP).clamp(GROUP, 256);
+        #[cfg(target_arch = "x86_64")]
+        if fast && n >= AMX_MIN_ROWS && simd::amx() {
+            // SAFETY: `simd::amx()` said yes (AMX-TILE/BF16 usable, AVX-512 F/BW present);
+            // the caller checked x.len() == n·cols and y.len() == n·rows.
+            unsafe { amx::matmul(p, x, n, y, n * rows * cols >= PAR_MIN_ELEMS) };
+            return;
+        }
         let y_ptr = SendPtr(y.as_mut_ptr());
         with_scratch(&ACT, |act: &mut Q8Act| {
             act.quantize16(level, x, cols);

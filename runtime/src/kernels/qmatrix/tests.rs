@@ -574,3 +574,67 @@ fn packing_keeps_what_cannot_pack_and_reports_its_size() {
     assert!(p.is_packed());
     assert_eq!(p.byte_len(), 32 * 64 + 2 * 32 * 2);
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_prefill_is_the_bf16_rounded_product() {
+    // The AMX product against the product of the bf16-rounded weights and activations in
+    // f64: equal up to f32 accumulation (a layout slip moves results by O(Σ|w·x|)), and
+    // within the documented bf16 bound of the exact product. Every packable format; odd
+    // group counts, partial 16-row tiles and weight tiles, one row and many.
+    if simd::amx_detected() && simd::avx512() && std::env::var_os("COMPRESSKV_SIMD").is_none() {
+        // A CPU with AMX whose tiles we fail to enable would silently fall back to VNNI.
+        assert!(
+            simd::amx(),
+            "AMX present but not usable (arch_prctl refused?)"
+        );
+    }
+    if !simd::amx() {
+        eprintln!("no usable AMX on this CPU: nothing to check");
+        return;
+    }
+    let bf = |v: f32| f64::from(half::bf16::from_f32(v).to_f32());
+    for (fi, format) in BlockFormat::ALL.into_iter().enumerate() {
+        if !packable(format) {
+            continue;
+        }
+        let cols = if format.block_len() == 256 { 768 } else { 640 };
+        for rows in [16, 17, 48, 100, 257] {
+            let m = random_matrix(format, rows, cols, 11 + fi as u64 + rows as u64);
+            let pm = packed_copy(&m);
+            let p = pm.packed.as_ref().unwrap();
+            let w = dense(&m);
+            for n in [1, 3, 16, 17, 70] {
+                let x = random_x(n * cols, 7 * n as u64 + rows as u64);
+                let mut y = vec![f32::NAN; n * rows];
+                for parallel in [false, true] {
+                    // SAFETY: AMX usable (checked above); lengths as the function requires.
+                    unsafe { amx::matmul(p, &x, n, &mut y, parallel) };
+                    for i in 0..n {
+                        for r in 0..rows {
+                            let (wr, xi) = (&w[r * cols..][..cols], &x[i * cols..][..cols]);
+                            let mut rounded = 0.0f64;
+                            let mut exact = 0.0f64;
+                            let mut mag = 0.0f64;
+                            for (&a, &b) in wr.iter().zip(xi) {
+                                rounded += bf(a) * bf(b);
+                                exact += f64::from(a) * f64::from(b);
+                                mag += (f64::from(a) * f64::from(b)).abs();
+                            }
+                            let got = f64::from(y[i * rows + r]);
+                            let what = format!("{format} [{rows}x{cols}] n={n} row {i} col {r}");
+                            assert!(
+                                (got - rounded).abs() <= mag * cols as f64 * 2f64.powi(-23),
+                                "{what}: {got} vs bf16-rounded {rounded} (Σ|wx| {mag})"
+                            );
+                            assert!(
+                                (got - exact).abs() <= mag * 2f64.powi(-7),
+                                "{what}: {got} vs exact {exact} (Σ|wx| {mag})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
