@@ -44,9 +44,9 @@ def run(cmd, env=None):
 
 def crashed(err):
     """llama.cpp built with GGML_NATIVE on a CPU that advertises AMX runs its prompt matmuls on
-    AMX tiles (its "repacked" weights); where the VM does not let tile instructions run, it dies
-    of a signal (SIGILL at `tileloadd`, or SIGSEGV). Its `--repack 0` keeps the weights in the
-    file's layout (AVX-512 kernels)."""
+    AMX tiles (its "repacked" weights); on the 2-vCPU Xeon VMs we measure on, that path dies of a
+    signal (SIGILL at `tileloadd`, or SIGSEGV), although tile instructions run there (ours do).
+    Its `--repack 0` keeps the weights in the file's layout (AVX-512 kernels)."""
     return isinstance(err, subprocess.CalledProcessError) and err.returncode < 0
 
 
@@ -112,7 +112,7 @@ def main():
             if llama_extra or not crashed(e):
                 raise
             repack_note = (f"llama-bench with its default weight repacking died of signal "
-                           f"{-e.returncode} (its AMX tile path, which this VM does not run); "
+                           f"{-e.returncode} (in its AMX tile path); "
                            "every llama.cpp figure is with --repack 0")
             log(repack_note)
             llama_extra = ["--repack", "0"]
