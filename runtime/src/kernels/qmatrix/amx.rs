@@ -33,6 +33,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use super::SendPtr;
 use super::packed::{GROUP, Packed, Scales};
 
 /// Columns per tile step: one 64-byte tile row of bf16.
@@ -80,19 +81,6 @@ thread_local! {
     static ACTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A task's weight tile in bf16 (reused).
     static WEIGHTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint columns of the output (see `matmul`).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    /// A method, so closures capture the whole `Sync` wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// `x` in bf16, laid out tile by tile: `[16-row tile][32-column step][row of 16][32]`, the

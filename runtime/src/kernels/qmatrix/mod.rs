@@ -817,7 +817,8 @@ fn release_pages(b: &[u8]) {
 /// A raw pointer that may cross threads; users guarantee disjoint access.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: only used by `matmul_gemm`, whose tasks write disjoint parts of one `&mut [f32]`.
+// SAFETY: only used by the tiled products (`matmul_gemm`, the packed and AMX prefill), whose
+// tasks write disjoint parts of one `&mut [f32]`.
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
