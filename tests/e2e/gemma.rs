@@ -129,10 +129,12 @@ fn argmax(row: &[f32]) -> usize {
 
 /// The fast path (quantized weights in memory, CPU kernels) against the exact f32 path over
 /// every position of the three reference prompts, through both kernel families (prefill in
-/// chunks: dequantized tiles and f32 gemm; one token at a time: int8 mat-vec on quantized
+/// chunks of 128: the mat-mat kernels — bf16 AMX tiles where the CPU has them, else the
+/// integer or f32 tile kernels; one token at a time: the integer mat-vecs on quantized
 /// activations): the same top-1 token at ≥ 99% of positions, mean KL(exact ‖ fast) ≤ 1e-2
-/// nats; greedy 20-token continuations identical, or the first divergence a near-tie of the
-/// exact model (its logits for the two picks within 0.25).
+/// nats (measured 2026-12-04: prefill 99.2% / 1.1e-4 on AMX, 100% / 4.9e-7 on the integer
+/// kernels; decode 100% / 4.5e-7); greedy 20-token continuations identical, or the first
+/// divergence a near-tie of the exact model (its logits for the two picks within 0.25).
 #[test]
 fn gemma3_270m_fast_path_tracks_exact() {
     let Some(shared) = shared_dir() else { return };
@@ -148,7 +150,7 @@ fn gemma3_270m_fast_path_tracks_exact() {
     );
     let refs = json(&shared.join("reference/gemma-3-270m/model_logits.json"));
     // [prefill path (chunks of 128: the mat-mat kernels), decode path (one token at a time:
-    // the int8 mat-vec kernels)]: (positions, same top-1, Σ KL).
+    // the integer mat-vec kernels)]: (positions, same top-1, Σ KL).
     let mut stats = [(0usize, 0usize, 0.0f64); 2];
     let vocab = exact.spec.vocab_size;
     let logits_of =

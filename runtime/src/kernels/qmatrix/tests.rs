@@ -582,15 +582,13 @@ fn amx_prefill_is_the_bf16_rounded_product() {
     // f64: equal up to f32 accumulation (a layout slip moves results by O(Σ|w·x|)), and
     // within the documented bf16 bound of the exact product. Every packable format; odd
     // group counts, partial 16-row tiles and weight tiles, one row and many.
-    if simd::amx_detected() && simd::avx512() && std::env::var_os("COMPRESSKV_SIMD").is_none() {
-        // A CPU with AMX whose tiles we fail to enable would silently fall back to VNNI.
-        assert!(
-            simd::amx(),
-            "AMX present but not usable (arch_prctl refused?)"
-        );
-    }
     if !simd::amx() {
-        eprintln!("no usable AMX on this CPU: nothing to check");
+        // A CPU that lists AMX on a kernel that refuses the tile state (Linux < 5.16) lands
+        // here too: prefill then stays on the VNNI kernel, which the tests above cover.
+        eprintln!(
+            "no usable AMX (listed by the CPU: {}): nothing to check",
+            simd::amx_detected()
+        );
         return;
     }
     let bf = |v: f32| f64::from(half::bf16::from_f32(v).to_f32());
