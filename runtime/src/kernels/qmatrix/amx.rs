@@ -52,7 +52,20 @@ pub(super) unsafe fn matmul(p: &Packed, x: &[f32], n: usize, y: &mut [f32], para
     if n == 0 || rows == 0 {
         return;
     }
-    let acts = with_acts(x, n, cols, parallel);
+    super::with_scratch(&ACTS, |acts: &mut Vec<u8>| {
+        to_tiles(x, n, cols, parallel, acts);
+        // SAFETY: forwarded caller guarantees; `acts` holds x's tiles.
+        unsafe { weight_tiles(p, acts, n, y, parallel) };
+    });
+}
+
+/// Every weight tile times the activation tiles `acts` (from [`to_tiles`]), in parallel
+/// over the weight tiles when `parallel`.
+///
+/// # Safety
+/// As [`matmul`].
+unsafe fn weight_tiles(p: &Packed, acts: &[u8], n: usize, y: &mut [f32], parallel: bool) {
+    let rows = p.rows;
     // Weight tiles of whole group pairs, about 4 per thread (each is dequantized once and
     // then meets every activation row), at most 128 rows (their bf16 copy, 256·cols bytes,
     // stays in L2).
@@ -65,7 +78,7 @@ pub(super) unsafe fn matmul(p: &Packed, x: &[f32], n: usize, y: &mut [f32], para
     let run = |t: usize| {
         let (r0, r1) = (t * tile, ((t + 1) * tile).min(rows));
         // SAFETY: module contract; this task alone writes columns r0..r1 of y.
-        unsafe { weight_tile(p, r0, r1, &acts, n, y_ptr.get()) };
+        unsafe { weight_tile(p, r0, r1, acts, n, y_ptr.get()) };
     };
     let tiles = rows.div_ceil(tile);
     if parallel {
@@ -73,20 +86,20 @@ pub(super) unsafe fn matmul(p: &Packed, x: &[f32], n: usize, y: &mut [f32], para
     } else {
         (0..tiles).for_each(run);
     }
-    ACTS.with_borrow_mut(|a| *a = acts);
 }
 
 thread_local! {
-    /// The activation tiles of the last product on this thread (reused).
+    /// The activation tiles of the last product on this thread (reused; lent out by
+    /// `with_scratch`, so a product nested on this thread by rayon gets its own).
     static ACTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A task's weight tile in bf16 (reused).
     static WEIGHTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `x` in bf16, laid out tile by tile: `[16-row tile][32-column step][row of 16][32]`, the
-/// row count padded to an even number of tiles with zeros (the kernel takes two at a time).
-fn with_acts(x: &[f32], n: usize, cols: usize, parallel: bool) -> Vec<u8> {
-    let mut a = ACTS.with_borrow_mut(std::mem::take);
+/// `x` in bf16 into `a`, laid out tile by tile: `[16-row tile][32-column step][row of
+/// 16][32]`, the row count padded to an even number of tiles with zeros (the kernel takes two
+/// at a time).
+fn to_tiles(x: &[f32], n: usize, cols: usize, parallel: bool, a: &mut Vec<u8>) {
     let per_tile = GROUP * cols * 2;
     let tiles = n.div_ceil(GROUP).next_multiple_of(2);
     a.resize(tiles * per_tile, 0);
@@ -103,7 +116,6 @@ fn with_acts(x: &[f32], n: usize, cols: usize, parallel: bool) -> Vec<u8> {
     } else {
         a.chunks_mut(per_tile).enumerate().for_each(one);
     }
-    a
 }
 
 /// Round 16 f32 to bf16 (nearest, ties to even; inputs are finite).

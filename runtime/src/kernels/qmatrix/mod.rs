@@ -645,9 +645,6 @@ impl QMatrix {
         let fast = level >= SimdLevel::Avx2 && simd::avx512();
         let (rows, cols) = (self.rows, self.cols);
         let nb = cols / 32;
-        // About 8 tiles per thread, each a whole number of groups.
-        let per = rows.div_ceil(8 * rayon::current_num_threads());
-        let tile = per.next_multiple_of(GROUP).clamp(GROUP, 256);
         #[cfg(target_arch = "x86_64")]
         if fast && n >= AMX_MIN_ROWS && simd::amx() {
             // SAFETY: `simd::amx()` said yes (AMX-TILE/BF16 usable, AVX-512 F/BW present);
@@ -655,6 +652,9 @@ impl QMatrix {
             unsafe { amx::matmul(p, x, n, y, n * rows * cols >= PAR_MIN_ELEMS) };
             return;
         }
+        // About 8 tiles per thread, each a whole number of groups.
+        let per = rows.div_ceil(8 * rayon::current_num_threads());
+        let tile = per.next_multiple_of(GROUP).clamp(GROUP, 256);
         let y_ptr = SendPtr(y.as_mut_ptr());
         with_scratch(&ACT, |act: &mut Q8Act| {
             act.quantize16(level, x, cols);
