@@ -18,6 +18,10 @@
 //!   split into chunks whose partial `(m, l, acc)` states are merged afterwards
 //!   (split-K "flash-decoding").
 //!
+//! Prefill-shaped calls (at least 64 query rows) run on AMX tiles in bf16 where
+//! [`simd::amx`] allows (`amx.rs`: 1K/4K-token prefills 1.33x/1.45x faster end to end);
+//! [`attend_at`] and everything smaller stay on the f32 kernels below.
+//!
 //! Decode-shaped calls (≤ 8 row blocks) also software-prefetch V during QK and
 //! the next tile's K during PV: that took single-thread 16K-token decode from
 //! ~6.5 ms to ~3.5 ms here (DRAM-bound; the PV pass reads V column-strided).
@@ -169,10 +173,12 @@ pub fn attend<E: KvElem>(
     visible: &dyn Fn(usize) -> (usize, usize),
     out: &mut [f32],
 ) {
-    attend_at(simd::active(), q, k, v, d, params, visible, out)
+    let level = simd::active();
+    attend_plan(level, q, k, v, d, params, visible, out, None, simd::amx())
 }
 
-/// [`attend`] at an explicit level (lowered to the detected level if needed).
+/// [`attend`] at an explicit level (lowered to the detected level if needed), always on the
+/// f32 kernels (never the AMX tiles).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_at<E: KvElem>(
     level: SimdLevel,
@@ -184,7 +190,7 @@ pub fn attend_at<E: KvElem>(
     visible: &dyn Fn(usize) -> (usize, usize),
     out: &mut [f32],
 ) {
-    attend_plan(level, q, k, v, d, params, visible, out, None)
+    attend_plan(level, q, k, v, d, params, visible, out, None, false)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -198,6 +204,7 @@ fn attend_plan<E: KvElem>(
     visible: &dyn Fn(usize) -> (usize, usize),
     out: &mut [f32],
     force: Option<Plan>,
+    tiles: bool,
 ) {
     assert!(d > 0, "attend: d == 0");
     assert_eq!(q.len() % d, 0, "attend: q.len() not a multiple of d");
@@ -212,6 +219,16 @@ fn attend_plan<E: KvElem>(
             if lo < hi { (lo, hi) } else { (0, 0) }
         })
         .collect();
+    #[cfg(target_arch = "x86_64")]
+    if tiles && rows >= amx::MIN_ROWS && amx::head_dim_ok(d) {
+        // SAFETY: `tiles` is only set where `simd::amx()` said yes; the shapes and ranges
+        // were checked above.
+        if unsafe { amx::attend(q, k, v, d, params, &ranges, out) } {
+            return;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = tiles;
     let blocks = build_blocks(&ranges);
     let ctx = Ctx {
         level: level.min(simd::detected()),
@@ -660,6 +677,9 @@ fn pv_kernel<E: KvElem>(
     }
 }
 
+/// Prefill attention on AMX tiles (bf16).
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // index loops over register arrays read clearer
 mod avx2;

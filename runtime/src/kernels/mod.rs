@@ -8,8 +8,9 @@
 //!   tiles through f32 `gemm`).
 //! - [`ops`]: vectorised GELU-tanh/SiLU (fused with the gate product), RMSNorm, softmax, exp.
 //! - [`attention`]: flash-style attention over one KV head's entries (online softmax, split-K
-//!   for long decodes), never an N×N matrix.
+//!   for long decodes; prefill on AMX tiles where the CPU has them), never an N×N matrix.
 //! - [`simd`]: which instruction set the kernels dispatch to.
+//! - `tiles`: the AMX tile primitives the prefill products and attention share.
 //! - [`peak`]: the measured f32 FMA peak (the compute roofline `bench` reports for prefill).
 pub mod attention;
 pub mod blocks;
@@ -19,6 +20,8 @@ pub mod qmatrix;
 pub mod simd;
 #[cfg(test)]
 pub(crate) mod test_rng;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod tiles;
 
 /// Makes the calling thread (the one that will run the model) a worker of rayon's global pool.
 /// Without it every kernel call from the main thread is handed to a pool thread and the main

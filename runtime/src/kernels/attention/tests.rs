@@ -100,7 +100,7 @@ fn run(
     plan: Option<Plan>,
 ) -> Vec<f32> {
     let mut out = vec![f32::NAN; q.len()];
-    attend_plan(level, q, k, v, d, p, &|r| ranges[r], &mut out, plan);
+    attend_plan(level, q, k, v, d, p, &|r| ranges[r], &mut out, plan, false);
     out
 }
 
@@ -304,8 +304,30 @@ fn f16_entries_attend_like_their_f32_values() {
                 let mut a = vec![0.0; 4 * d];
                 let mut b = vec![0.0; 4 * d];
                 let vis = |r: usize| ranges[r];
-                attend_plan(level, &q, &k16, &v16, d, &p, &vis, &mut a, Some(plan));
-                attend_plan(level, &q, &k32, &v32, d, &p, &vis, &mut b, Some(plan));
+                attend_plan(
+                    level,
+                    &q,
+                    &k16,
+                    &v16,
+                    d,
+                    &p,
+                    &vis,
+                    &mut a,
+                    Some(plan),
+                    false,
+                );
+                attend_plan(
+                    level,
+                    &q,
+                    &k32,
+                    &v32,
+                    d,
+                    &p,
+                    &vis,
+                    &mut b,
+                    Some(plan),
+                    false,
+                );
                 assert_eq!(a, b, "d={d} {level:?} {plan:?}");
             }
         }
@@ -347,5 +369,142 @@ fn degenerate_shapes() {
             &mut out,
         );
         assert_eq!(out, [7.0, 8.0, 9.0]);
+    }
+}
+
+/// The AMX tile path (prefill shapes, ≥ `amx::MIN_ROWS` rows) against the f64 reference on
+/// the operands it rounds to bf16 (q·scale, k, v): what is left is the rounding of the
+/// probabilities to bf16 (relative 2⁻⁹ per weight, their sum taken over the rounded values)
+/// and f32 sums, so every output is within `2⁻⁸·max|v|` of it. Masks of every kind (causal
+/// with GQA rows, windows, random and empty ranges, a head boundary mid-tile), soft-capping,
+/// f32 and f16 entries, key counts off the 32-key chunking.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_tiles_match_reference() {
+    use half::{bf16, f16};
+    if !simd::amx() {
+        eprintln!("AMX unusable here (CPU or kernel): nothing to check");
+        return;
+    }
+    let round = |x: &[f32], s: f32| -> Vec<f32> {
+        x.iter().map(|&x| bf16::from_f32(x * s).to_f32()).collect()
+    };
+    let mut rng = Rng(0xA3A);
+    let mut worst = 0.0f64;
+    for (d, t, rows) in [
+        (256usize, 700usize, 256usize),
+        (64, 97, 66),
+        (128, 1500, 128),
+    ] {
+        for kind in 0..4 {
+            for cap in [None, Some(30.0f32)] {
+                let q = rng.vec(rows * d, 1.0);
+                let k: Vec<f16> = rng
+                    .vec(t * d, 1.0)
+                    .iter()
+                    .map(|&x| f16::from_f32(x))
+                    .collect();
+                let v: Vec<f16> = rng
+                    .vec(t * d, 1.0)
+                    .iter()
+                    .map(|&x| f16::from_f32(x))
+                    .collect();
+                let (k32, v32): (Vec<f32>, Vec<f32>) = (
+                    k.iter().map(|x| x.to_f32()).collect(),
+                    v.iter().map(|x| x.to_f32()).collect(),
+                );
+                // A peaked softmax (logits over a range of ~±20), so outputs are far from 0.
+                let p = AttnParams {
+                    scale: 8.0 / (d as f32).sqrt(),
+                    softcap: cap,
+                };
+                let ranges = masks(kind, rows, t, &mut rng);
+                let want = reference(
+                    &round(&q, p.scale),
+                    &round(&k32, 1.0),
+                    &round(&v32, 1.0),
+                    d,
+                    &AttnParams { scale: 1.0, ..p },
+                    &ranges,
+                );
+                let mut a = vec![f32::NAN; q.len()];
+                let mut b = vec![f32::NAN; q.len()];
+                attend_plan(
+                    SimdLevel::Avx2,
+                    &q,
+                    &k32,
+                    &v32,
+                    d,
+                    &p,
+                    &|r| ranges[r],
+                    &mut a,
+                    None,
+                    true,
+                );
+                attend_plan(
+                    SimdLevel::Avx2,
+                    &q,
+                    &k,
+                    &v,
+                    d,
+                    &p,
+                    &|r| ranges[r],
+                    &mut b,
+                    None,
+                    true,
+                );
+                assert_eq!(a, b, "f16 entries give what their f32 values give");
+                for (r, &(lo, hi)) in ranges.iter().enumerate() {
+                    let row = &a[r * d..(r + 1) * d];
+                    if lo >= hi {
+                        assert!(row.iter().all(|&x| x == 0.0), "empty row {r}");
+                        continue;
+                    }
+                    let vmax = v32[lo * d..hi * d]
+                        .iter()
+                        .fold(0.0f32, |m, x| m.max(x.abs()));
+                    let tol = 2f64.powi(-8) * vmax as f64 + 1e-5;
+                    for (c, (&g, &w)) in row.iter().zip(&want[r * d..]).enumerate() {
+                        let err = (g as f64 - w).abs();
+                        worst = worst.max(err / tol);
+                        assert!(
+                            err <= tol,
+                            "d={d} t={t} kind={kind} cap={cap:?}: out[{r}][{c}] = {g}, ref \
+                             {w}, err {err:e} > {tol:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("worst AMX error / tolerance: {worst:.3}");
+    // A non-finite value in K or V: the tiles decline, and the f32 kernels keep the NaN to the
+    // rows that see it.
+    let (d, t, rows) = (64, 200, 64);
+    let q = rng.vec(rows * d, 1.0);
+    let k = rng.vec(t * d, 1.0);
+    let mut v = rng.vec(t * d, 1.0);
+    v[150 * d + 3] = f32::NAN;
+    let ranges: Vec<(usize, usize)> = (0..rows).map(|r| (0, 100 + r)).collect();
+    let p = AttnParams {
+        scale: 0.125,
+        softcap: None,
+    };
+    let mut got = vec![0.0; rows * d];
+    attend_plan(
+        SimdLevel::Avx2,
+        &q,
+        &k,
+        &v,
+        d,
+        &p,
+        &|r| ranges[r],
+        &mut got,
+        None,
+        true,
+    );
+    for (r, row) in got.chunks_exact(d).enumerate() {
+        assert_eq!(row[3].is_nan(), 100 + r > 150, "row {r}");
+        assert!(row.iter().enumerate().all(|(c, x)| c == 3 || x.is_finite()));
     }
 }

@@ -28,18 +28,18 @@
 //! Every function here must only run after [`super::simd::amx`] said yes (AMX-TILE/BF16
 //! present and the tile state granted by the OS, AVX-512 F/BW present).
 
-use std::arch::asm;
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
 use super::SendPtr;
 use super::packed::{GROUP, Packed, Scales};
+use crate::kernels::tiles::{self, Tiles, bf16x16};
 
 /// Columns per tile step: one 64-byte tile row of bf16.
-const K: usize = 32;
+const K: usize = tiles::K;
 /// Bytes of one 16 × 32 bf16 tile.
-const TILE_BYTES: usize = GROUP * K * 2;
+const TILE_BYTES: usize = tiles::BYTES;
 
 /// `y[i·rows + r] = W[r]·x[i]` for `n` rows of `x` (`[n, cols]`), every weight row.
 ///
@@ -116,16 +116,6 @@ fn to_tiles(x: &[f32], n: usize, cols: usize, parallel: bool, a: &mut Vec<u8>) {
     } else {
         a.chunks_mut(per_tile).enumerate().for_each(one);
     }
-}
-
-/// Round 16 f32 to bf16 (nearest, ties to even; inputs are finite).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn bf16x16(v: __m512) -> __m256i {
-    let bits = _mm512_castps_si512(v);
-    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-    let r = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
-    _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r))
 }
 
 /// Rows `x` (at most 16, `cols` each) of one activation tile into `bytes`.
@@ -212,23 +202,6 @@ unsafe fn weights_tile(p: &Packed, g0: usize, g1: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// A 64-byte tile configuration (palette 1), every tile 16 rows × 64 bytes: tmm0/tmm1 two
-/// activation tiles, tmm2/tmm3 two weight tiles, tmm4..tmm7 their four f32 products.
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
-
-impl TileConfig {
-    fn new() -> TileConfig {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        for t in 0..8 {
-            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
-            c[48 + t] = GROUP as u8;
-        }
-        TileConfig(c)
-    }
-}
-
 /// Weight rows `r0..r1` (whole group pairs from `r0`) times every activation row.
 ///
 /// # Safety
@@ -242,54 +215,30 @@ unsafe fn weight_tile(p: &Packed, r0: usize, r1: usize, acts: &[u8], n: usize, y
     WEIGHTS.with_borrow_mut(|w| {
         // SAFETY: module contract; groups g0..g1 exist.
         unsafe { weights_tile(p, g0, g1, w) };
-        let cfg = TileConfig::new();
         #[repr(C, align(64))]
         struct Out([[[f32; GROUP]; GROUP]; 4]);
         let mut out = Out([[[0.0; GROUP]; GROUP]; 4]);
         let a_tiles = n.div_ceil(GROUP).next_multiple_of(2);
-        // SAFETY: AMX usable; the configuration is well formed.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+        // SAFETY: AMX usable (module contract).
+        let mut t = unsafe { Tiles::new() };
         for mt in (0..a_tiles).step_by(2) {
             for gl in (0..g1 - g0).step_by(2) {
                 let a0 = acts[mt * GROUP * cols * 2..].as_ptr();
                 let b0 = w[gl * GROUP * cols * 2..].as_ptr();
+                let o = out.0.as_mut_ptr().cast::<f32>();
+                t.zero();
                 // SAFETY: tiles mt, mt+1 of the activations and groups gl, gl+1 of the
                 // weight tile exist (both padded to pairs); each step reads one 1 KiB tile
-                // of each at the offsets below; the stores go to `out` (4 KiB).
+                // of each; the stores go to `out` (4 KiB).
                 unsafe {
-                    asm!(
-                        "tilezero tmm4",
-                        "tilezero tmm5",
-                        "tilezero tmm6",
-                        "tilezero tmm7",
-                        "2:",
-                        "tileloadd tmm0, [{a0} + {ld}*1]",
-                        "tileloadd tmm1, [{a1} + {ld}*1]",
-                        "tileloadd tmm2, [{b0} + {ld}*1]",
-                        "tileloadd tmm3, [{b1} + {ld}*1]",
-                        "tdpbf16ps tmm4, tmm0, tmm2",
-                        "tdpbf16ps tmm5, tmm0, tmm3",
-                        "tdpbf16ps tmm6, tmm1, tmm2",
-                        "tdpbf16ps tmm7, tmm1, tmm3",
-                        "add {a0}, {tb}",
-                        "add {a1}, {tb}",
-                        "add {b0}, {tb}",
-                        "add {b1}, {tb}",
-                        "dec {k}",
-                        "jnz 2b",
-                        "tilestored [{o} + {ld}*1], tmm4",
-                        "tilestored [{o} + {ld}*1 + 1024], tmm5",
-                        "tilestored [{o} + {ld}*1 + 2048], tmm6",
-                        "tilestored [{o} + {ld}*1 + 3072], tmm7",
-                        a0 = inout(reg) a0 => _,
-                        a1 = inout(reg) a0.add(GROUP * cols * 2) => _,
-                        b0 = inout(reg) b0 => _,
-                        b1 = inout(reg) b0.add(GROUP * cols * 2) => _,
-                        k = inout(reg) steps => _,
-                        tb = in(reg) TILE_BYTES,
-                        ld = in(reg) 64usize,
-                        o = in(reg) out.0.as_mut_ptr(),
+                    t.dot(
+                        [a0, a0.add(GROUP * cols * 2)],
+                        TILE_BYTES,
+                        [b0, b0.add(GROUP * cols * 2)],
+                        TILE_BYTES,
+                        steps,
                     );
+                    t.store([o, o.add(256), o.add(512), o.add(768)], 64);
                 }
                 // out[2·i + j] is activation tile mt+i times group gl+j.
                 for (t, tile) in out.0.iter().enumerate() {
@@ -317,7 +266,5 @@ unsafe fn weight_tile(p: &Packed, r0: usize, r1: usize, acts: &[u8], n: usize, y
                 }
             }
         }
-        // SAFETY: AMX usable; drops the tile state until the next configuration.
-        unsafe { asm!("tilerelease", options(nostack)) };
     });
 }

@@ -1,0 +1,408 @@
+//! Prefill attention on AMX tiles: `Q·Kᵀ` and `P·V` in bf16 with f32 accumulation, the
+//! online softmax in f32 between them (flash-style, never an R×T matrix).
+//!
+//! Why: prefill attention is compute-bound. The f32 AVX2 kernel runs near this machine's FMA
+//! peak, and was ~30% of a 1K-token prefill and ~40% of a 4K one once the weight products
+//! moved to the tiles. `tdpbf16ps` does 16×16×32 multiply-adds per instruction.
+//!
+//! Layout. Per call (one KV head), K and V are rounded to bf16 once, in the tiles' B layout
+//! ([`keys_tiles`], [`values_tiles`]), and shared by every query tile. A query tile is up to
+//! 32 consecutive rows with nearly the same visible range (two 16-row A tiles; the scale is
+//! folded into Q before rounding). Per step of up to 128 keys: the logits go to an f32 buffer
+//! (2×2 tile products of 32 keys), each row's visible keys get the online-softmax update, the
+//! probabilities are rounded to bf16 as A tiles (the row sum `l` adds the *rounded* values, so
+//! the weights applied to V sum to one), the output rows are rescaled where the running max
+//! moved, and `O += P·V` runs on tiles loaded from and stored back to the f32 output rows.
+//!
+//! Rounding: q (scaled), k, v and p carry a relative error ≤ 2⁻⁹ each (k and v come from the
+//! f16 cache, 2⁻¹¹); sums are f32. Keys a row cannot see get `p = 0` exactly. A non-finite K
+//! or V element anywhere makes [`attend`] decline (the f32 kernel then runs): on tiles,
+//! `0 · NaN` would reach rows that cannot see that key.
+//!
+//! Everything here must only run after [`crate::kernels::simd::amx`] said yes.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::{AttnParams, KvElem};
+use crate::kernels::ops;
+use crate::kernels::simd::SimdLevel;
+use crate::kernels::tiles::{BYTES, K, ROWS, Tiles, bf16x16};
+
+/// Query rows per tile: two 16-row A tiles.
+const QT: usize = 2 * ROWS;
+/// Keys per online-softmax step.
+const KS: usize = 128;
+/// Fewer query rows than this stay on the f32 kernel (decode and short batches: exact math,
+/// and too little work to pay for the K/V conversion).
+pub(super) const MIN_ROWS: usize = 64;
+/// Head dimensions the tiles take: whole 32-column steps, an output tile row block in L1.
+pub(super) fn head_dim_ok(d: usize) -> bool {
+    d > 0 && d.is_multiple_of(K) && d <= 512
+}
+
+/// `out` as [`super::attend`] computes it, for rows with the visible `ranges` (`(0, 0)` when
+/// empty), on tiles. Returns `false`, with `out` untouched, when K or V holds a non-finite
+/// value.
+///
+/// # Safety
+/// AMX usable (module contract); `head_dim_ok(d)`; `q`, `out` of `ranges.len()·d`, `k`, `v`
+/// of `T·d` with every range inside `0..T`.
+pub(super) unsafe fn attend<E: KvElem>(
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    d: usize,
+    params: &AttnParams,
+    ranges: &[(usize, usize)],
+    out: &mut [f32],
+) -> bool {
+    let t = k.len() / d;
+    // Padded to whole 32-key chunks with zero keys and values (finite, and masked anyway).
+    let chunks = t.div_ceil(K);
+    let mut kt = vec![0u8; chunks * K * d * 2];
+    let mut vt = vec![0u8; chunks * K * d * 2];
+    let finite = {
+        let (a, b) = rayon::join(
+            || {
+                kt.par_chunks_mut(K * d * 2)
+                    .enumerate()
+                    // SAFETY: AVX-512 (module contract); chunk c's keys and its region.
+                    .all(|(c, o)| unsafe { keys_tiles(k, d, c, o) })
+            },
+            || {
+                vt.par_chunks_mut(K * d * 2)
+                    .enumerate()
+                    // SAFETY: as above.
+                    .all(|(c, o)| unsafe { values_tiles(v, d, c, o) })
+            },
+        );
+        a && b
+    };
+    if !finite {
+        return false;
+    }
+    let lay = Layout {
+        kt: &kt,
+        vt: &vt,
+        d,
+        params: *params,
+    };
+    let mut jobs = Vec::with_capacity(ranges.len().div_ceil(QT));
+    let mut rest = out;
+    for (r0, n) in query_tiles(ranges) {
+        let (o, tail) = std::mem::take(&mut rest).split_at_mut(n * d);
+        jobs.push((r0, n, o));
+        rest = tail;
+    }
+    jobs.into_par_iter().for_each(|(r0, n, o)| {
+        // SAFETY: module contract; rows r0..r0+n and their ranges inside the layout.
+        unsafe { query_tile(&lay, &q[r0 * d..(r0 + n) * d], &ranges[r0..r0 + n], o) }
+    });
+    true
+}
+
+/// Consecutive rows `(r0, n)`, at most [`QT`], grouped while the union of their ranges stays
+/// within one step of the longest (so a head boundary, where ranges jump, starts a new tile).
+fn query_tiles(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut tiles = Vec::with_capacity(ranges.len().div_ceil(QT));
+    let mut r0 = 0;
+    while r0 < ranges.len() {
+        let (mut lo, mut hi) = ranges[r0];
+        let mut longest = hi - lo;
+        let mut n = 1;
+        while n < QT && r0 + n < ranges.len() {
+            let (a, b) = ranges[r0 + n];
+            if a < b && lo < hi {
+                let (ulo, uhi) = (lo.min(a), hi.max(b));
+                let l2 = longest.max(b - a);
+                if uhi - ulo > l2 + KS {
+                    break;
+                }
+                (lo, hi, longest) = (ulo, uhi, l2);
+            } else if a < b {
+                (lo, hi, longest) = (a, b, b - a);
+            }
+            n += 1;
+        }
+        tiles.push((r0, n));
+        r0 += n;
+    }
+    tiles
+}
+
+/// What every query tile shares.
+struct Layout<'a> {
+    /// K as B tiles: `[16-key block][32-column step][column pair][key of 16][2]`.
+    kt: &'a [u8],
+    /// V as B tiles: `[32-key chunk][16-column block][key pair][column of 16][2]`.
+    vt: &'a [u8],
+    d: usize,
+    params: AttnParams,
+}
+
+/// 16 elements of `E` at `p` as f32.
+///
+/// # Safety
+/// 16 readable elements at `p`; AVX-512 F, AVX2, F16C.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn load16<E: KvElem>(p: *const E) -> __m512 {
+    // SAFETY: forwarded.
+    unsafe {
+        let lo = _mm512_castps256_ps512(E::load8(p));
+        let hi = _mm256_castps_si256(E::load8(p.add(8)));
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castps_pd(lo),
+            _mm256_castsi256_pd(hi),
+        ))
+    }
+}
+
+/// Lanes of `v` that are NaN or infinite (`v·0` is NaN exactly there).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn non_finite(v: __m512) -> __mmask16 {
+    let z = _mm512_mul_ps(v, _mm512_setzero_ps());
+    _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(z, z)
+}
+
+/// Keys `32c..32c+32` of `k` (`[T, d]`) into their two 16-key blocks of B tiles; `false` if one
+/// of them is not finite.
+///
+/// # Safety
+/// AVX-512 F/BW, AVX2, F16C; `out` is chunk `c`'s `32·d·2` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn keys_tiles<E: KvElem>(k: &[E], d: usize, c: usize, out: &mut [u8]) -> bool {
+    let t = k.len() / d;
+    let mut bad: __mmask16 = 0;
+    // Lane kk (a column pair) of a key goes to row kk of its tile: 64 bytes apart.
+    let rows = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(ROWS as i32),
+    );
+    for j in 32 * c..(32 * c + 32).min(t) {
+        let (blk, key) = ((j - 32 * c) / ROWS, j % ROWS);
+        let row = &k[j * d..(j + 1) * d];
+        for s in 0..d / K {
+            // SAFETY: 32 elements of the row at s·32; the scatter writes 16 u32 inside this
+            // block's tile for step s (rows 0..16 at column `key`).
+            unsafe {
+                let a = load16(row.as_ptr().add(s * K));
+                let b = load16(row.as_ptr().add(s * K + 16));
+                bad |= non_finite(a) | non_finite(b);
+                let pairs = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(bf16x16(a)), bf16x16(b));
+                let base = out
+                    .as_mut_ptr()
+                    .add((blk * (d / K) + s) * BYTES + key * 4)
+                    .cast::<i32>();
+                _mm512_i32scatter_epi32::<4>(base.cast(), rows, pairs);
+            }
+        }
+    }
+    bad == 0
+}
+
+/// Values `32c..32c+32` of `v` (`[T, d]`) into chunk `c`'s B tiles; `false` if one of them is
+/// not finite.
+///
+/// # Safety
+/// As [`keys_tiles`].
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn values_tiles<E: KvElem>(v: &[E], d: usize, c: usize, out: &mut [u8]) -> bool {
+    let t = v.len() / d;
+    let mut bad: __mmask16 = 0;
+    for kk in 0..ROWS {
+        let (j0, j1) = (32 * c + 2 * kk, 32 * c + 2 * kk + 1);
+        for nb in 0..d / ROWS {
+            // SAFETY: 16 elements of rows j0/j1 (when they exist) at column nb·16; 64 bytes
+            // stored at row kk of tile nb, inside `out`.
+            unsafe {
+                let mut row = |j: usize| -> __m512i {
+                    if j < t {
+                        let x = load16(v.as_ptr().add(j * d + nb * ROWS));
+                        bad |= non_finite(x);
+                        _mm512_cvtepu16_epi32(bf16x16(x))
+                    } else {
+                        _mm512_setzero_si512()
+                    }
+                };
+                let (a, b) = (row(j0), row(j1));
+                let pair = _mm512_or_si512(a, _mm512_slli_epi32::<16>(b));
+                _mm512_storeu_si512(out.as_mut_ptr().add(nb * BYTES + kk * 64).cast(), pair);
+            }
+        }
+    }
+    bad == 0
+}
+
+/// Rows `q` (`n ≤ 32` of them, visible `ranges`) into `out`.
+///
+/// # Safety
+/// Module contract; `q`, `out` of `n·d`, ranges inside the layout's keys.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn query_tile(lay: &Layout, q: &[f32], ranges: &[(usize, usize)], out: &mut [f32]) {
+    let (d, n) = (lay.d, ranges.len());
+    let steps = d / K;
+    let live = ranges.iter().filter(|r| r.0 < r.1);
+    let (ulo, uhi) = live.fold((usize::MAX, 0), |(a, b), r| (a.min(r.0), b.max(r.1)));
+    if ulo >= uhi {
+        out.fill(0.0);
+        return;
+    }
+    // Q (scaled) as two A tiles per 32-column step: `[row tile][step][row][32]`.
+    let mut qb = vec![0u8; 2 * steps * BYTES];
+    let scale = _mm512_set1_ps(lay.params.scale);
+    for (i, row) in q.chunks_exact(d).enumerate() {
+        for s in 0..steps {
+            // SAFETY: 32 floats of row i at s·32; 64 bytes inside qb.
+            unsafe {
+                let p = row.as_ptr().add(s * K);
+                let a = bf16x16(_mm512_mul_ps(_mm512_loadu_ps(p), scale));
+                let b = bf16x16(_mm512_mul_ps(_mm512_loadu_ps(p.add(16)), scale));
+                let o = qb
+                    .as_mut_ptr()
+                    .add(((i / ROWS) * steps + s) * BYTES + (i % ROWS) * 64);
+                _mm256_storeu_si256(o.cast(), a);
+                _mm256_storeu_si256(o.add(32).cast(), b);
+            }
+        }
+    }
+    #[repr(C, align(64))]
+    struct Step {
+        /// Logits, then probabilities: `[row][key]`.
+        s: [[f32; KS]; QT],
+        /// Probabilities as A tiles: `[row tile][32-key chunk][row][32]`.
+        p: [u8; QT * KS * 2],
+    }
+    let mut st = Step {
+        s: [[0.0; KS]; QT],
+        p: [0; QT * KS * 2],
+    };
+    let mut acc = vec![0.0f32; QT * d];
+    let mut m = [f32::NEG_INFINITY; QT];
+    let mut l = [0.0f32; QT];
+    // SAFETY: module contract.
+    let mut t = unsafe { Tiles::new() };
+    let (kblk, vchunk) = (steps * BYTES, (d / ROWS) * BYTES);
+    let mut t0 = ulo / K * K;
+    while t0 < uhi {
+        let t1 = (t0 + KS).min(uhi);
+        let nc = (t1 - t0).div_ceil(K);
+        // Logits: 32 keys (two 16-key blocks) at a time, every row tile.
+        for c in 0..nc {
+            let b0 = lay.kt[(t0 / ROWS + 2 * c) * kblk..].as_ptr();
+            let s = st.s.as_mut_ptr().cast::<f32>();
+            t.zero();
+            // SAFETY: keys t0+32c..+32 lie in the padded layout; `s` has 32 rows of KS.
+            unsafe {
+                t.dot(
+                    [qb.as_ptr(), qb.as_ptr().add(steps * BYTES)],
+                    BYTES,
+                    [b0, b0.add(kblk)],
+                    BYTES,
+                    steps,
+                );
+                let at = |i: usize, j: usize| s.add(i * ROWS * KS + K * c + j * ROWS);
+                t.store([at(0, 0), at(0, 1), at(1, 0), at(1, 1)], KS * 4);
+            }
+        }
+        let mut alpha = [1.0f32; QT];
+        for (i, &(lo, hi)) in ranges.iter().enumerate() {
+            let (a, e) = (lo.max(t0), hi.min(t1));
+            let row = &mut st.s[i][..nc * K];
+            if a >= e {
+                row.fill(0.0);
+            } else {
+                let (a, e) = (a - t0, e - t0);
+                row[..a].fill(0.0);
+                row[e..].fill(0.0);
+                (m[i], l[i], alpha[i]) = softmax_step(lay, &mut row[a..e], m[i], l[i]);
+            }
+            // The row's probabilities into its A tiles; l gains their rounded sum.
+            let mut sum = _mm512_setzero_ps();
+            for (c, x) in row.chunks_exact(K).enumerate() {
+                // SAFETY: 32 floats in; 64 bytes at row i of chunk c's tile, inside `p`.
+                unsafe {
+                    let (lo, hi) = (
+                        bf16x16(_mm512_loadu_ps(x.as_ptr())),
+                        bf16x16(_mm512_loadu_ps(x.as_ptr().add(16))),
+                    );
+                    let widen = |h: __m256i| {
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                    };
+                    sum = _mm512_add_ps(sum, _mm512_add_ps(widen(lo), widen(hi)));
+                    let o =
+                        st.p.as_mut_ptr()
+                            .add(((i / ROWS) * (KS / K) + c) * BYTES + (i % ROWS) * 64);
+                    _mm256_storeu_si256(o.cast(), lo);
+                    _mm256_storeu_si256(o.add(32).cast(), hi);
+                }
+            }
+            if a < e {
+                l[i] += _mm512_reduce_add_ps(sum);
+            }
+        }
+        for (i, o) in acc.chunks_exact_mut(d).enumerate().take(n) {
+            if alpha[i] != 1.0 {
+                let w = alpha[i];
+                o.iter_mut().for_each(|x| *x *= w);
+            }
+        }
+        // O += P·V: two 16-column blocks of both row tiles at a time.
+        let o = acc.as_mut_ptr();
+        let v0 = (t0 / K) * vchunk;
+        for nb in (0..d / ROWS).step_by(2) {
+            let at = |i: usize, j: usize| o.wrapping_add(i * ROWS * d + (nb + j) * ROWS);
+            let c = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+            let b0 = lay.vt[v0 + nb * BYTES..].as_ptr();
+            // SAFETY: `acc` holds 32 rows of d; chunks t0/32.. of V lie in the padded layout;
+            // `p` holds the nc chunks of both row tiles.
+            unsafe {
+                t.load(c.map(|p| p.cast_const()), d * 4);
+                t.dot(
+                    [st.p.as_ptr(), st.p.as_ptr().add((KS / K) * BYTES)],
+                    BYTES,
+                    [b0, b0.add(BYTES)],
+                    vchunk,
+                    nc,
+                );
+                t.store(c, d * 4);
+            }
+        }
+        t0 += KS;
+    }
+    drop(t);
+    for (i, (o, a)) in out.chunks_exact_mut(d).zip(acc.chunks_exact(d)).enumerate() {
+        let (lo, hi) = ranges[i];
+        if lo >= hi || l[i] == 0.0 {
+            o.fill(0.0);
+        } else {
+            let inv = 1.0 / l[i];
+            o.iter_mut().zip(a).for_each(|(o, &a)| *o = a * inv);
+        }
+    }
+}
+
+/// One row's online-softmax update over its visible logits `x` (in place: logits in,
+/// unrounded probabilities out): returns the new `(m, l, alpha)`, `l` without this step's sum
+/// (added by the caller from the rounded probabilities).
+fn softmax_step(lay: &Layout, x: &mut [f32], m: f32, l: f32) -> (f32, f32, f32) {
+    let level = SimdLevel::Avx2;
+    if let Some(cap) = lay.params.softcap {
+        let inv = 1.0 / cap;
+        x.iter_mut().for_each(|v| *v *= inv);
+        ops::tanh_inplace_at(level, x);
+        x.iter_mut().for_each(|v| *v *= cap);
+    }
+    // Max ignoring NaN; a NaN logit still poisons p, l and the output.
+    let tmax = x
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let m_new = if tmax > m { tmax } else { m };
+    let alpha = ops::exp_s(m - m_new);
+    x.iter_mut().for_each(|v| *v -= m_new);
+    ops::exp_inplace_at(level, x);
+    (m_new, l * alpha, alpha)
+}
