@@ -18,9 +18,10 @@
 //!   split into chunks whose partial `(m, l, acc)` states are merged afterwards
 //!   (split-K "flash-decoding").
 //!
-//! Prefill-shaped calls (at least 64 query rows) run on AMX tiles in bf16 where
-//! [`simd::amx`] allows (`amx.rs`: 1K/4K-token prefills 1.33x/1.45x faster end to end);
-//! [`attend_at`] and everything smaller stay on the f32 kernels below.
+//! [`attend_prefill_tiles`] runs prefill-shaped calls (at least 64 query rows) on AMX tiles in
+//! bf16 where [`simd::amx`] allows (`amx.rs`: 1K/4K-token prefills of the quantized Gemma 3
+//! 270M ~1.3x/1.4x faster end to end); [`attend`], [`attend_at`] and everything smaller stay
+//! on the f32 kernels below.
 //!
 //! Decode-shaped calls (≤ 8 row blocks) also software-prefetch V during QK and
 //! the next tile's K during PV: that took single-thread 16K-token decode from
@@ -173,8 +174,47 @@ pub fn attend<E: KvElem>(
     visible: &dyn Fn(usize) -> (usize, usize),
     out: &mut [f32],
 ) {
-    let level = simd::active();
-    attend_plan(level, q, k, v, d, params, visible, out, None, simd::amx())
+    attend_plan(
+        simd::active(),
+        q,
+        k,
+        v,
+        d,
+        params,
+        visible,
+        out,
+        None,
+        false,
+    )
+}
+
+/// [`attend`], except that calls of at least 64 query rows (prefill chunks) run on AMX tiles
+/// where the CPU and OS allow (`amx.rs`): the logits f32-grade (q in two bf16 parts, f16 keys
+/// exactly), the probabilities and values rounded to bf16 (an output within `2⁻⁸·max|v|`).
+/// Meant for models whose prefill products already run in bf16 on the tiles (quantized weights,
+/// [`super::qmatrix::QMatrix::prefill_on_tiles`]), where it adds error of the same order; f32
+/// models keep [`attend`]'s f32 math.
+pub fn attend_prefill_tiles<E: KvElem>(
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    d: usize,
+    params: &AttnParams,
+    visible: &dyn Fn(usize) -> (usize, usize),
+    out: &mut [f32],
+) {
+    attend_plan(
+        simd::active(),
+        q,
+        k,
+        v,
+        d,
+        params,
+        visible,
+        out,
+        None,
+        simd::amx(),
+    )
 }
 
 /// [`attend`] at an explicit level (lowered to the detected level if needed), always on the

@@ -182,6 +182,12 @@ impl Attention {
             softcap: self.softcap.map(|c| c as f32),
         };
         let window = self.kind.window();
+        // Prefill attention joins the projections on the bf16 tiles where they run there.
+        let attend = if self.q.kernel().is_some_and(|m| m.prefill_on_tiles()) {
+            kernel_attention::attend_prefill_tiles::<half::f16>
+        } else {
+            kernel_attention::attend::<half::f16>
+        };
         for g in cache.groups() {
             let ranges: Vec<(usize, usize)> = q_pos
                 .iter()
@@ -197,7 +203,7 @@ impl Attention {
                     .host_rows(h)
                     .expect("the kernel path fills the cache on the host");
                 let rows = (g.first_head + h) * group * s..(g.first_head + h + 1) * group * s;
-                kernel_attention::attend(
+                attend(
                     &q[rows.start * d..rows.end * d],
                     k,
                     v,

@@ -62,14 +62,16 @@ pub(super) unsafe fn attend<E: KvElem>(
     // Padded to whole 32-key chunks with zero keys and values (finite, and masked anyway).
     let chunks = t.div_ceil(K);
     let mut kt = vec![0u8; chunks * K * d * 2];
+    let mut kl = vec![0u8; chunks * K * d * 2];
     let mut vt = vec![0u8; chunks * K * d * 2];
     let finite = {
         let (a, b) = rayon::join(
             || {
                 kt.par_chunks_mut(K * d * 2)
+                    .zip(kl.par_chunks_mut(K * d * 2))
                     .enumerate()
-                    // SAFETY: AVX-512 (module contract); chunk c's keys and its region.
-                    .all(|(c, o)| unsafe { keys_tiles(k, d, c, o) })
+                    // SAFETY: AVX-512 (module contract); chunk c's keys and its regions.
+                    .all(|(c, (hi, lo))| unsafe { keys_tiles(k, d, c, hi, lo) })
             },
             || {
                 vt.par_chunks_mut(K * d * 2)
@@ -85,6 +87,7 @@ pub(super) unsafe fn attend<E: KvElem>(
     }
     let lay = Layout {
         kt: &kt,
+        kl: &kl,
         vt: &vt,
         d,
         params: *params,
@@ -134,8 +137,12 @@ fn query_tiles(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
 
 /// What every query tile shares.
 struct Layout<'a> {
-    /// K as B tiles: `[16-key block][32-column step][column pair][key of 16][2]`.
+    /// K's bf16 rounding as B tiles: `[16-key block][32-column step][column pair][key of
+    /// 16][2]`.
     kt: &'a [u8],
+    /// What that rounding left out (`k − kt`, itself rounded: an f16 key is exactly
+    /// `kt + kl`), the same layout.
+    kl: &'a [u8],
     /// V as B tiles: `[32-key chunk][16-column block][key pair][column of 16][2]`.
     vt: &'a [u8],
     d: usize,
@@ -168,13 +175,22 @@ fn non_finite(v: __m512) -> __mmask16 {
     _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(z, z)
 }
 
-/// Keys `32c..32c+32` of `k` (`[T, d]`) into their two 16-key blocks of B tiles; `false` if one
-/// of them is not finite.
+/// `v` rounded to bf16 (`hi`, 16 lanes) and the rounded remainder `v − hi` (`lo`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn split(v: __m512) -> (__m256i, __m256i) {
+    let hi = bf16x16(v);
+    let back = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi)));
+    (hi, bf16x16(_mm512_sub_ps(v, back)))
+}
+
+/// Keys `32c..32c+32` of `k` (`[T, d]`) into their two 16-key blocks of B tiles, rounded
+/// (`hi`) and remainders (`lo`); `false` if one of them is not finite.
 ///
 /// # Safety
-/// AVX-512 F/BW, AVX2, F16C; `out` is chunk `c`'s `32·d·2` bytes.
+/// AVX-512 F/BW, AVX2, F16C; `hi` and `lo` are chunk `c`'s `32·d·2` bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-unsafe fn keys_tiles<E: KvElem>(k: &[E], d: usize, c: usize, out: &mut [u8]) -> bool {
+unsafe fn keys_tiles<E: KvElem>(k: &[E], d: usize, c: usize, hi: &mut [u8], lo: &mut [u8]) -> bool {
     let t = k.len() / d;
     let mut bad: __mmask16 = 0;
     // Lane kk (a column pair) of a key goes to row kk of its tile: 64 bytes apart.
@@ -192,12 +208,13 @@ unsafe fn keys_tiles<E: KvElem>(k: &[E], d: usize, c: usize, out: &mut [u8]) -> 
                 let a = load16(row.as_ptr().add(s * K));
                 let b = load16(row.as_ptr().add(s * K + 16));
                 bad |= non_finite(a) | non_finite(b);
-                let pairs = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(bf16x16(a)), bf16x16(b));
-                let base = out
-                    .as_mut_ptr()
-                    .add((blk * (d / K) + s) * BYTES + key * 4)
-                    .cast::<i32>();
-                _mm512_i32scatter_epi32::<4>(base.cast(), rows, pairs);
+                let ((ah, al), (bh, bl)) = (split(a), split(b));
+                let at = (blk * (d / K) + s) * BYTES + key * 4;
+                for (out, x, y) in [(&mut *hi, ah, bh), (&mut *lo, al, bl)] {
+                    let pairs = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), y);
+                    let base = out.as_mut_ptr().add(at);
+                    _mm512_i32scatter_epi32::<4>(base.cast(), rows, pairs);
+                }
             }
         }
     }
@@ -251,21 +268,24 @@ unsafe fn query_tile(lay: &Layout, q: &[f32], ranges: &[(usize, usize)], out: &m
         out.fill(0.0);
         return;
     }
-    // Q (scaled) as two A tiles per 32-column step: `[row tile][step][row][32]`.
+    // Q (scaled) as two A tiles per 32-column step, `[row tile][step][row][32]`: its bf16
+    // rounding in `qb`, the rounded remainder in `ql`.
     let mut qb = vec![0u8; 2 * steps * BYTES];
+    let mut ql = vec![0u8; 2 * steps * BYTES];
     let scale = _mm512_set1_ps(lay.params.scale);
     for (i, row) in q.chunks_exact(d).enumerate() {
         for s in 0..steps {
-            // SAFETY: 32 floats of row i at s·32; 64 bytes inside qb.
+            // SAFETY: 32 floats of row i at s·32; 64 bytes inside qb and ql.
             unsafe {
                 let p = row.as_ptr().add(s * K);
-                let a = bf16x16(_mm512_mul_ps(_mm512_loadu_ps(p), scale));
-                let b = bf16x16(_mm512_mul_ps(_mm512_loadu_ps(p.add(16)), scale));
-                let o = qb
-                    .as_mut_ptr()
-                    .add(((i / ROWS) * steps + s) * BYTES + (i % ROWS) * 64);
-                _mm256_storeu_si256(o.cast(), a);
-                _mm256_storeu_si256(o.add(32).cast(), b);
+                let (ah, al) = split(_mm512_mul_ps(_mm512_loadu_ps(p), scale));
+                let (bh, bl) = split(_mm512_mul_ps(_mm512_loadu_ps(p.add(16)), scale));
+                let at = ((i / ROWS) * steps + s) * BYTES + (i % ROWS) * 64;
+                for (buf, x, y) in [(&mut qb, ah, bh), (&mut ql, al, bl)] {
+                    let o = buf.as_mut_ptr().add(at);
+                    _mm256_storeu_si256(o.cast(), x);
+                    _mm256_storeu_si256(o.add(32).cast(), y);
+                }
             }
         }
     }
@@ -290,20 +310,24 @@ unsafe fn query_tile(lay: &Layout, q: &[f32], ranges: &[(usize, usize)], out: &m
     while t0 < uhi {
         let t1 = (t0 + KS).min(uhi);
         let nc = (t1 - t0).div_ceil(K);
-        // Logits: 32 keys (two 16-key blocks) at a time, every row tile.
+        // Logits: 32 keys (two 16-key blocks) at a time, every row tile, as
+        // `qb·kt + qb·kl + ql·kt` (the 16-bit q times the exact f16 k, but for `ql·kl`).
         for c in 0..nc {
-            let b0 = lay.kt[(t0 / ROWS + 2 * c) * kblk..].as_ptr();
+            let at = (t0 / ROWS + 2 * c) * kblk;
+            let (kh, kr) = (lay.kt[at..].as_ptr(), lay.kl[at..].as_ptr());
             let s = st.s.as_mut_ptr().cast::<f32>();
             t.zero();
             // SAFETY: keys t0+32c..+32 lie in the padded layout; `s` has 32 rows of KS.
             unsafe {
-                t.dot(
-                    [qb.as_ptr(), qb.as_ptr().add(steps * BYTES)],
-                    BYTES,
-                    [b0, b0.add(kblk)],
-                    BYTES,
-                    steps,
-                );
+                for (a, b) in [(&qb, kh), (&qb, kr), (&ql, kh)] {
+                    t.dot(
+                        [a.as_ptr(), a.as_ptr().add(steps * BYTES)],
+                        BYTES,
+                        [b, b.add(kblk)],
+                        BYTES,
+                        steps,
+                    );
+                }
                 let at = |i: usize, j: usize| s.add(i * ROWS * KS + K * c + j * ROWS);
                 t.store([at(0, 0), at(0, 1), at(1, 0), at(1, 1)], KS * 4);
             }

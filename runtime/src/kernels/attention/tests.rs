@@ -372,10 +372,11 @@ fn degenerate_shapes() {
     }
 }
 
-/// The AMX tile path (prefill shapes, ≥ `amx::MIN_ROWS` rows) against the f64 reference on
-/// the operands it rounds to bf16 (q·scale, k, v): what is left is the rounding of the
-/// probabilities to bf16 (relative 2⁻⁹ per weight, their sum taken over the rounded values)
-/// and f32 sums, so every output is within `2⁻⁸·max|v|` of it. Masks of every kind (causal
+/// The AMX tile path (prefill shapes, ≥ `amx::MIN_ROWS` rows) against the f64 reference on v
+/// rounded to bf16 as the tiles take it (q·scale enters in two bf16 parts, 16 significant
+/// bits, and an f16 k exactly, so the logits are f32-grade): what is left is the rounding of
+/// the probabilities to bf16 (relative 2⁻⁹ per weight, their sum taken over the rounded
+/// values) and f32 sums, so every output is within `2⁻⁸·max|v|` of it. Masks of every kind (causal
 /// with GQA rows, windows, random and empty ranges, a head boundary mid-tile), soft-capping,
 /// f32 and f16 entries, key counts off the 32-key chunking.
 #[cfg(target_arch = "x86_64")]
@@ -419,14 +420,7 @@ fn amx_tiles_match_reference() {
                     softcap: cap,
                 };
                 let ranges = masks(kind, rows, t, &mut rng);
-                let want = reference(
-                    &round(&q, p.scale),
-                    &round(&k32, 1.0),
-                    &round(&v32, 1.0),
-                    d,
-                    &AttnParams { scale: 1.0, ..p },
-                    &ranges,
-                );
+                let want = reference(&q, &k32, &round(&v32, 1.0), d, &p, &ranges);
                 let mut a = vec![f32::NAN; q.len()];
                 let mut b = vec![f32::NAN; q.len()];
                 attend_plan(

@@ -348,6 +348,12 @@ impl QMatrix {
         self.packed.is_some()
     }
 
+    /// Whether its prefill products (at least 64 rows) run in bf16 on AMX tiles: packed, and
+    /// [`simd::amx`] on.
+    pub fn prefill_on_tiles(&self) -> bool {
+        self.is_packed() && simd::amx()
+    }
+
     /// Decode rows `rows` into `out` (`rows.len() * cols` values): the embedding lookup.
     pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         assert!(
