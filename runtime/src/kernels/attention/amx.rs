@@ -412,6 +412,7 @@ unsafe fn query_tile(lay: &Layout, q: &[f32], ranges: &[(usize, usize)], out: &m
 /// One row's online-softmax update over its visible logits `x` (in place: logits in,
 /// unrounded probabilities out): returns the new `(m, l, alpha)`, `l` without this step's sum
 /// (added by the caller from the rounded probabilities).
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
 fn softmax_step(lay: &Layout, x: &mut [f32], m: f32, l: f32) -> (f32, f32, f32) {
     let level = SimdLevel::Avx2;
     if let Some(cap) = lay.params.softcap {
@@ -420,13 +421,35 @@ fn softmax_step(lay: &Layout, x: &mut [f32], m: f32, l: f32) -> (f32, f32, f32) 
         ops::tanh_inplace_at(level, x);
         x.iter_mut().for_each(|v| *v *= cap);
     }
-    // Max ignoring NaN; a NaN logit still poisons p, l and the output.
-    let tmax = x
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    // Max ignoring NaN (`vmaxps` returns its second operand when one is NaN); a NaN logit
+    // still poisons p, l and the output.
+    let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+    for c in x.chunks(16) {
+        let mask: __mmask16 = if c.len() == 16 {
+            !0
+        } else {
+            (1 << c.len()) - 1
+        };
+        // SAFETY: the mask covers the chunk's elements only.
+        let v = unsafe { _mm512_mask_loadu_ps(acc, mask, c.as_ptr()) };
+        acc = _mm512_max_ps(v, acc);
+    }
+    let tmax = _mm512_reduce_max_ps(acc);
     let m_new = if tmax > m { tmax } else { m };
     let alpha = ops::exp_s(m - m_new);
-    x.iter_mut().for_each(|v| *v -= m_new);
+    let sub = _mm512_set1_ps(m_new);
+    for c in x.chunks_mut(16) {
+        let mask: __mmask16 = if c.len() == 16 {
+            !0
+        } else {
+            (1 << c.len()) - 1
+        };
+        // SAFETY: as above.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, c.as_ptr());
+            _mm512_mask_storeu_ps(c.as_mut_ptr(), mask, _mm512_sub_ps(v, sub));
+        }
+    }
     ops::exp_inplace_at(level, x);
     (m_new, l * alpha, alpha)
 }
