@@ -392,10 +392,12 @@ impl ChunkedPrefill {
                 max,
             });
         }
+        let mut cache = KvCache::new(spec);
+        cache.reserve_tokens(prompt_ids.len() + reserve);
         Ok(ChunkedPrefill {
             ids: prompt_ids,
             done: 0,
-            cache: KvCache::new(spec),
+            cache,
             capture: WindowCapture::new(capture_window.max(1), spec.n_layers),
             capture_on: capture_window > 0,
             ms: 0.0,

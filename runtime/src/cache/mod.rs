@@ -51,10 +51,15 @@ struct HeadRows {
     start: usize,
 }
 
-/// Appends `src` to a shared buffer as f16 (copying the buffer first if it is shared).
-fn push_f16(buf: &mut Arc<Vec<f16>>, src: &[f32]) {
+/// Appends `src` to a shared buffer as f16 (copying the buffer first if it is shared). When
+/// it must grow, it grows to `room` elements if that is more than it needs (else as `Vec`
+/// does, doubling).
+fn push_f16(buf: &mut Arc<Vec<f16>>, src: &[f32], room: usize) {
     let b = Arc::make_mut(buf);
     let n = b.len();
+    if n + src.len() > b.capacity() && room > n + src.len() {
+        b.reserve_exact(room - n);
+    }
     b.resize(n + src.len(), f16::ZERO);
     b[n..].convert_from_f32_slice(src);
 }
@@ -264,6 +269,9 @@ pub struct LayerCache {
     pub attention: AttentionKind,
     pub n_kv_heads: usize,
     groups: Vec<HeadGroup>,
+    /// Tokens the host rows of a full-attention layer make room for when they grow (see
+    /// [`KvCache::reserve_tokens`]); 0: `Vec`'s doubling.
+    room_tokens: usize,
 }
 
 impl LayerCache {
@@ -272,6 +280,7 @@ impl LayerCache {
             attention,
             n_kv_heads,
             groups: Vec::new(),
+            room_tokens: 0,
         }
     }
 
@@ -382,10 +391,15 @@ impl LayerCache {
             let KvData::Host { heads, .. } = &mut g.data else {
                 panic!("a cache filled with tensors gets tensor appends");
             };
+            // Sliding-window layers drop their old rows, so they never need the room.
+            let room = match self.attention.window() {
+                None => self.room_tokens * d,
+                Some(_) => 0,
+            };
             for (i, h) in heads.iter_mut().enumerate() {
                 let head = g.first_head + i;
-                push_f16(&mut h.k, &k[head * s * d..(head + 1) * s * d]);
-                push_f16(&mut h.v, &v[head * s * d..(head + 1) * s * d]);
+                push_f16(&mut h.k, &k[head * s * d..(head + 1) * s * d], room);
+                push_f16(&mut h.v, &v[head * s * d..(head + 1) * s * d], room);
             }
             g.positions.extend_from_slice(positions);
         }
@@ -452,6 +466,15 @@ impl KvCache {
                 .collect(),
             next_pos: 0,
         }
+    }
+
+    /// Makes the host rows of full-attention layers grow straight to `tokens` entries when they
+    /// grow: a prompt's prefill then fills them without the doubling copies, and decoding up to
+    /// that many tokens appends in place. At 16K tokens the first decoded token used to move
+    /// each global layer's 8 MiB K and V into 16 MiB buffers, the largest step of peak RSS.
+    /// Untouched room costs address space, not memory.
+    pub fn reserve_tokens(&mut self, tokens: usize) {
+        self.layers.iter_mut().for_each(|l| l.room_tokens = tokens);
     }
 
     pub fn bytes(&self) -> usize {

@@ -32,6 +32,10 @@ use crate::kernels::tiles::{BYTES, K, ROWS, Tiles, bf16x16};
 
 /// Query rows per tile: two 16-row A tiles.
 const QT: usize = 2 * ROWS;
+/// Keys converted to bf16 at a time: the copies (three of 2 bytes per element) stay at 6 MiB
+/// for d = 256 however long the context (a 16K-token global layer's would be 24 MiB), and
+/// prompts up to 4K tokens take one segment.
+const SEGMENT: usize = 4096;
 /// Keys per online-softmax step.
 const KS: usize = 128;
 /// Fewer query rows than this stay on the f32 kernel (decode and short batches: exact math,
@@ -43,8 +47,8 @@ pub(super) fn head_dim_ok(d: usize) -> bool {
 }
 
 /// `out` as [`super::attend`] computes it, for rows with the visible `ranges` (`(0, 0)` when
-/// empty), on tiles. Returns `false`, with `out` untouched, when K or V holds a non-finite
-/// value.
+/// empty), on tiles. Returns `false` when K or V holds a non-finite value (`out` is then
+/// unspecified: the caller recomputes it).
 ///
 /// # Safety
 /// AMX usable (module contract); `head_dim_ok(d)`; `q`, `out` of `ranges.len()·d`, `k`, `v`
@@ -59,50 +63,89 @@ pub(super) unsafe fn attend<E: KvElem>(
     out: &mut [f32],
 ) -> bool {
     let t = k.len() / d;
-    // Padded to whole 32-key chunks with zero keys and values (finite, and masked anyway).
-    let chunks = t.div_ceil(K);
-    let mut kt = vec![0u8; chunks * K * d * 2];
-    let mut kl = vec![0u8; chunks * K * d * 2];
-    let mut vt = vec![0u8; chunks * K * d * 2];
-    let finite = {
+    let tiles = query_tiles(ranges);
+    out.fill(0.0);
+    // The running max and sum of every row, across segments.
+    let mut m = vec![f32::NEG_INFINITY; ranges.len()];
+    let mut l = vec![0.0f32; ranges.len()];
+    // One segment of keys at a time in bf16 (padded to whole 32-key chunks with zero keys and
+    // values: finite, and masked anyway), so the copies stay small next to the cache.
+    let seg = t.min(SEGMENT).next_multiple_of(K);
+    let (mut kt, mut kl, mut vt) = (
+        vec![0u8; seg * d * 2],
+        vec![0u8; seg * d * 2],
+        vec![0u8; seg * d * 2],
+    );
+    let mut clipped = vec![(0usize, 0usize); ranges.len()];
+    for s0 in (0..t).step_by(SEGMENT) {
+        let s1 = (s0 + SEGMENT).min(t);
+        let (ks, vs) = (&k[s0 * d..s1 * d], &v[s0 * d..s1 * d]);
+        let bytes = (s1 - s0).next_multiple_of(K) * d * 2;
+        let (kt, kl, vt) = (&mut kt[..bytes], &mut kl[..bytes], &mut vt[..bytes]);
         let (a, b) = rayon::join(
             || {
                 kt.par_chunks_mut(K * d * 2)
                     .zip(kl.par_chunks_mut(K * d * 2))
                     .enumerate()
                     // SAFETY: AVX-512 (module contract); chunk c's keys and its regions.
-                    .all(|(c, (hi, lo))| unsafe { keys_tiles(k, d, c, hi, lo) })
+                    .all(|(c, (hi, lo))| unsafe { keys_tiles(ks, d, c, hi, lo) })
             },
             || {
                 vt.par_chunks_mut(K * d * 2)
                     .enumerate()
                     // SAFETY: as above.
-                    .all(|(c, o)| unsafe { values_tiles(v, d, c, o) })
+                    .all(|(c, o)| unsafe { values_tiles(vs, d, c, o) })
             },
         );
-        a && b
-    };
-    if !finite {
-        return false;
+        if !(a && b) {
+            return false;
+        }
+        for (c, &(lo, hi)) in clipped.iter_mut().zip(ranges) {
+            let (a, b) = (lo.max(s0), hi.min(s1));
+            *c = if a < b { (a - s0, b - s0) } else { (0, 0) };
+        }
+        let lay = Layout {
+            kt,
+            kl,
+            vt,
+            d,
+            params: *params,
+        };
+        let mut jobs = Vec::with_capacity(tiles.len());
+        let (mut o_rest, mut m_rest, mut l_rest) = (&mut *out, &mut m[..], &mut l[..]);
+        for &(r0, n) in &tiles {
+            let (o, o_tail) = std::mem::take(&mut o_rest).split_at_mut(n * d);
+            let (mt, m_tail) = std::mem::take(&mut m_rest).split_at_mut(n);
+            let (lt, l_tail) = std::mem::take(&mut l_rest).split_at_mut(n);
+            (o_rest, m_rest, l_rest) = (o_tail, m_tail, l_tail);
+            if clipped[r0..r0 + n].iter().any(|r| r.0 < r.1) {
+                jobs.push((r0, n, o, mt, lt));
+            }
+        }
+        let clipped = &clipped;
+        jobs.into_par_iter().for_each(|(r0, n, o, m, l)| {
+            // SAFETY: module contract; rows r0..r0+n and their clipped ranges inside the
+            // segment's layout.
+            unsafe {
+                query_tile(
+                    &lay,
+                    &q[r0 * d..(r0 + n) * d],
+                    &clipped[r0..r0 + n],
+                    m,
+                    l,
+                    o,
+                )
+            }
+        });
     }
-    let lay = Layout {
-        kt: &kt,
-        kl: &kl,
-        vt: &vt,
-        d,
-        params: *params,
-    };
-    let mut jobs = Vec::with_capacity(ranges.len().div_ceil(QT));
-    let mut rest = out;
-    for (r0, n) in query_tiles(ranges) {
-        let (o, tail) = std::mem::take(&mut rest).split_at_mut(n * d);
-        jobs.push((r0, n, o));
-        rest = tail;
+    for (row, &l) in out.chunks_exact_mut(d).zip(&l) {
+        if l == 0.0 {
+            row.fill(0.0);
+        } else {
+            let inv = 1.0 / l;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
     }
-    jobs.into_par_iter().for_each(|(r0, n, o)| {
-        // SAFETY: module contract; rows r0..r0+n and their ranges inside the layout.
-        unsafe { query_tile(&lay, &q[r0 * d..(r0 + n) * d], &ranges[r0..r0 + n], o) }
-    });
     true
 }
 
@@ -192,6 +235,11 @@ fn split(v: __m512) -> (__m256i, __m256i) {
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 unsafe fn keys_tiles<E: KvElem>(k: &[E], d: usize, c: usize, hi: &mut [u8], lo: &mut [u8]) -> bool {
     let t = k.len() / d;
+    if 32 * c + 32 > t {
+        // A partial chunk: its missing keys are zeros.
+        hi.fill(0);
+        lo.fill(0);
+    }
     let mut bad: __mmask16 = 0;
     // Lane kk (a column pair) of a key goes to row kk of its tile: 64 bytes apart.
     let rows = _mm512_mullo_epi32(
@@ -259,13 +307,19 @@ unsafe fn values_tiles<E: KvElem>(v: &[E], d: usize, c: usize, out: &mut [u8]) -
 /// # Safety
 /// Module contract; `q`, `out` of `n·d`, ranges inside the layout's keys.
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-unsafe fn query_tile(lay: &Layout, q: &[f32], ranges: &[(usize, usize)], out: &mut [f32]) {
+unsafe fn query_tile(
+    lay: &Layout,
+    q: &[f32],
+    ranges: &[(usize, usize)],
+    m: &mut [f32],
+    l: &mut [f32],
+    out: &mut [f32],
+) {
     let (d, n) = (lay.d, ranges.len());
     let steps = d / K;
     let live = ranges.iter().filter(|r| r.0 < r.1);
     let (ulo, uhi) = live.fold((usize::MAX, 0), |(a, b), r| (a.min(r.0), b.max(r.1)));
     if ulo >= uhi {
-        out.fill(0.0);
         return;
     }
     // Q (scaled) as two A tiles per 32-column step, `[row tile][step][row][32]`: its bf16
@@ -300,9 +354,9 @@ unsafe fn query_tile(lay: &Layout, q: &[f32], ranges: &[(usize, usize)], out: &m
         s: [[0.0; KS]; QT],
         p: [0; QT * KS * 2],
     };
+    // The rows' running sums so far (padding rows stay zero).
     let mut acc = vec![0.0f32; QT * d];
-    let mut m = [f32::NEG_INFINITY; QT];
-    let mut l = [0.0f32; QT];
+    acc[..n * d].copy_from_slice(out);
     // SAFETY: module contract.
     let mut t = unsafe { Tiles::new() };
     let (kblk, vchunk) = (steps * BYTES, (d / ROWS) * BYTES);
@@ -398,15 +452,7 @@ unsafe fn query_tile(lay: &Layout, q: &[f32], ranges: &[(usize, usize)], out: &m
         t0 += KS;
     }
     drop(t);
-    for (i, (o, a)) in out.chunks_exact_mut(d).zip(acc.chunks_exact(d)).enumerate() {
-        let (lo, hi) = ranges[i];
-        if lo >= hi || l[i] == 0.0 {
-            o.fill(0.0);
-        } else {
-            let inv = 1.0 / l[i];
-            o.iter_mut().zip(a).for_each(|(o, &a)| *o = a * inv);
-        }
-    }
+    out.copy_from_slice(&acc[..n * d]);
 }
 
 /// One row's online-softmax update over its visible logits `x` (in place: logits in,

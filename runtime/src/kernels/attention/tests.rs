@@ -378,7 +378,7 @@ fn degenerate_shapes() {
 /// the probabilities to bf16 (relative 2⁻⁹ per weight, their sum taken over the rounded
 /// values) and f32 sums, so every output is within `2⁻⁸·max|v|` of it. Masks of every kind (causal
 /// with GQA rows, windows, random and empty ranges, a head boundary mid-tile), soft-capping,
-/// f32 and f16 entries, key counts off the 32-key chunking.
+/// f32 and f16 entries, key counts off the 32-key chunking, keys in several segments.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tiles_match_reference() {
@@ -396,6 +396,8 @@ fn amx_tiles_match_reference() {
         (256usize, 700usize, 256usize),
         (64, 97, 66),
         (128, 1500, 128),
+        // Three segments of the bf16 copies, the last one partial.
+        (64, 8500, 96),
     ] {
         for kind in 0..4 {
             for cap in [None, Some(30.0f32)] {
