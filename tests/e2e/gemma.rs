@@ -129,10 +129,10 @@ fn argmax(row: &[f32]) -> usize {
 
 /// The fast path (quantized weights in memory, CPU kernels) against the exact f32 path over
 /// every position of the three reference prompts, through both kernel families (prefill in
-/// chunks of 128: the mat-mat kernels — bf16 AMX tiles where the CPU has them, else the
-/// integer or f32 tile kernels; one token at a time: the integer mat-vecs on quantized
-/// activations): the same top-1 token at ≥ 99% of positions, mean KL(exact ‖ fast) ≤ 1e-2
-/// nats (measured 2026-12-04: prefill 99.2% / 1.1e-4 on AMX, 100% / 4.9e-7 on the integer
+/// chunks of 128: the mat-mat kernels and prefill attention — bf16 AMX tiles where the CPU has
+/// them, else the integer or f32 tile kernels; one token at a time: the integer mat-vecs on
+/// quantized activations): the same top-1 token at ≥ 99% of positions, mean KL(exact ‖ fast)
+/// ≤ 1e-2 nats (measured 2026-12-04: prefill 99.2% / 1.1e-4 on AMX, 100% / 4.9e-7 on the integer
 /// kernels; decode 100% / 4.5e-7); greedy 20-token continuations identical, or the first
 /// divergence a near-tie of the exact model (its logits for the two picks within 0.25).
 #[test]

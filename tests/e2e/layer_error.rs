@@ -24,9 +24,9 @@ fn layer_errors_reproduce_the_reference() {
 /// The default fast path (quantized weights, f16 KV cache on the host, the kernels; the
 /// probe replays attention on compressed copies of that cache): the same generated tokens and
 /// layer errors within 2% of the reference, the exact path's bound. Observed: ~1e-4 with the
-/// 16-bit integer prefill; where the CPU has AMX, prefill rounds to bf16 and one sum (layer 17,
-/// one head) moves 1.0% — a top-k edge swap, which moves a sum by 1–2%; a wrong op moves
-/// them by far more.
+/// 16-bit integer prefill; where the CPU has AMX, prefill's products and attention round to
+/// bf16 and the sums move by up to 1.0% (a top-k edge swap moves one by 1–2%; a wrong op moves
+/// them by far more). With bf16 attention logits (one tile product, no split) one moved 6%.
 #[test]
 fn layer_errors_on_the_fast_path() {
     let Some(shared) = shared_dir() else { return };

@@ -372,6 +372,32 @@ fn degenerate_shapes() {
     }
 }
 
+/// [`attend_plan`] with the AMX tiles allowed, into a NaN-filled output.
+#[cfg(target_arch = "x86_64")]
+fn on_tiles<E: KvElem>(
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    d: usize,
+    p: &AttnParams,
+    ranges: &[(usize, usize)],
+) -> Vec<f32> {
+    let mut out = vec![f32::NAN; q.len()];
+    attend_plan(
+        SimdLevel::Avx2,
+        q,
+        k,
+        v,
+        d,
+        p,
+        &|r| ranges[r],
+        &mut out,
+        None,
+        true,
+    );
+    out
+}
+
 /// The AMX tile path (prefill shapes, ≥ `amx::MIN_ROWS` rows) against the f64 reference on v
 /// rounded to bf16 as the tiles take it (q·scale enters in two bf16 parts, 16 significant
 /// bits, and an f16 k exactly, so the logits are f32-grade): what is left is the rounding of
@@ -423,32 +449,8 @@ fn amx_tiles_match_reference() {
                 };
                 let ranges = masks(kind, rows, t, &mut rng);
                 let want = reference(&q, &k32, &round(&v32, 1.0), d, &p, &ranges);
-                let mut a = vec![f32::NAN; q.len()];
-                let mut b = vec![f32::NAN; q.len()];
-                attend_plan(
-                    SimdLevel::Avx2,
-                    &q,
-                    &k32,
-                    &v32,
-                    d,
-                    &p,
-                    &|r| ranges[r],
-                    &mut a,
-                    None,
-                    true,
-                );
-                attend_plan(
-                    SimdLevel::Avx2,
-                    &q,
-                    &k,
-                    &v,
-                    d,
-                    &p,
-                    &|r| ranges[r],
-                    &mut b,
-                    None,
-                    true,
-                );
+                let a = on_tiles(&q, &k32, &v32, d, &p, &ranges);
+                let b = on_tiles(&q, &k, &v, d, &p, &ranges);
                 assert_eq!(a, b, "f16 entries give what their f32 values give");
                 for (r, &(lo, hi)) in ranges.iter().enumerate() {
                     let row = &a[r * d..(r + 1) * d];
@@ -486,19 +488,7 @@ fn amx_tiles_match_reference() {
         scale: 0.125,
         softcap: None,
     };
-    let mut got = vec![0.0; rows * d];
-    attend_plan(
-        SimdLevel::Avx2,
-        &q,
-        &k,
-        &v,
-        d,
-        &p,
-        &|r| ranges[r],
-        &mut got,
-        None,
-        true,
-    );
+    let got = on_tiles(&q, &k, &v, d, &p, &ranges);
     for (r, row) in got.chunks_exact(d).enumerate() {
         assert_eq!(row[3].is_nan(), 100 + r > 150, "row {r}");
         assert!(row.iter().enumerate().all(|(c, x)| c == 3 || x.is_finite()));
