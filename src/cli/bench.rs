@@ -116,9 +116,10 @@ pub fn run(device: &super::DeviceArgs, args: BenchArgs) -> anyhow::Result<()> {
         fma_peak.map_or(String::new(), |p| format!(
             "; measured f32 FMA peak {:.0} GFLOP/s ({})",
             2.0 * p / 1e9,
-            // The "compute bound" column is an f32 prefill's; tile matmuls are not held to it.
+            // The "compute bound" column is an f32 prefill's; bf16 tiles are not held to it.
             if compresskv_runtime::kernels::simd::amx() {
-                "an f32 prefill's compute bound; the prefill matmuls here run on AMX tiles"
+                "an f32 prefill's compute bound; quantized weights prefill on AMX tiles here, \
+                 products and attention"
             } else {
                 "the prefill compute bound"
             }
