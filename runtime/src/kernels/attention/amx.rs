@@ -5,19 +5,24 @@
 //! peak, and was ~30% of a 1K-token prefill and ~40% of a 4K one once the weight products
 //! moved to the tiles. `tdpbf16ps` does 16×16×32 multiply-adds per instruction.
 //!
-//! Layout. Per call (one KV head), K and V are rounded to bf16 once, in the tiles' B layout
-//! ([`keys_tiles`], [`values_tiles`]), and shared by every query tile. A query tile is up to
-//! 32 consecutive rows with nearly the same visible range (two 16-row A tiles; the scale is
-//! folded into Q before rounding). Per step of up to 128 keys: the logits go to an f32 buffer
-//! (2×2 tile products of 32 keys), each row's visible keys get the online-softmax update, the
+//! Layout. Per call (one KV head), K and V are converted once, [`SEGMENT`] keys at a time, into
+//! the tiles' B layout ([`keys_tiles`], [`values_tiles`]) and shared by every query tile; the
+//! rows' running max, sum and output carry over from one segment to the next. A query tile is
+//! up to 32 consecutive rows with nearly the same visible range (two 16-row A tiles; the scale
+//! is folded into Q). Per step of up to 128 keys: the logits go to an f32 buffer (2×2 tile
+//! products of 32 keys), each row's visible keys get the online-softmax update, the
 //! probabilities are rounded to bf16 as A tiles (the row sum `l` adds the *rounded* values, so
 //! the weights applied to V sum to one), the output rows are rescaled where the running max
 //! moved, and `O += P·V` runs on tiles loaded from and stored back to the f32 output rows.
 //!
-//! Rounding: q (scaled), k, v and p carry a relative error ≤ 2⁻⁹ each (k and v come from the
-//! f16 cache, 2⁻¹¹); sums are f32. Keys a row cannot see get `p = 0` exactly. A non-finite K
-//! or V element anywhere makes [`attend`] decline (the f32 kernel then runs): on tiles,
-//! `0 · NaN` would reach rows that cannot see that key.
+//! Rounding: the logits are f32-grade — q·scale enters as two bf16 parts (16 significant bits)
+//! and a key as its bf16 rounding plus the rounded remainder (an f16 key exactly), summed as
+//! `q_hi·k_hi + q_hi·k_lo + q_lo·k_hi`. With one bf16 product (4–6% faster prefill) a logit
+//! erred by `2⁻⁸·Σ|q·k|`: the profiler's layer errors moved 6% and tiny random models' sharp
+//! attention missed their references. p and v round to bf16 (an output within `2⁻⁸·max|v|`);
+//! sums are f32. Keys a row cannot see get `p = 0` exactly. A non-finite K or V element makes
+//! [`attend`] decline (the f32 kernel then runs): on tiles, `0 · NaN` would reach rows that
+//! cannot see that key.
 //!
 //! Everything here must only run after [`crate::kernels::simd::amx`] said yes.
 
