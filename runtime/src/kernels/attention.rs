@@ -174,18 +174,7 @@ pub fn attend<E: KvElem>(
     visible: &dyn Fn(usize) -> (usize, usize),
     out: &mut [f32],
 ) {
-    attend_plan(
-        simd::active(),
-        q,
-        k,
-        v,
-        d,
-        params,
-        visible,
-        out,
-        None,
-        false,
-    )
+    attend_at(simd::active(), q, k, v, d, params, visible, out)
 }
 
 /// [`attend`], except that calls of at least 64 query rows (prefill chunks) run on AMX tiles
